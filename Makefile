@@ -1,0 +1,51 @@
+# The two commands: `make run` and `make test`. Everything lives in .venv; nothing is installed globally.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# llama-cpp-python compiles llama.cpp once (a few minutes); use every core for it.
+export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc 2>/dev/null || echo 2)
+ARGS ?=
+
+.PHONY: setup dev run test lint format typecheck unit clean
+
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 is required"' \
+		|| { echo "Somner needs Python 3.11 or newer as $(PYTHON)"; exit 1; }
+	@$(PYTHON) -m venv $(VENV) \
+		|| { echo "python3 -m venv failed: on Debian/Ubuntu run 'apt-get install python3-venv'"; exit 1; }
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.setup-done: $(BIN)/python pyproject.toml
+	$(BIN)/pip install --quiet -e '.[default-model]'
+	@touch $@
+
+$(VENV)/.dev-done: $(VENV)/.setup-done
+	$(BIN)/pip install --quiet -e '.[default-model,dev]'
+	@touch $@
+
+setup: $(VENV)/.setup-done
+
+dev: $(VENV)/.dev-done
+
+run: setup
+	$(BIN)/somner serve $(ARGS)
+
+format: dev
+	$(BIN)/ruff format src tests benchmarks
+
+lint: dev
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks
+
+typecheck: dev
+	$(BIN)/mypy
+
+# pytest exits 5 when it collects nothing; make treats every non-zero exit as failure.
+test: lint typecheck
+	$(BIN)/pytest $(ARGS)
+
+unit: dev
+	$(BIN)/pytest tests/unit tests/api $(ARGS)
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info .mypy_cache .ruff_cache .pytest_cache
