@@ -1,0 +1,6 @@
+"""`python -m somner`."""
+
+from somner.cli import main
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,35 @@
+"""Protocol-neutral types shared by the gateway, the backends and the engine.
+
+Nothing here knows a wire format: dialects translate to and from these types at the edge (`somner.wire`).
+Plain dataclasses, no validation: values are checked where they enter (wire schemas, settings).
+"""
+
+from somner.core.types import (
+    ChatRequest,
+    Chunk,
+    CompletionRequest,
+    EmbeddingRequest,
+    EmbeddingResult,
+    FinishReason,
+    Message,
+    SamplingParams,
+    Timings,
+    TokenLogprob,
+    TopLogprob,
+    Usage,
+)
+
+__all__ = [
+    "ChatRequest",
+    "Chunk",
+    "CompletionRequest",
+    "EmbeddingRequest",
+    "EmbeddingResult",
+    "FinishReason",
+    "Message",
+    "SamplingParams",
+    "Timings",
+    "TokenLogprob",
+    "TopLogprob",
+    "Usage",
+]
