@@ -1,0 +1,1 @@
+"""Backends: what actually generates for a model (an engine worker process, and later other engines)."""

@@ -1,0 +1,36 @@
+"""The backend interface: the one seam where engines differ."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Protocol
+
+from somner.core import ChatRequest, Chunk, CompletionRequest, EmbeddingRequest, EmbeddingResult
+
+ChunkStream = AsyncIterator[Chunk]
+
+
+class Backend(Protocol):
+    """Something that serves one model.
+
+    `chat` and `complete` return once the engine has accepted the request (errors before that are raised,
+    so they become a proper error response); the stream then yields chunks, the last one carrying
+    `finish_reason` and `usage`, and raises `SomnerError` if the engine fails midway.
+    """
+
+    @property
+    def alive(self) -> bool: ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def wait_exit(self) -> int | None:
+        """Return when the backend's process ends on its own (its exit status), or never for remote ones."""
+        ...
+
+    async def chat(self, request: ChatRequest) -> ChunkStream: ...
+
+    async def complete(self, request: CompletionRequest) -> ChunkStream: ...
+
+    async def embed(self, request: EmbeddingRequest) -> EmbeddingResult: ...

@@ -1,0 +1,142 @@
+"""A client for engines that speak the OpenAI dialect over HTTP (our worker on a unix socket, later others).
+
+httpx errors are translated here, where they enter: before the engine accepted a request they are a 502/503
+error response; after, the stream raises `EngineFailed`, which the API turns into a final error event.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import anyio
+import httpx
+import orjson
+
+from somner.core import (
+    ChatRequest,
+    Chunk,
+    CompletionRequest,
+    EmbeddingRequest,
+    EmbeddingResult,
+)
+from somner.errors import EngineFailed, SomnerError, error_from_status
+from somner.wire import sse
+from somner.wire.openai import decode, encode
+
+log = logging.getLogger(__name__)
+
+ChunkDecoder = Callable[[dict[str, Any]], Chunk]
+
+
+def error_from_body(status: int, body: bytes) -> SomnerError:
+    """Rebuild the engine's error from its OpenAI-shaped body (or say that it had none)."""
+    message, code, param = f"the engine answered with status {status}", None, None
+    try:
+        data = orjson.loads(body)
+        error = data.get("error") if isinstance(data, dict) else None
+        if isinstance(error, dict):
+            message = str(error.get("message") or message)
+            code = error.get("code") if isinstance(error.get("code"), str) else None
+            param = error.get("param") if isinstance(error.get("param"), str) else None
+        elif isinstance(error, str):
+            message = error
+    except orjson.JSONDecodeError:
+        pass
+    return error_from_status(status, message, code=code, param=param)
+
+
+class OpenAIHTTPClient:
+    def __init__(self, client: httpx.AsyncClient, *, label: str) -> None:
+        self._client = client
+        self._label = label
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def _open(self, path: str, body: dict[str, Any]) -> httpx.Response:
+        request = self._client.build_request(
+            "POST", path, content=orjson.dumps(body), headers={"content-type": "application/json"}
+        )
+        try:
+            response = await self._client.send(request, stream=True)
+        except httpx.TimeoutException as exc:
+            raise EngineFailed(f"{self._label} did not answer in time") from exc
+        except httpx.HTTPError as exc:
+            raise EngineFailed(f"{self._label} is not reachable") from exc
+        if response.status_code != 200:
+            try:
+                payload = await response.aread()
+            except httpx.HTTPError:
+                payload = b""
+            finally:
+                await response.aclose()
+            raise error_from_body(response.status_code, payload)
+        return response
+
+    async def _stream(self, path: str, body: dict[str, Any], decode_chunk: ChunkDecoder) -> AsyncIterator[Chunk]:
+        response = await self._open(path, body)
+        return self._chunks(response, decode_chunk)
+
+    async def _chunks(self, response: httpx.Response, decode_chunk: ChunkDecoder) -> AsyncIterator[Chunk]:
+        """Chunks of an SSE response. The finish chunk is held until the usage event after it arrives, so the
+        consumer sees one final chunk carrying both."""
+        held: Chunk | None = None
+        try:
+            async for data in sse.data_events(response.aiter_raw()):
+                if data == sse.DONE:
+                    break
+                try:
+                    obj = orjson.loads(data)
+                except orjson.JSONDecodeError as exc:
+                    raise EngineFailed(f"{self._label} sent a malformed event") from exc
+                if not isinstance(obj, dict):
+                    raise EngineFailed(f"{self._label} sent a malformed event")
+                if obj.get("error") is not None:
+                    raise error_from_body(500, data)
+                chunk = decode_chunk(obj)
+                if held is not None:
+                    if chunk.usage is not None:
+                        held.usage = chunk.usage
+                    continue
+                if chunk.finish_reason is not None:
+                    held = chunk
+                    continue
+                yield chunk
+        except httpx.HTTPError as exc:
+            raise EngineFailed(f"{self._label} stopped while generating") from exc
+        finally:
+            with anyio.CancelScope(shield=True):
+                await response.aclose()
+        if held is None:
+            raise EngineFailed(f"{self._label} ended the stream before finishing")
+        yield held
+
+    async def chat(self, request: ChatRequest) -> AsyncIterator[Chunk]:
+        return await self._stream("/v1/chat/completions", encode.chat_request(request), decode.chat_chunk)
+
+    async def complete(self, request: CompletionRequest) -> AsyncIterator[Chunk]:
+        return await self._stream("/v1/completions", encode.completion_request(request), decode.completion_chunk)
+
+    async def embed(self, request: EmbeddingRequest) -> EmbeddingResult:
+        response = await self._open("/v1/embeddings", encode.embedding_request(request.model, request.inputs))
+        try:
+            payload = await response.aread()
+        except httpx.HTTPError as exc:
+            raise EngineFailed(f"{self._label} stopped while embedding") from exc
+        finally:
+            await response.aclose()
+        try:
+            data = orjson.loads(payload)
+            items = sorted(data["data"], key=lambda item: item["index"])
+            vectors = [list(map(float, item["embedding"])) for item in items]
+            prompt_tokens = int(data.get("usage", {}).get("prompt_tokens", 0))
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise EngineFailed(f"{self._label} sent a malformed embedding response") from exc
+        return EmbeddingResult(embeddings=vectors, prompt_tokens=prompt_tokens)
+
+    async def get_json(self, path: str, *, deadline: float) -> Any:
+        response = await self._client.get(path, timeout=deadline)
+        response.raise_for_status()
+        return orjson.loads(response.content)

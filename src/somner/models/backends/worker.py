@@ -1,0 +1,200 @@
+"""The `worker` backend: a `somner worker` process per model, reached over a unix socket.
+
+Start: spawn the worker with the model's settings, its stdin a pipe (the worker exits when that pipe closes,
+so a gateway that dies abruptly leaves no worker behind), stdout/stderr appended to the model's log file,
+then poll `/health` until it answers, the process exits, or the ready timeout passes.
+Stop: SIGTERM, then SIGKILL after the grace period; the process is always reaped (no zombies).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from somner.core import ChatRequest, CompletionRequest, EmbeddingRequest, EmbeddingResult
+from somner.errors import ModelLoadFailed
+from somner.models.backends.base import ChunkStream
+from somner.models.backends.openai_http import OpenAIHTTPClient
+from somner.models.registry import ModelSpec
+from somner.settings import EngineSettings
+
+log = logging.getLogger(__name__)
+
+_POLL_INTERVAL = 0.05
+_LOG_TAIL_BYTES = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerPaths:
+    run_dir: Path  # short, private directory for sockets (unix socket paths are limited to ~100 bytes)
+    log_dir: Path
+
+
+def worker_command(spec: ModelSpec, socket_path: Path) -> list[str]:
+    command = [
+        sys.executable,
+        "-m",
+        "somner",
+        "worker",
+        "--model",
+        str(spec.path),
+        "--id",
+        spec.id,
+        "--socket",
+        str(socket_path),
+        "--parallel",
+        str(spec.parallel),
+        "--batch",
+        str(spec.batch),
+        "--gpu-layers",
+        str(spec.gpu_layers),
+        "--exit-with-parent",
+    ]
+    if spec.ctx is not None:
+        command += ["--ctx", str(spec.ctx)]
+    if spec.threads is not None:
+        command += ["--threads", str(spec.threads)]
+    if spec.template is not None:
+        command += ["--template", spec.template]
+    if spec.cpu_repack:
+        command.append("--cpu-repack")
+    return command
+
+
+def log_tail(path: Path, limit: int = _LOG_TAIL_BYTES) -> str:
+    try:
+        with path.open("rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            size = handle.tell()
+            handle.seek(max(0, size - limit))
+            return handle.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
+class WorkerBackend:
+    def __init__(self, spec: ModelSpec, paths: WorkerPaths, settings: EngineSettings, index: int) -> None:
+        self.spec = spec
+        self.settings = settings
+        self.socket_path = paths.run_dir / f"w{index}.sock"
+        self.log_path = paths.log_dir / f"worker-{spec.id}.log"
+        self._process: asyncio.subprocess.Process | None = None
+        self._client: OpenAIHTTPClient | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    @property
+    def alive(self) -> bool:
+        return self._process is not None and self._process.returncode is None
+
+    def _http(self) -> OpenAIHTTPClient:
+        if self._client is None:
+            transport = httpx.AsyncHTTPTransport(uds=str(self.socket_path))
+            timeout = httpx.Timeout(connect=5.0, read=self.settings.read_timeout, write=30.0, pool=30.0)
+            limits = httpx.Limits(max_connections=None, max_keepalive_connections=64)
+            client = httpx.AsyncClient(transport=transport, base_url="http://worker", timeout=timeout, limits=limits)
+            self._client = OpenAIHTTPClient(client, label=f"the engine for {self.spec.id}")
+        return self._client
+
+    async def start(self) -> None:
+        if not self.spec.path.is_file():
+            raise ModelLoadFailed(f"The model file for '{self.spec.id}' is missing")
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            self.socket_path.unlink()
+        command = worker_command(self.spec, self.socket_path)
+        log.info("starting engine for %s (log: %s)", self.spec.id, self.log_path)
+        with self.log_path.open("ab") as log_file:
+            self._process = await asyncio.create_subprocess_exec(
+                *command,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=log_file,
+                stderr=log_file,
+                start_new_session=True,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        try:
+            await self._wait_ready()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _wait_ready(self) -> None:
+        assert self._process is not None
+        deadline = time.monotonic() + self.settings.ready_timeout
+        client = self._http()
+        while True:
+            if self._process.returncode is not None:
+                raise ModelLoadFailed(
+                    self._failure_message(f"its engine exited with status {self._process.returncode}")
+                )
+            if self.socket_path.exists():
+                try:
+                    await client.get_json("/health", deadline=2.0)
+                    log.info("engine for %s is ready (pid %s)", self.spec.id, self._process.pid)
+                    return
+                except (httpx.HTTPError, ValueError):
+                    pass
+            if time.monotonic() > deadline:
+                raise ModelLoadFailed(
+                    f"The model '{self.spec.id}' did not load within {self.settings.ready_timeout:g}s"
+                )
+            await asyncio.sleep(_POLL_INTERVAL)
+
+    def _failure_message(self, what: str) -> str:
+        """A client-safe reason: only the worker's own one-line verdict, never its raw log."""
+        tail = log_tail(self.log_path)
+        log.error("engine for %s failed to start: %s\n--- log tail ---\n%s", self.spec.id, what, tail[-2000:])
+        reason = ""
+        for line in tail.splitlines():
+            if line.startswith("somner worker: "):
+                reason = line.removeprefix("somner worker: ")
+        detail = f": {reason}" if reason else ""
+        return f"The model '{self.spec.id}' could not be loaded ({what}){detail}"
+
+    async def wait_exit(self) -> int | None:
+        if self._process is None:
+            return None
+        return await self._process.wait()
+
+    async def stop(self) -> None:
+        process = self._process
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+        if process is None:
+            return
+        if process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(process.wait(), self.settings.stop_timeout)
+            except TimeoutError:
+                log.warning("engine for %s ignored SIGTERM; killing it", self.spec.id)
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+                await process.wait()
+        if process.stdin is not None:
+            process.stdin.close()
+        with contextlib.suppress(FileNotFoundError):
+            self.socket_path.unlink()
+
+    async def chat(self, request: ChatRequest) -> ChunkStream:
+        return await self._http().chat(request)
+
+    async def complete(self, request: CompletionRequest) -> ChunkStream:
+        return await self._http().complete(request)
+
+    async def embed(self, request: EmbeddingRequest) -> EmbeddingResult:
+        return await self._http().embed(request)

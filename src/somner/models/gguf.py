@@ -1,0 +1,150 @@
+"""Reading a GGUF file's header and metadata without loading the model (pure Python, bounded reads).
+
+Used to refuse a file that is not GGUF before an engine is started for it, and to describe a model
+(architecture, context length, chat template) without loading its weights.
+"""
+
+from __future__ import annotations
+
+import mmap
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+MAGIC = b"GGUF"
+SUPPORTED_VERSIONS = (2, 3)
+_MAX_STRING = 1 << 24  # 16 MiB; a longer metadata string means a corrupt or hostile file
+_MAX_ITEMS = 1 << 26
+
+# type code -> (struct format, size)
+_SCALARS: dict[int, tuple[str, int]] = {
+    0: ("<B", 1),
+    1: ("<b", 1),
+    2: ("<H", 2),
+    3: ("<h", 2),
+    4: ("<I", 4),
+    5: ("<i", 4),
+    6: ("<f", 4),
+    7: ("<?", 1),
+    10: ("<Q", 8),
+    11: ("<q", 8),
+    12: ("<d", 8),
+}
+_STRING = 8
+_ARRAY = 9
+
+
+class GGUFError(ValueError):
+    """The file is not a readable GGUF file; the message says why."""
+
+
+@dataclass(slots=True)
+class GGUFInfo:
+    version: int
+    tensor_count: int
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def architecture(self) -> str | None:
+        value = self.metadata.get("general.architecture")
+        return value if isinstance(value, str) else None
+
+    def arch_value(self, suffix: str) -> Any:
+        arch = self.architecture
+        return self.metadata.get(f"{arch}.{suffix}") if arch else None
+
+    @property
+    def context_length(self) -> int | None:
+        value = self.arch_value("context_length")
+        return int(value) if isinstance(value, int) else None
+
+    @property
+    def chat_template(self) -> str | None:
+        value = self.metadata.get("tokenizer.chat_template")
+        return value if isinstance(value, str) else None
+
+
+class _Reader:
+    def __init__(self, buf: mmap.mmap | bytes) -> None:
+        self.buf = buf
+        self.pos = 0
+
+    def take(self, size: int) -> int:
+        start = self.pos
+        if size < 0 or start + size > len(self.buf):
+            raise GGUFError("truncated GGUF header")
+        self.pos = start + size
+        return start
+
+    def scalar(self, code: int) -> Any:
+        fmt, size = _SCALARS[code]
+        return struct.unpack_from(fmt, self.buf, self.take(size))[0]
+
+    def string(self) -> str:
+        (length,) = struct.unpack_from("<Q", self.buf, self.take(8))
+        if length > _MAX_STRING:
+            raise GGUFError("GGUF metadata string too long")
+        start = self.take(length)
+        return bytes(self.buf[start : start + length]).decode("utf-8", errors="replace")
+
+    def skip_string(self) -> None:
+        (length,) = struct.unpack_from("<Q", self.buf, self.take(8))
+        if length > _MAX_STRING:
+            raise GGUFError("GGUF metadata string too long")
+        self.take(length)
+
+    def value(self, code: int, keep_arrays: bool) -> Any:
+        if code in _SCALARS:
+            return self.scalar(code)
+        if code == _STRING:
+            return self.string()
+        if code == _ARRAY:
+            item_code = self.scalar(4)
+            count = self.scalar(10)
+            if count > _MAX_ITEMS:
+                raise GGUFError("GGUF metadata array too long")
+            if item_code in _SCALARS and not keep_arrays:
+                self.take(_SCALARS[item_code][1] * count)
+                return None
+            if item_code == _STRING and not keep_arrays:
+                for _ in range(count):
+                    self.skip_string()
+                return None
+            return [self.value(item_code, keep_arrays) for _ in range(count)]
+        raise GGUFError(f"unknown GGUF value type {code}")
+
+
+def read_gguf(path: Path, *, keep_arrays: bool = False) -> GGUFInfo:
+    """Header and metadata of `path`. Large arrays (the vocabulary) are skipped unless `keep_arrays`."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(4)
+            if head != MAGIC:
+                raise GGUFError(f"{path.name} is not a GGUF file (bad magic)")
+            handle.seek(0)
+            with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+                return _parse(_Reader(buf), keep_arrays)
+    except OSError as exc:
+        raise GGUFError(f"cannot read {path.name}: {exc.strerror or exc}") from exc
+    except ValueError as exc:  # mmap of an empty file
+        if isinstance(exc, GGUFError):
+            raise
+        raise GGUFError(f"{path.name} is not a GGUF file") from exc
+
+
+def _parse(reader: _Reader, keep_arrays: bool) -> GGUFInfo:
+    reader.take(4)
+    version = reader.scalar(4)
+    if version not in SUPPORTED_VERSIONS:
+        raise GGUFError(f"unsupported GGUF version {version}")
+    tensor_count = reader.scalar(10)
+    kv_count = reader.scalar(10)
+    if kv_count > _MAX_ITEMS:
+        raise GGUFError("GGUF metadata count out of range")
+    info = GGUFInfo(version=version, tensor_count=tensor_count)
+    for _ in range(kv_count):
+        key = reader.string()
+        code = reader.scalar(4)
+        info.metadata[key] = reader.value(code, keep_arrays)
+    return info
