@@ -1,0 +1,80 @@
+"""What the engine is asked to do, and what it reports back."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from somner.core import Chunk
+from somner.engine.sampling import Sampler
+from somner.errors import SomnerError
+
+_ids = itertools.count(1)
+
+
+def next_job_id() -> int:
+    return next(_ids)
+
+
+@dataclass(slots=True, eq=False)
+class GenerationJob:
+    """One sequence to generate. `prompt` is already tokenized and known to fit the context."""
+
+    prompt: list[int]
+    sampler: Sampler  # owned by the job; the engine frees it when the job ends
+    max_tokens: int
+    stop: list[str] = field(default_factory=list)
+    logprobs: int | None = None  # alternatives per position; None = no logprobs
+    id: int = field(default_factory=next_job_id)
+
+
+@dataclass(slots=True, eq=False)
+class EmbeddingJob:
+    """Inputs to embed together; `done` is called once, from the engine thread, with vectors or an error."""
+
+    inputs: list[list[int]]
+    done: Callable[[list[list[float]] | SomnerError], None]
+    id: int = field(default_factory=next_job_id)
+
+
+Output = tuple[GenerationJob, Chunk | SomnerError]
+"""A chunk of a job's output, or the error that ended it. A chunk with `finish_reason` ends the job."""
+
+Sink = Callable[[list[Output]], None]
+"""Receives the outputs of one scheduling step, from the engine thread. Must not block."""
+
+
+@dataclass(slots=True)
+class EngineStats:
+    """Counters since the engine started; read by /stats and the tests (copy under the engine's lock)."""
+
+    submitted: int = 0
+    finished: int = 0
+    cancelled: int = 0
+    failed: int = 0
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    generated_tokens: int = 0
+    steps: int = 0
+    embeddings: int = 0
+    active: int = 0
+    queued: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def snapshot(self) -> dict[str, int]:
+        with self.lock:
+            return {
+                "submitted": self.submitted,
+                "finished": self.finished,
+                "cancelled": self.cancelled,
+                "failed": self.failed,
+                "prompt_tokens": self.prompt_tokens,
+                "cached_tokens": self.cached_tokens,
+                "generated_tokens": self.generated_tokens,
+                "steps": self.steps,
+                "embeddings": self.embeddings,
+                "active": self.active,
+                "queued": self.queued,
+            }

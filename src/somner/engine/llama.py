@@ -1,0 +1,273 @@
+"""A small typed facade over llama.cpp's C API, as exposed by llama-cpp-python's ctypes bindings.
+
+Only what the engine needs: load a model, make contexts, fill batches, decode, read logits and embeddings,
+tokenize and detokenize. Every foreign failure becomes an `EngineError` here, where it enters.
+Thread-safety: a context and its batches belong to the engine thread; tokenizing (vocab only) is safe anywhere.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import llama_cpp as lib
+import numpy as np
+import numpy.typing as npt
+
+log = logging.getLogger("somner.llama")
+
+_GGML_LOG_WARN = 3
+_GGML_LOG_ERROR = 4
+_LLAMA_POOLING_MEAN = 1
+_init_lock = threading.Lock()
+_state: dict[str, Any] = {}  # process-wide: llama.cpp's backend and log hook are themselves process-wide
+
+
+class EngineError(RuntimeError):
+    """llama.cpp refused or failed an operation."""
+
+
+def init_backend() -> None:
+    """Initialise llama.cpp once per process and route its log to Python logging (warnings and errors only)."""
+    with _init_lock:
+        if _state:
+            return
+
+        @lib.llama_log_callback  # type: ignore[untyped-decorator]
+        def _on_log(level: int, text: bytes, _user_data: ctypes.c_void_p) -> None:
+            if level in (_GGML_LOG_WARN, _GGML_LOG_ERROR):
+                message = text.decode("utf-8", errors="replace").rstrip()
+                if message:
+                    log.log(logging.ERROR if level == _GGML_LOG_ERROR else logging.WARNING, "%s", message)
+
+        _state["log_callback"] = _on_log  # keep the ctypes callback alive for the life of the process
+        lib.llama_log_set(_on_log, ctypes.c_void_p(0))
+        lib.llama_backend_init()
+
+
+def system_info() -> str:
+    return bytes(lib.llama_print_system_info()).decode("utf-8", errors="replace")
+
+
+def supports_gpu_offload() -> bool:
+    return bool(lib.llama_supports_gpu_offload())
+
+
+class LlamaModel:
+    """Weights and vocabulary of one GGUF file."""
+
+    def __init__(self, path: Path, *, gpu_layers: int = -1, cpu_repack: bool = False) -> None:
+        init_backend()
+        params = lib.llama_model_default_params()
+        params.n_gpu_layers = gpu_layers if gpu_layers >= 0 else 999
+        params.use_extra_bufts = cpu_repack
+        handle = lib.llama_model_load_from_file(str(path).encode(), params)
+        if not handle:
+            raise EngineError(f"llama.cpp could not load {path.name} (see the engine log for the reason)")
+        self.handle = handle
+        self.path = path
+        self.vocab = lib.llama_model_get_vocab(handle)
+        self.n_vocab: int = lib.llama_vocab_n_tokens(self.vocab)
+        self.n_embd: int = lib.llama_model_n_embd(handle)
+        self.n_ctx_train: int = lib.llama_model_n_ctx_train(handle)
+        self.n_swa: int = lib.llama_model_n_swa(handle)
+        self.bos: int = lib.llama_vocab_bos(self.vocab)
+        self.eos: int = lib.llama_vocab_eos(self.vocab)
+        self.add_bos: bool = bool(lib.llama_vocab_get_add_bos(self.vocab))
+        self.size_bytes: int = lib.llama_model_size(handle)
+        self.architecture = self.meta("general.architecture") or "unknown"
+        self.description = self.meta("general.name") or path.stem
+        self._pieces: dict[int, bytes] = {}
+        self._special_pieces: dict[int, bytes] = {}
+        self._eog = {t for t in range(self.n_vocab) if lib.llama_vocab_is_eog(self.vocab, t)}
+        self.bos_text = self.piece(self.bos, special=True).decode("utf-8", errors="replace") if self.bos >= 0 else ""
+        self.eos_text = self.piece(self.eos, special=True).decode("utf-8", errors="replace") if self.eos >= 0 else ""
+
+    def meta(self, key: str) -> str | None:
+        size = 1 << 14
+        while True:
+            buf = ctypes.create_string_buffer(size)
+            n = lib.llama_model_meta_val_str(self.handle, key.encode(), buf, size)
+            if n < 0:
+                return None
+            if n < size:
+                return buf.value.decode("utf-8", errors="replace")
+            size = n + 1
+
+    @property
+    def chat_template(self) -> str | None:
+        raw = lib.llama_model_chat_template(self.handle, None)
+        return bytes(raw).decode("utf-8", errors="replace") if raw else None
+
+    def is_eog(self, token: int) -> bool:
+        return token in self._eog
+
+    def tokenize(self, text: str, *, add_special: bool, parse_special: bool) -> list[int]:
+        data = text.encode("utf-8")
+        capacity = len(data) + 8
+        while True:
+            out = (lib.llama_token * capacity)()
+            n = lib.llama_tokenize(self.vocab, data, len(data), out, capacity, add_special, parse_special)
+            if n >= 0:
+                return list(out[:n])
+            if n == -(2**31):
+                raise EngineError("text too long to tokenize")
+            capacity = -n
+
+    def piece(self, token: int, *, special: bool = False) -> bytes:
+        """The bytes of one token. Control tokens render as nothing unless `special`."""
+        cache = self._special_pieces if special else self._pieces
+        cached = cache.get(token)
+        if cached is not None:
+            return cached
+        buf = ctypes.create_string_buffer(64)
+        n = lib.llama_token_to_piece(self.vocab, token, buf, 64, 0, special)
+        if n < 0:
+            buf = ctypes.create_string_buffer(-n)
+            n = lib.llama_token_to_piece(self.vocab, token, buf, -n, 0, special)
+        value = buf.raw[: max(n, 0)]
+        cache[token] = value
+        return value
+
+    def detokenize(self, tokens: list[int], *, special: bool = False) -> str:
+        return b"".join(self.piece(t, special=special) for t in tokens).decode("utf-8", errors="replace")
+
+    def valid_token(self, token: int) -> bool:
+        return 0 <= token < self.n_vocab
+
+    def close(self) -> None:
+        if self.handle:
+            lib.llama_model_free(self.handle)
+            self.handle = None
+
+
+@dataclass(frozen=True, slots=True)
+class ContextShape:
+    n_ctx: int  # total KV cells
+    n_seq_max: int
+    n_batch: int
+    n_ubatch: int
+    threads: int
+    embeddings: bool = False
+    kv_unified: bool = False
+
+
+class LlamaContext:
+    """A llama.cpp context: KV cache plus compute buffers. Used from one thread only."""
+
+    def __init__(self, model: LlamaModel, shape: ContextShape) -> None:
+        params = lib.llama_context_default_params()
+        params.n_ctx = shape.n_ctx
+        params.n_seq_max = shape.n_seq_max
+        params.n_batch = shape.n_batch
+        params.n_ubatch = shape.n_ubatch
+        params.n_threads = shape.threads
+        params.n_threads_batch = shape.threads
+        params.kv_unified = shape.kv_unified
+        params.swa_full = False  # sliding-window layers keep only their window (prefix reuse checks pos_min)
+        params.no_perf = True
+        if shape.embeddings:
+            params.embeddings = True
+            params.pooling_type = _LLAMA_POOLING_MEAN
+        handle = lib.llama_init_from_model(model.handle, params)
+        if not handle:
+            raise EngineError("llama.cpp could not create a context (out of memory for this ctx x parallel?)")
+        self.handle = handle
+        self.model = model
+        self.shape = shape
+        self.memory = lib.llama_get_memory(handle)
+        self.n_ctx_seq: int = lib.llama_n_ctx_seq(handle)
+
+    def decode(self, batch: Batch) -> None:
+        rc = lib.llama_decode(self.handle, batch.raw)
+        if rc != 0:
+            raise EngineError(f"llama_decode failed with status {rc}")
+
+    def logits(self, index: int) -> npt.NDArray[np.float32]:
+        ptr = lib.llama_get_logits_ith(self.handle, index)
+        if not ptr:
+            raise EngineError(f"no logits for batch row {index}")
+        return np.ctypeslib.as_array(ptr, shape=(self.model.n_vocab,))
+
+    def sequence_embedding(self, seq: int) -> npt.NDArray[np.float32]:
+        ptr = lib.llama_get_embeddings_seq(self.handle, seq)
+        if not ptr:
+            raise EngineError(f"no embedding for sequence {seq}")
+        return np.ctypeslib.as_array(ptr, shape=(self.model.n_embd,)).copy()
+
+    def seq_remove(self, seq: int, start: int, end: int = -1) -> bool:
+        """Drop positions [start, end) of `seq`; False when a partial removal is impossible."""
+        return bool(lib.llama_memory_seq_rm(self.memory, seq, start, end))
+
+    def seq_pos_min(self, seq: int) -> int:
+        return int(lib.llama_memory_seq_pos_min(self.memory, seq))
+
+    def clear(self) -> None:
+        lib.llama_memory_clear(self.memory, True)
+
+    def close(self) -> None:
+        if self.handle:
+            lib.llama_free(self.handle)
+            self.handle = None
+
+
+class Batch:
+    """A reusable llama_batch of token ids, filled row by row."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.raw = lib.llama_batch_init(capacity, 0, 1)
+        self._token = np.ctypeslib.as_array(self.raw.token, shape=(capacity,))
+        self._pos = np.ctypeslib.as_array(self.raw.pos, shape=(capacity,))
+        self._logits = np.ctypeslib.as_array(self.raw.logits, shape=(capacity,))
+        np.ctypeslib.as_array(self.raw.n_seq_id, shape=(capacity,))[:] = 1
+        self._seq = self.raw.seq_id
+        self.size = 0
+
+    def clear(self) -> None:
+        self.size = 0
+        self.raw.n_tokens = 0
+
+    def add(self, token: int, pos: int, seq: int, logits: bool) -> int:
+        """Append one row; returns its index (the index to read logits from)."""
+        i = self.size
+        self._token[i] = token
+        self._pos[i] = pos
+        self._seq[i][0] = seq
+        self._logits[i] = logits
+        self.size = i + 1
+        self.raw.n_tokens = self.size
+        return i
+
+    def add_run(
+        self, tokens: list[int], start_pos: int, seq: int, logits_last: bool, *, logits_all: bool = False
+    ) -> int:
+        """Append consecutive tokens of one sequence; returns the index of the last row.
+
+        `logits_all` marks every row as an output (pooled embeddings need all of a sequence's rows)."""
+        n = len(tokens)
+        i = self.size
+        self._token[i : i + n] = tokens
+        self._pos[i : i + n] = np.arange(start_pos, start_pos + n, dtype=np.int32)
+        self._logits[i : i + n] = 1 if logits_all else 0
+        seq_ids = self._seq
+        for row in range(i, i + n):
+            seq_ids[row][0] = seq
+        if logits_last:
+            self._logits[i + n - 1] = 1
+        self.size = i + n
+        self.raw.n_tokens = self.size
+        return i + n - 1
+
+    @property
+    def free(self) -> int:
+        return self.capacity - self.size
+
+    def close(self) -> None:
+        if self.capacity:
+            lib.llama_batch_free(self.raw)
+            self.capacity = 0

@@ -1,0 +1,220 @@
+"""The engine of one model: loads it, chooses its chat template, turns requests into jobs for the scheduler.
+
+Request preparation (template rendering, tokenizing, checking the context, compiling the grammar) happens on
+the caller's thread, so a bad request is refused before anything is queued or streamed; the scheduler thread
+only ever sees jobs that fit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from somner.core import ChatRequest, CompletionRequest, EmbeddingResult, SamplingParams
+from somner.engine.grammar import grammar_for
+from somner.engine.jobs import EmbeddingJob, GenerationJob, Sink
+from somner.engine.llama import ContextShape, LlamaContext, LlamaModel
+from somner.engine.sampling import Sampler
+from somner.engine.scheduler import Scheduler
+from somner.engine.templates import ChatTemplate, choose_template
+from somner.errors import BadRequest, ContextLengthExceeded, SomnerError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CTX_CAP = 4096
+_EMBEDDING_SEQUENCES = 16
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    model_path: Path
+    model_id: str
+    ctx: int | None = None
+    parallel: int = 4
+    threads: int | None = None
+    batch: int = 512
+    gpu_layers: int = -1
+    cpu_repack: bool = False
+    template: str | None = None
+
+
+def default_threads() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class Engine:
+    def __init__(self, config: EngineConfig, sink: Sink) -> None:
+        self.config = config
+        self.model = LlamaModel(config.model_path, gpu_layers=config.gpu_layers, cpu_repack=config.cpu_repack)
+        try:
+            label, source = choose_template(
+                config.template, self.model.chat_template, self.model.architecture, self._is_special_token
+            )
+            self.template = ChatTemplate(
+                source, bos_token=self.model.bos_text, eos_token=self.model.eos_text, label=label
+            )
+            ctx = config.ctx or min(self.model.n_ctx_train or DEFAULT_CTX_CAP, DEFAULT_CTX_CAP)
+            if self.model.n_ctx_train and ctx > self.model.n_ctx_train:
+                log.warning("ctx %d exceeds the model's training context %d", ctx, self.model.n_ctx_train)
+            self.threads = config.threads or default_threads()
+            self.batch = config.batch
+            self.ctx = LlamaContext(
+                self.model,
+                ContextShape(
+                    n_ctx=ctx * config.parallel,
+                    n_seq_max=config.parallel,
+                    n_batch=config.batch,
+                    n_ubatch=config.batch,
+                    threads=self.threads,
+                ),
+            )
+        except BaseException:
+            self.model.close()
+            raise
+        self.n_ctx = self.ctx.n_ctx_seq
+        self.scheduler = Scheduler(
+            self.model, self.ctx, sink, batch_size=config.batch, embedding_context=self._embedding_context
+        )
+        log.info(
+            "model %s loaded: %s, template %s, ctx %d x %d slots, %d threads",
+            config.model_id,
+            self.model.description,
+            self.template.label,
+            self.n_ctx,
+            config.parallel,
+            self.threads,
+        )
+
+    def _is_special_token(self, text: str) -> bool:
+        tokens = self.model.tokenize(text, add_special=False, parse_special=True)
+        return len(tokens) == 1 and self.model.piece(tokens[0]) == b""
+
+    def _embedding_context(self) -> LlamaContext:
+        size = min(self.n_ctx, DEFAULT_CTX_CAP)
+        return LlamaContext(
+            self.model,
+            ContextShape(
+                n_ctx=size,
+                n_seq_max=_EMBEDDING_SEQUENCES,
+                n_batch=size,
+                n_ubatch=size,
+                threads=self.threads,
+                embeddings=True,
+                kv_unified=True,
+            ),
+        )
+
+    @property
+    def embedding_limit(self) -> int:
+        return min(self.n_ctx, DEFAULT_CTX_CAP)
+
+    def start(self) -> None:
+        self.scheduler.start()
+
+    def close(self) -> None:
+        self.scheduler.stop()
+        self.ctx.close()
+        self.model.close()
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "id": self.config.model_id,
+            "path": self.config.model_path.name,
+            "architecture": self.model.architecture,
+            "description": self.model.description,
+            "n_ctx": self.n_ctx,
+            "n_ctx_train": self.model.n_ctx_train,
+            "n_embd": self.model.n_embd,
+            "n_vocab": self.model.n_vocab,
+            "parallel": self.config.parallel,
+            "size_bytes": self.model.size_bytes,
+            "template": self.template.label,
+        }
+
+    # -- preparing requests (caller's thread) -----------------------------------------------------------
+
+    def tokenize_prompt(self, text: str) -> list[int]:
+        add_bos = self.model.add_bos and not (self.model.bos_text and text.startswith(self.model.bos_text))
+        return self.model.tokenize(text, add_special=add_bos, parse_special=True)
+
+    def prepare_chat(self, request: ChatRequest) -> GenerationJob:
+        if not request.messages:
+            raise BadRequest("messages must not be empty", param="messages")
+        prompt = self.template.render(request.messages)
+        return self._job(self.tokenize_prompt(prompt), request.sampling, "messages")
+
+    def prepare_completion(self, request: CompletionRequest) -> GenerationJob:
+        if isinstance(request.prompt, str):
+            tokens = self.tokenize_prompt(request.prompt)
+        else:
+            bad = next((t for t in request.prompt if not self.model.valid_token(t)), None)
+            if bad is not None:
+                raise BadRequest(f"prompt token {bad} is outside the vocabulary", param="prompt")
+            tokens = list(request.prompt)
+        if not tokens:
+            raise BadRequest("the prompt is empty", param="prompt")
+        return self._job(tokens, request.sampling, "prompt")
+
+    def _job(self, tokens: list[int], sampling: SamplingParams, param: str) -> GenerationJob:
+        if len(tokens) >= self.n_ctx:
+            raise ContextLengthExceeded(
+                f"This model's maximum context length is {self.n_ctx} tokens. However, your request has "
+                f"{len(tokens)} prompt tokens, leaving no room for output.",
+                param=param,
+            )
+        room = self.n_ctx - len(tokens)
+        max_tokens = room if sampling.max_tokens is None else min(sampling.max_tokens, room)
+        sampler = Sampler(self.model, sampling, grammar=grammar_for(sampling), prompt_tokens=tokens)
+        return GenerationJob(
+            prompt=tokens,
+            sampler=sampler,
+            max_tokens=max_tokens,
+            stop=sampling.stop,
+            logprobs=sampling.logprobs,
+        )
+
+    # -- embeddings ------------------------------------------------------------------------------------
+
+    async def embed(self, inputs: list[str] | list[list[int]]) -> EmbeddingResult:
+        token_lists: list[list[int]] = []
+        items: list[str | list[int]] = list(inputs)
+        for i, item in enumerate(items):
+            if isinstance(item, str):
+                tokens = self.model.tokenize(item, add_special=True, parse_special=False)
+            else:
+                tokens = list(item)
+                if any(not self.model.valid_token(t) for t in tokens):
+                    raise BadRequest(f"input {i} has a token outside the vocabulary", param="input")
+            if not tokens:
+                raise BadRequest(f"input {i} is empty", param="input")
+            if len(tokens) > self.embedding_limit:
+                raise ContextLengthExceeded(
+                    f"input {i} has {len(tokens)} tokens; this model embeds at most {self.embedding_limit}",
+                    param="input",
+                )
+            token_lists.append(tokens)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[list[float]]] = loop.create_future()
+
+        def done(result: list[list[float]] | SomnerError) -> None:
+            loop.call_soon_threadsafe(_resolve, future, result)
+
+        self.scheduler.submit_embedding(EmbeddingJob(inputs=token_lists, done=done))
+        vectors = await future
+        return EmbeddingResult(embeddings=vectors, prompt_tokens=sum(len(t) for t in token_lists))
+
+
+def _resolve(future: asyncio.Future[list[list[float]]], result: list[list[float]] | SomnerError) -> None:
+    if future.done():
+        return
+    if isinstance(result, SomnerError):
+        future.set_exception(result)
+    else:
+        future.set_result(result)

@@ -1,0 +1,480 @@
+"""The batching loop: many sequences, one llama.cpp context, one thread.
+
+Design note. The context holds `parallel` sequences (slots), each with its own `ctx` cells of KV cache
+(llama.cpp's non-unified cache), so no sequence ever gets a fraction of the configured context. One thread
+runs steps; a step is one `llama_decode` of a batch made of
+  1. one token for every slot that is generating, then
+  2. a chunk of pending prompt tokens (chunked prefill), under a per-step token budget that shrinks while
+     other sequences are generating, so a long prompt delays running streams by a bounded amount per step.
+After the decode, each slot whose last row produced logits samples its next token with its own sampler chain.
+
+Requests enter a FIFO queue (`submit`); a free slot takes the queue head, preferring the slot whose cached
+tokens share the longest prefix with the new prompt (prompt prefix cache: a chat's next turn re-prefills
+only the new text). Cancelling (`cancel`) frees the slot at the start of the next step. Outputs of a step
+go to the sink in one call, so the serving event loop is woken once per step, not once per token.
+Everything here runs on the engine thread except `submit`, `cancel`, `submit_embedding` and `stop`, which
+only touch the inbox under its condition variable.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+
+import numpy as np
+
+from somner.core import Chunk, FinishReason, Timings, TokenLogprob, TopLogprob, Usage
+from somner.engine.jobs import EmbeddingJob, EngineStats, GenerationJob, Output, Sink
+from somner.engine.llama import Batch, EngineError, LlamaContext, LlamaModel
+from somner.engine.sampling import logprobs_of
+from somner.engine.text import IncrementalDecoder, StopMatcher
+from somner.errors import EngineFailed, SomnerError
+
+log = logging.getLogger(__name__)
+
+_MIN_PREFILL_WHILE_DECODING = 32
+
+
+class Slot:
+    """One sequence of the shared context: its cached tokens and, while busy, the job it serves."""
+
+    __slots__ = (
+        "cached",
+        "decoder",
+        "first_token_at",
+        "generated",
+        "job",
+        "last_token",
+        "last_used",
+        "prompt_pos",
+        "row",
+        "seq",
+        "started_at",
+        "stops",
+        "tokens",
+    )
+
+    def __init__(self, seq: int) -> None:
+        self.seq = seq
+        self.job: GenerationJob | None = None
+        self.tokens: list[int] = []  # tokens whose KV is in the cache, position i at index i
+        self.last_used = 0.0
+        self._reset_job_state()
+
+    def _reset_job_state(self) -> None:
+        self.prompt_pos = 0
+        self.last_token = -1
+        self.generated = 0
+        self.cached = 0
+        self.row = -1
+        self.started_at = 0.0
+        self.first_token_at = 0.0
+        self.decoder = IncrementalDecoder()
+        self.stops = StopMatcher([])
+
+    @property
+    def prefilling(self) -> bool:
+        return self.job is not None and self.prompt_pos < len(self.job.prompt)
+
+
+def common_prefix(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    if n == 0:
+        return 0
+    left = np.asarray(a[:n], dtype=np.int64)
+    right = np.asarray(b[:n], dtype=np.int64)
+    diff = np.flatnonzero(left != right)
+    return int(diff[0]) if diff.size else n
+
+
+class Scheduler:
+    def __init__(
+        self,
+        model: LlamaModel,
+        ctx: LlamaContext,
+        sink: Sink,
+        *,
+        batch_size: int,
+        embedding_context: Callable[[], LlamaContext] | None = None,
+    ) -> None:
+        self.model = model
+        self.ctx = ctx
+        self.sink = sink
+        self.batch_size = batch_size
+        self.n_ctx_seq = ctx.n_ctx_seq
+        self.slots = [Slot(seq) for seq in range(ctx.shape.n_seq_max)]
+        self.stats = EngineStats()
+        self._batch = Batch(max(batch_size, len(self.slots)))
+        self._make_embedding_context = embedding_context
+        self._embedding_ctx: LlamaContext | None = None
+        self._embedding_batch: Batch | None = None
+        self._cond = threading.Condition()
+        self._queue: deque[GenerationJob] = deque()
+        self._embedding_queue: deque[EmbeddingJob] = deque()
+        self._cancelled: set[int] = set()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+
+    # -- called from other threads ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="somner-engine", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def submit(self, job: GenerationJob) -> None:
+        with self._cond:
+            if self._stopping:
+                job.sampler.close()
+                raise EngineFailed("the engine is shutting down")
+            self._queue.append(job)
+            with self.stats.lock:
+                self.stats.submitted += 1
+                self.stats.queued = len(self._queue)
+            self._cond.notify()
+
+    def cancel(self, job_id: int) -> None:
+        with self._cond:
+            self._cancelled.add(job_id)
+            self._cond.notify()
+
+    def submit_embedding(self, job: EmbeddingJob) -> None:
+        with self._cond:
+            if self._stopping:
+                raise EngineFailed("the engine is shutting down")
+            self._embedding_queue.append(job)
+            self._cond.notify()
+
+    # -- the engine thread ---------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            while True:
+                with self._cond:
+                    while not (
+                        self._stopping
+                        or self._cancelled
+                        or self._embedding_queue
+                        or (self._queue and self._free_slot_exists())
+                        or any(slot.job is not None for slot in self.slots)
+                    ):
+                        self._cond.wait()
+                    if self._stopping:
+                        break
+                    cancelled, self._cancelled = self._cancelled, set()
+                    embeddings = list(self._embedding_queue)
+                    self._embedding_queue.clear()
+                    admitted = self._admit_locked(cancelled)
+                outputs: list[Output] = []
+                self._apply_cancellations(cancelled, outputs)
+                for job in admitted:
+                    self._assign(job)
+                if embeddings:
+                    self._run_embeddings(embeddings)
+                self._step(outputs)
+                if outputs:
+                    self.sink(outputs)
+        except BaseException:
+            log.exception("engine loop crashed")
+            raise
+        finally:
+            self._fail_everything("the engine stopped")
+
+    def _free_slot_exists(self) -> bool:
+        return any(slot.job is None for slot in self.slots)
+
+    def _admit_locked(self, cancelled: set[int]) -> list[GenerationJob]:
+        """Pop queued jobs for the free slots (FIFO); jobs cancelled while queued are dropped here."""
+        free = sum(1 for slot in self.slots if slot.job is None)
+        admitted: list[GenerationJob] = []
+        while self._queue and len(admitted) < free:
+            job = self._queue.popleft()
+            if job.id in cancelled:
+                cancelled.discard(job.id)
+                job.sampler.close()
+                with self.stats.lock:
+                    self.stats.cancelled += 1
+                continue
+            admitted.append(job)
+        if cancelled:
+            kept = deque(job for job in self._queue if job.id not in cancelled)
+            for job in self._queue:
+                if job.id in cancelled:
+                    job.sampler.close()
+                    cancelled.discard(job.id)
+                    with self.stats.lock:
+                        self.stats.cancelled += 1
+            self._queue = kept
+        with self.stats.lock:
+            self.stats.queued = len(self._queue)
+        return admitted
+
+    def _apply_cancellations(self, cancelled: set[int], outputs: list[Output]) -> None:
+        if not cancelled:
+            return
+        for slot in self.slots:
+            if slot.job is not None and slot.job.id in cancelled:
+                self._release(slot)
+                with self.stats.lock:
+                    self.stats.cancelled += 1
+
+    def _assign(self, job: GenerationJob) -> None:
+        """Put `job` in the free slot with the longest reusable prefix and drop the rest of that cache."""
+        best: Slot | None = None
+        best_common = -1
+        for slot in self.slots:
+            if slot.job is not None:
+                continue
+            common = common_prefix(slot.tokens, job.prompt)
+            if common > best_common or (common == best_common and best and slot.last_used < best.last_used):
+                best, best_common = slot, common
+        assert best is not None
+        slot = best
+        # At least the last prompt token is evaluated again: its logits give the first output token.
+        reuse = min(best_common, len(job.prompt) - 1)
+        # Sliding-window layers keep only their window; positions before it may already be gone.
+        if reuse > 0 and self.model.n_swa > 0 and self.ctx.seq_pos_min(slot.seq) > max(0, reuse - self.model.n_swa):
+            reuse = 0
+        if not self.ctx.seq_remove(slot.seq, reuse, -1):
+            self.ctx.seq_remove(slot.seq, 0, -1)
+            reuse = 0
+        del slot.tokens[reuse:]
+        slot._reset_job_state()
+        slot.job = job
+        slot.prompt_pos = reuse
+        slot.cached = reuse
+        slot.stops = StopMatcher(job.stop)
+        slot.started_at = time.perf_counter()
+        with self.stats.lock:
+            self.stats.active += 1
+            self.stats.cached_tokens += reuse
+
+    def _release(self, slot: Slot) -> None:
+        job = slot.job
+        if job is None:
+            return
+        job.sampler.close()
+        slot.job = None
+        slot.last_used = time.monotonic()
+        slot._reset_job_state()
+        with self.stats.lock:
+            self.stats.active -= 1
+
+    def _step(self, outputs: list[Output]) -> None:
+        batch = self._batch
+        batch.clear()
+        decoding = False
+        for slot in self.slots:
+            slot.row = -1
+            if slot.job is not None and not slot.prefilling:
+                slot.row = batch.add(slot.last_token, len(slot.tokens), slot.seq, True)
+                decoding = True
+        budget = self.batch_size - batch.size
+        if decoding:
+            budget = min(budget, max(_MIN_PREFILL_WHILE_DECODING, self.batch_size // 4))
+        prefill: list[tuple[Slot, int]] = []
+        for slot in sorted((s for s in self.slots if s.prefilling), key=lambda s: s.started_at):
+            if budget <= 0:
+                break
+            job = slot.job
+            assert job is not None
+            take = min(budget, len(job.prompt) - slot.prompt_pos)
+            piece = job.prompt[slot.prompt_pos : slot.prompt_pos + take]
+            last = slot.prompt_pos + take == len(job.prompt)
+            row = batch.add_run(piece, slot.prompt_pos, slot.seq, last)
+            if last:
+                slot.row = row
+            prefill.append((slot, take))
+            budget -= take
+        if batch.size == 0:
+            return
+        try:
+            self.ctx.decode(batch)
+        except EngineError as exc:
+            log.error("decode failed: %s", exc)
+            for slot in self.slots:
+                if slot.job is not None and (slot.row >= 0 or any(s is slot for s, _ in prefill)):
+                    self._fail(slot, outputs, EngineFailed("the engine failed to process this request"))
+            return
+        with self.stats.lock:
+            self.stats.steps += 1
+        for slot, take in prefill:
+            job = slot.job
+            assert job is not None
+            slot.tokens.extend(job.prompt[slot.prompt_pos : slot.prompt_pos + take])
+            slot.prompt_pos += take
+            with self.stats.lock:
+                self.stats.prompt_tokens += take
+        for slot in self.slots:
+            if slot.row < 0 or slot.job is None:
+                continue
+            if not slot.prefilling and slot.generated > 0:
+                slot.tokens.append(slot.last_token)  # the token fed this step is now in the cache
+            self._advance(slot, outputs)
+
+    def _advance(self, slot: Slot, outputs: list[Output]) -> None:
+        """Sample the next token of `slot` and turn it into output."""
+        job = slot.job
+        assert job is not None
+        token = job.sampler.sample(self.ctx, slot.row)
+        now = time.perf_counter()
+        if slot.generated == 0:
+            slot.first_token_at = now
+        slot.generated += 1
+        with self.stats.lock:
+            self.stats.generated_tokens += 1
+        logprobs = self._logprobs(slot, token) if job.logprobs is not None else None
+        if self.model.is_eog(token):
+            self._finish(slot, outputs, FinishReason.STOP, self._drain(slot), logprobs)
+            return
+        emit, stopped = slot.stops.feed(slot.decoder.feed(self.model.piece(token)))
+        if stopped:
+            self._finish(slot, outputs, FinishReason.STOP, emit, logprobs)
+            return
+        slot.last_token = token
+        # The sampled token is fed next step at position len(tokens); it must fit in the sequence's cells.
+        if slot.generated >= job.max_tokens or len(slot.tokens) >= self.n_ctx_seq:
+            tail = emit + self._drain(slot)
+            reason = FinishReason.STOP if slot.stops.stopped else FinishReason.LENGTH
+            self._finish(slot, outputs, reason, tail, logprobs)
+            return
+        if emit or logprobs:
+            outputs.append((job, Chunk(text=emit, logprobs=logprobs)))
+
+    @staticmethod
+    def _drain(slot: Slot) -> str:
+        """Text still held back (an incomplete character, a partial stop string) at the end of a sequence."""
+        text, stopped = slot.stops.feed(slot.decoder.flush())
+        return text if stopped else text + slot.stops.flush()
+
+    def _logprobs(self, slot: Slot, token: int) -> list[TokenLogprob]:
+        job = slot.job
+        assert job is not None
+        assert job.logprobs is not None
+        chosen, top = logprobs_of(self.ctx.logits(slot.row), token, job.logprobs)
+        piece = self.model.piece(token)
+        return [
+            TokenLogprob(
+                token=piece.decode("utf-8", errors="replace"),
+                logprob=chosen,
+                bytes=list(piece),
+                top=[
+                    TopLogprob(
+                        token=self.model.piece(t).decode("utf-8", errors="replace"),
+                        logprob=lp,
+                        bytes=list(self.model.piece(t)),
+                    )
+                    for t, lp in top
+                ],
+            )
+        ]
+
+    def _finish(
+        self,
+        slot: Slot,
+        outputs: list[Output],
+        reason: FinishReason,
+        text: str,
+        logprobs: list[TokenLogprob] | None,
+    ) -> None:
+        job = slot.job
+        assert job is not None
+        now = time.perf_counter()
+        first = slot.first_token_at or now
+        usage = Usage(prompt_tokens=len(job.prompt), completion_tokens=slot.generated, cached_tokens=slot.cached)
+        timings = Timings(prompt_ms=(first - slot.started_at) * 1000.0, predicted_ms=(now - first) * 1000.0)
+        outputs.append((job, Chunk(text=text, logprobs=logprobs, finish_reason=reason, usage=usage, timings=timings)))
+        self._release(slot)
+        with self.stats.lock:
+            self.stats.finished += 1
+
+    def _fail(self, slot: Slot, outputs: list[Output], error: SomnerError) -> None:
+        job = slot.job
+        assert job is not None
+        outputs.append((job, error))
+        # The sequence's cache may be inconsistent after a failed decode: forget it.
+        self.ctx.seq_remove(slot.seq, 0, -1)
+        slot.tokens.clear()
+        self._release(slot)
+        with self.stats.lock:
+            self.stats.failed += 1
+
+    def _fail_everything(self, reason: str) -> None:
+        outputs: list[Output] = []
+        for slot in self.slots:
+            if slot.job is not None:
+                self._fail(slot, outputs, EngineFailed(reason))
+        with self._cond:
+            queued = list(self._queue)
+            self._queue.clear()
+            embedding_jobs = list(self._embedding_queue)
+            self._embedding_queue.clear()
+        for job in queued:
+            job.sampler.close()
+            outputs.append((job, EngineFailed(reason)))
+        for embedding_job in embedding_jobs:
+            embedding_job.done(EngineFailed(reason))
+        if outputs:
+            self.sink(outputs)
+
+    # -- embeddings ------------------------------------------------------------------------------------
+
+    def _run_embeddings(self, jobs: list[EmbeddingJob]) -> None:
+        """Embed every input of every waiting job, packing as many sequences per decode as fit."""
+        if self._embedding_ctx is None:
+            if self._make_embedding_context is None:
+                for job in jobs:
+                    job.done(EngineFailed("this engine does not serve embeddings"))
+                return
+            try:
+                self._embedding_ctx = self._make_embedding_context()
+            except EngineError as exc:
+                log.error("cannot create the embedding context: %s", exc)
+                for job in jobs:
+                    job.done(EngineFailed("the engine could not set up embeddings"))
+                return
+            self._embedding_batch = Batch(self._embedding_ctx.shape.n_batch)
+        ctx = self._embedding_ctx
+        batch = self._embedding_batch
+        assert batch is not None
+        work = [(job, i, tokens) for job in jobs for i, tokens in enumerate(job.inputs)]
+        results: dict[int, list[list[float]]] = {job.id: [[] for _ in job.inputs] for job in jobs}
+        failed: set[int] = set()
+        pos = 0
+        while pos < len(work):
+            batch.clear()
+            group: list[tuple[EmbeddingJob, int, list[int]]] = []
+            while pos < len(work) and len(group) < ctx.shape.n_seq_max:
+                tokens = work[pos][2]
+                if group and len(tokens) > batch.free:
+                    break
+                batch.add_run(tokens, 0, len(group), True, logits_all=True)
+                group.append(work[pos])
+                pos += 1
+            try:
+                ctx.decode(batch)
+                for seq, (job, index, _tokens) in enumerate(group):
+                    vector = ctx.sequence_embedding(seq)
+                    norm = float(np.linalg.norm(vector))
+                    results[job.id][index] = (vector / norm if norm > 0 else vector).tolist()
+            except EngineError as exc:
+                log.error("embedding decode failed: %s", exc)
+                failed.update(job.id for job, _, _ in group)
+            finally:
+                ctx.clear()
+        for job in jobs:
+            if job.id in failed:
+                job.done(EngineFailed("the engine failed to embed this input"))
+            else:
+                job.done(results[job.id])
+                with self.stats.lock:
+                    self.stats.embeddings += len(job.inputs)

@@ -1,0 +1,341 @@
+"""`somner worker`: one model's engine behind an OpenAI-dialect HTTP server (unix socket or TCP).
+
+The gateway starts one worker per loaded model and talks to it like any OpenAI-compatible engine, with
+llama-server's extensions (`top_k`, `min_p`, `grammar`, `timings`, `/tokenize`, `/detokenize`). The worker is
+also usable on its own. Outputs of the engine thread reach each request's queue through one
+`call_soon_threadsafe` per scheduling step; a request whose client goes away cancels its job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from somner.core import Chunk, TokenLogprob, Usage
+from somner.core.streams import gather_all, merge
+from somner.engine.jobs import GenerationJob, Output
+from somner.engine.runtime import Engine, EngineConfig
+from somner.errors import BadRequest, SomnerError
+from somner.wire.openai import decode, encode, schemas
+
+log = logging.getLogger(__name__)
+
+_JSON = "application/json"
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type=_JSON, headers=headers)
+
+
+def error_response(error: SomnerError) -> Response:
+    return json_response(encode.error_body(error), error.status, error.headers)
+
+
+class JobRouter:
+    """Delivers engine outputs to the asyncio queue of the request that owns each job."""
+
+    def __init__(self) -> None:
+        self._queues: dict[int, asyncio.Queue[Chunk | SomnerError]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    def sink(self, outputs: list[Output]) -> None:
+        """Engine thread: hand one step's outputs to the event loop in a single wake-up."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._dispatch, outputs)
+
+    def _dispatch(self, outputs: list[Output]) -> None:
+        for job, item in outputs:
+            queue = self._queues.get(job.id)
+            if queue is not None:
+                queue.put_nowait(item)
+
+    def open(self, job_id: int) -> asyncio.Queue[Chunk | SomnerError]:
+        queue: asyncio.Queue[Chunk | SomnerError] = asyncio.Queue()
+        self._queues[job_id] = queue
+        return queue
+
+    def close(self, job_id: int) -> None:
+        self._queues.pop(job_id, None)
+
+
+@dataclass
+class Worker:
+    engine: Engine
+    router: JobRouter
+    model_id: str
+    started: int
+
+    async def run(self, job: GenerationJob) -> AsyncIterator[Chunk]:
+        """The job's chunks until its final one; cancels the job if the consumer stops early."""
+        queue = self.router.open(job.id)
+        finished = False
+        try:
+            self.engine.scheduler.submit(job)
+            while True:
+                item = await queue.get()
+                if isinstance(item, SomnerError):
+                    finished = True
+                    raise item
+                if item.finish_reason is not None:
+                    finished = True
+                yield item
+                if finished:
+                    return
+        finally:
+            self.router.close(job.id)
+            if not finished:
+                self.engine.scheduler.cancel(job.id)
+
+
+def _endpoint(
+    handler: Callable[[Worker, Request], Awaitable[Response]],
+) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        try:
+            return await handler(request.app.state.worker, request)
+        except SomnerError as exc:
+            return error_response(exc)
+        except Exception:
+            log.exception("internal error in %s", request.url.path)
+            return error_response(SomnerError("internal engine error"))
+
+    return endpoint
+
+
+async def chat_completions(worker: Worker, request: Request) -> Response:
+    wire = decode.parse(schemas.ChatCompletionRequest, await request.body())
+    core = decode.chat_request(wire)
+    job = await asyncio.to_thread(worker.engine.prepare_chat, core)
+    include_usage = bool(wire.stream_options and wire.stream_options.include_usage)
+    if core.stream:
+        stream = encode.ChatStream(worker.model_id, include_usage=include_usage, with_timings=True)
+
+        async def body() -> AsyncIterator[bytes]:
+            yield stream.start()
+            try:
+                async for chunk in worker.run(job):
+                    yield stream.chunk(chunk)
+            except SomnerError as exc:
+                yield encode.error_event(exc)
+                return
+            yield encode.DONE_EVENT
+
+        return StreamingResponse(body(), media_type="text/event-stream")
+    text, last, logprobs = await _collect(worker.run(job))
+    return json_response(encode.chat_completion(worker.model_id, text, last, logprobs, with_timings=True))
+
+
+async def _collect(chunks: AsyncIterator[Chunk]) -> tuple[str, Chunk, list[TokenLogprob] | None]:
+    parts: list[str] = []
+    logprobs: list[TokenLogprob] | None = None
+    last = Chunk()
+    async for chunk in chunks:
+        parts.append(chunk.text)
+        if chunk.logprobs:
+            logprobs = (logprobs or []) + chunk.logprobs
+        last = chunk
+    return "".join(parts), last, logprobs
+
+
+async def completions(worker: Worker, request: Request) -> Response:
+    wire = decode.parse(schemas.CompletionRequest, await request.body())
+    cores = decode.completion_requests(wire)
+    jobs: list[GenerationJob] = []
+    try:
+        for core in cores:
+            jobs.append(await asyncio.to_thread(worker.engine.prepare_completion, core))
+    except BaseException:
+        for job in jobs:
+            job.sampler.close()
+        raise
+    include_usage = bool(wire.stream_options and wire.stream_options.include_usage)
+    streams = [worker.run(job) for job in jobs]
+    if wire.stream:
+        stream = encode.CompletionStream(worker.model_id, include_usage=include_usage, with_timings=True)
+
+        async def body() -> AsyncIterator[bytes]:
+            total = Usage()
+            try:
+                async for index, chunk in merge(streams):
+                    if chunk.usage is not None:
+                        total.prompt_tokens += chunk.usage.prompt_tokens
+                        total.completion_tokens += chunk.usage.completion_tokens
+                        total.cached_tokens += chunk.usage.cached_tokens
+                    yield stream.chunk(chunk, index)
+            except SomnerError as exc:
+                yield encode.error_event(exc)
+                return
+            yield stream.usage_event(total)
+            yield encode.DONE_EVENT
+
+        return StreamingResponse(body(), media_type="text/event-stream")
+    results = await gather_all([_collect(stream) for stream in streams])
+    return json_response(encode.completion(worker.model_id, results, with_timings=True))
+
+
+async def embeddings(worker: Worker, request: Request) -> Response:
+    wire = decode.parse(schemas.EmbeddingRequest, await request.body())
+    inputs = decode.embedding_inputs(wire)
+    result = await worker.engine.embed(inputs)
+    if wire.dimensions is not None and wire.dimensions != worker.engine.model.n_embd:
+        raise BadRequest(f"This model's embeddings have {worker.engine.model.n_embd} dimensions.", param="dimensions")
+    return json_response(
+        encode.embeddings(worker.model_id, result.embeddings, result.prompt_tokens, wire.encoding_format)
+    )
+
+
+async def tokenize(worker: Worker, request: Request) -> Response:
+    try:
+        body = orjson.loads(await request.body())
+    except orjson.JSONDecodeError:
+        raise BadRequest("The body must be valid JSON.", code="invalid_json") from None
+    content = body.get("content") if isinstance(body, dict) else None
+    if not isinstance(content, str):
+        raise BadRequest("'content' must be a string.", param="content")
+    add_special = bool(body.get("add_special", False))
+    tokens = worker.engine.model.tokenize(content, add_special=add_special, parse_special=True)
+    if body.get("with_pieces"):
+        model = worker.engine.model
+        pieces = [{"id": t, "piece": model.piece(t, special=True).decode("utf-8", "replace")} for t in tokens]
+        return json_response({"tokens": pieces})
+    return json_response({"tokens": tokens})
+
+
+async def detokenize(worker: Worker, request: Request) -> Response:
+    try:
+        body = orjson.loads(await request.body())
+    except orjson.JSONDecodeError:
+        raise BadRequest("The body must be valid JSON.", code="invalid_json") from None
+    tokens = body.get("tokens") if isinstance(body, dict) else None
+    if not isinstance(tokens, list) or not all(isinstance(t, int) and not isinstance(t, bool) for t in tokens):
+        raise BadRequest("'tokens' must be a list of token ids.", param="tokens")
+    model = worker.engine.model
+    bad = next((t for t in tokens if not model.valid_token(t)), None)
+    if bad is not None:
+        raise BadRequest(f"token {bad} is outside the vocabulary", param="tokens")
+    return json_response({"content": model.detokenize(tokens, special=True)})
+
+
+async def health(worker: Worker, request: Request) -> Response:
+    return json_response({"status": "ok", **worker.engine.info()})
+
+
+async def models(worker: Worker, request: Request) -> Response:
+    card = encode.model_card(worker.model_id, worker.started, meta=worker.engine.info())
+    return json_response({"object": "list", "data": [card]})
+
+
+async def stats(worker: Worker, request: Request) -> Response:
+    slots = [
+        {"id": s.seq, "busy": s.job is not None, "cached_tokens": len(s.tokens)} for s in worker.engine.scheduler.slots
+    ]
+    return json_response({"engine": worker.engine.scheduler.stats.snapshot(), "slots": slots, "pid": os.getpid()})
+
+
+async def not_found(request: Request, exc: Exception) -> Response:
+    return error_response(SomnerError(f"No route {request.url.path}", code="not_found"))
+
+
+def create_worker_app(engine: Engine, router: JobRouter, model_id: str) -> Starlette:
+    routes = [
+        Route("/health", _endpoint(health), methods=["GET"]),
+        Route("/stats", _endpoint(stats), methods=["GET"]),
+        Route("/v1/models", _endpoint(models), methods=["GET"]),
+        Route("/v1/chat/completions", _endpoint(chat_completions), methods=["POST"]),
+        Route("/v1/completions", _endpoint(completions), methods=["POST"]),
+        Route("/v1/embeddings", _endpoint(embeddings), methods=["POST"]),
+        Route("/tokenize", _endpoint(tokenize), methods=["POST"]),
+        Route("/detokenize", _endpoint(detokenize), methods=["POST"]),
+    ]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        router.bind(asyncio.get_running_loop())
+        engine.start()
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(engine.scheduler.stop)
+
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.worker = Worker(engine=engine, router=router, model_id=model_id, started=int(time.time()))
+    return app
+
+
+def _exit_with_parent() -> None:
+    """Stop when the parent's end of our stdin closes: a gateway that dies leaves no worker behind."""
+
+    def watch() -> None:
+        with contextlib.suppress(OSError, ValueError):
+            while sys.stdin.buffer.read(4096):
+                pass
+        log.warning("parent process went away; stopping")
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def run_worker(
+    config: EngineConfig,
+    *,
+    socket_path: str | None,
+    host: str,
+    port: int | None,
+    exit_with_parent: bool,
+) -> int:
+    """Load the model, then serve until SIGTERM. Returns the process exit status."""
+    if exit_with_parent:
+        _exit_with_parent()
+    router = JobRouter()
+    try:
+        engine = Engine(config, router.sink)
+    except (SomnerError, RuntimeError, ValueError, OSError) as exc:
+        message = exc.message if isinstance(exc, SomnerError) else str(exc)
+        log.error("cannot load model %s: %s", config.model_id, message)
+        print(f"somner worker: cannot load model: {message}", file=sys.stderr)  # noqa: T201 - for the gateway
+        return 2
+    app = create_worker_app(engine, router, config.model_id)
+    if socket_path is not None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(socket_path)
+    server_config = uvicorn.Config(
+        app,
+        uds=socket_path,
+        host=host,
+        port=port or 0,
+        loop="uvloop" if sys.platform != "win32" else "asyncio",
+        http="httptools",
+        access_log=False,
+        log_config=None,
+        lifespan="on",
+        timeout_graceful_shutdown=3,
+    )
+    try:
+        uvicorn.Server(server_config).run()
+    finally:
+        engine.ctx.close()
+        engine.model.close()
+        if socket_path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(socket_path)
+    return 0

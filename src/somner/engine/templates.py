@@ -1,0 +1,126 @@
+"""Chat templates: turning messages into a prompt.
+
+Precedence: the template named in the model's config (a built-in name or a Jinja file), else the GGUF's own
+`tokenizer.chat_template`, else a built-in chosen by architecture or by the special tokens the vocabulary has.
+A model with none of these fails to load with an error that says how to fix it. Templates render in jinja2's
+immutable sandbox: a template from a downloaded file cannot reach Python objects or the file system.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from importlib import resources
+from pathlib import Path
+from typing import Any, NoReturn
+
+import jinja2
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from somner.core import Message
+from somner.errors import BadRequest
+
+BUILTINS = ("gemma", "llama3", "chatml", "mistral", "phi3")
+_ALIASES = {"qwen": "chatml", "phi": "phi3", "llama-3": "llama3"}
+_ARCHITECTURES = {
+    "gemma": "gemma",
+    "gemma2": "gemma",
+    "gemma3": "gemma",
+    "gemma3n": "gemma",
+    "qwen": "chatml",
+    "qwen2": "chatml",
+    "qwen2moe": "chatml",
+    "qwen3": "chatml",
+    "qwen3moe": "chatml",
+    "phi3": "phi3",
+}
+# For architectures shared by several families (llama, mistral), the vocabulary tells which turn format it has.
+_MARKERS = (("<|start_header_id|>", "llama3"), ("<|im_start|>", "chatml"), ("[INST]", "mistral"))
+
+
+class TemplateNotFound(ValueError):
+    """No usable chat template; the message says how to configure one."""
+
+
+class TemplateTextError(BadRequest):
+    code = "invalid_messages"
+
+
+def builtin_source(name: str) -> str:
+    canonical = _ALIASES.get(name, name)
+    if canonical not in BUILTINS:
+        raise TemplateNotFound(f"unknown built-in template {name!r}; built-ins: {', '.join(BUILTINS)}")
+    return (resources.files("somner.engine") / "templates" / f"{canonical}.jinja").read_text(encoding="utf-8")
+
+
+def choose_template(
+    configured: str | None,
+    gguf_template: str | None,
+    architecture: str,
+    has_special_token: Callable[[str], bool],
+) -> tuple[str, str]:
+    """(label, Jinja source) of the template to use; raises TemplateNotFound."""
+    if configured:
+        if _ALIASES.get(configured, configured) in BUILTINS:
+            return configured, builtin_source(configured)
+        path = Path(configured).expanduser()
+        try:
+            return str(path), path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise TemplateNotFound(
+                f"template {configured!r} is neither a built-in ({', '.join(BUILTINS)}) nor a readable file"
+            ) from exc
+    if gguf_template:
+        return "gguf", gguf_template
+    by_arch = _ARCHITECTURES.get(architecture)
+    if by_arch is None:
+        by_arch = next((name for marker, name in _MARKERS if has_special_token(marker)), None)
+    if by_arch is None:
+        raise TemplateNotFound(
+            f"the model (architecture {architecture!r}) has no chat template and none is configured; set "
+            f"`template:` in its models entry to one of {', '.join(BUILTINS)} or to a Jinja file"
+        )
+    return by_arch, builtin_source(by_arch)
+
+
+def _raise_exception(message: str) -> NoReturn:
+    raise TemplateTextError(str(message), param="messages")
+
+
+def _strftime_now(fmt: str) -> str:
+    return dt.datetime.now().strftime(fmt)
+
+
+class ChatTemplate:
+    """A compiled template; `render` turns messages into prompt text."""
+
+    def __init__(self, source: str, *, bos_token: str, eos_token: str, label: str = "custom") -> None:
+        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, undefined=jinja2.Undefined)
+        env.globals["raise_exception"] = _raise_exception
+        env.globals["strftime_now"] = _strftime_now
+        try:
+            self._template = env.from_string(source)
+        except jinja2.TemplateError as exc:
+            raise TemplateNotFound(f"chat template {label!r} does not compile: {exc}") from exc
+        self.label = label
+        self.bos_token = bos_token
+        self.eos_token = eos_token
+
+    def render(self, messages: list[Message], *, add_generation_prompt: bool = True) -> str:
+        items: list[dict[str, Any]] = []
+        for message in messages:
+            item: dict[str, Any] = {"role": message.role, "content": message.content}
+            if message.name:
+                item["name"] = message.name
+            items.append(item)
+        try:
+            return self._template.render(
+                messages=items,
+                add_generation_prompt=add_generation_prompt,
+                bos_token=self.bos_token,
+                eos_token=self.eos_token,
+            )
+        except TemplateTextError:
+            raise
+        except (jinja2.TemplateError, TypeError, ValueError, KeyError, IndexError) as exc:
+            raise TemplateTextError(f"The chat template cannot render these messages: {exc}", param="messages") from exc
