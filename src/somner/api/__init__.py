@@ -1,0 +1,1 @@
+"""HTTP APIs: one package per dialect, plus what they share (errors, request ids, bodies, streaming)."""

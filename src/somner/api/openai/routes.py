@@ -1,0 +1,219 @@
+"""OpenAI-compatible routes: models, chat completions, completions, embeddings.
+
+Each handler: parse the body into its wire schema, convert to a core request, take a lease on the model,
+open the backend's stream (errors so far become an OpenAI error response), then stream or collect.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from somner.api.body import read_body
+from somner.api.errors import guarded, internal_error
+from somner.api.streaming import event_stream, shielded, until_disconnected
+from somner.core import Chunk, EmbeddingRequest, TokenLogprob, Usage
+from somner.core.streams import gather_all, merge
+from somner.errors import BadRequest, SomnerError
+from somner.models.backends.base import ChunkStream
+from somner.services import Services
+from somner.wire.openai import decode, encode, schemas
+
+log = logging.getLogger(__name__)
+
+
+def render(error: SomnerError) -> Response:
+    return Response(
+        orjson.dumps(encode.error_body(error)),
+        status_code=error.status,
+        media_type="application/json",
+        headers=error.headers,
+    )
+
+
+openai_endpoint = guarded(render)
+
+
+def services_of(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+def json_response(body: object) -> Response:
+    return Response(orjson.dumps(body), media_type="application/json")
+
+
+async def _body(request: Request) -> bytes:
+    return await read_body(request, services_of(request).settings.max_request_bytes)
+
+
+@openai_endpoint
+async def list_models(request: Request) -> Response:
+    services = services_of(request)
+    services.registry.refresh()
+    data = [_card(services, status.id) for status in services.manager.statuses()]
+    return json_response({"object": "list", "data": data})
+
+
+@openai_endpoint
+async def get_model(request: Request) -> Response:
+    services = services_of(request)
+    spec = services.registry.get(request.path_params["model_id"])
+    return json_response(_card(services, spec.id))
+
+
+def _card(services: Services, model_id: str) -> dict[str, object]:
+    spec = services.registry.get(model_id)
+    try:
+        created = int(spec.path.stat().st_mtime)
+    except OSError:
+        created = int(services.started_at)
+    return encode.model_card(model_id, created, status=services.manager.state(model_id).value)
+
+
+async def _collect(stream: ChunkStream) -> tuple[str, Chunk, list[TokenLogprob] | None]:
+    parts: list[str] = []
+    logprobs: list[TokenLogprob] | None = None
+    last = Chunk()
+    async for chunk in stream:
+        parts.append(chunk.text)
+        if chunk.logprobs:
+            logprobs = (logprobs or []) + chunk.logprobs
+        last = chunk
+    return "".join(parts), last, logprobs
+
+
+async def _close(stream: ChunkStream) -> None:
+    aclose = getattr(stream, "aclose", None)
+    if aclose is not None:
+        await aclose()
+
+
+@openai_endpoint
+async def chat_completions(request: Request) -> Response:
+    services = services_of(request)
+    wire = decode.parse(schemas.ChatCompletionRequest, await _body(request))
+    core = decode.chat_request(wire)
+    include_usage = bool(wire.stream_options and wire.stream_options.include_usage)
+    lease = await services.manager.acquire(core.model)
+    try:
+        stream = await lease.backend.chat(core)
+    except BaseException:
+        lease.release()
+        raise
+    if core.stream:
+        encoder = encode.ChatStream(core.model, include_usage=include_usage)
+
+        async def events() -> AsyncIterator[bytes]:
+            try:
+                yield encoder.start()
+                async for chunk in stream:
+                    yield encoder.chunk(chunk)
+                yield encode.DONE_EVENT
+            except SomnerError as exc:
+                yield encode.error_event(exc)
+            except Exception:
+                log.exception("stream failed")
+                yield encode.error_event(internal_error(request))
+            finally:
+                await shielded(lambda: _close(stream))
+                lease.release()
+
+        return event_stream(events())
+    try:
+        text, last, logprobs = await until_disconnected(request, _collect(stream))
+    finally:
+        await shielded(lambda: _close(stream))
+        lease.release()
+    return json_response(encode.chat_completion(core.model, text, last, logprobs))
+
+
+@openai_endpoint
+async def completions(request: Request) -> Response:
+    services = services_of(request)
+    wire = decode.parse(schemas.CompletionRequest, await _body(request))
+    cores = decode.completion_requests(wire)
+    model = wire.model
+    include_usage = bool(wire.stream_options and wire.stream_options.include_usage)
+    lease = await services.manager.acquire(model)
+    streams: list[ChunkStream] = []
+
+    async def cleanup() -> None:
+        for stream in streams:
+            await _close(stream)
+
+    try:
+        for core in cores:
+            streams.append(await lease.backend.complete(core))
+    except BaseException:
+        await shielded(cleanup)
+        lease.release()
+        raise
+
+    if wire.stream:
+        encoder = encode.CompletionStream(model, include_usage=include_usage)
+
+        async def events() -> AsyncIterator[bytes]:
+            total = Usage()
+            try:
+                async for index, chunk in merge(streams):
+                    if chunk.usage is not None:
+                        total.prompt_tokens += chunk.usage.prompt_tokens
+                        total.completion_tokens += chunk.usage.completion_tokens
+                        total.cached_tokens += chunk.usage.cached_tokens
+                    data = encoder.chunk(chunk, index)
+                    if data:
+                        yield data
+                yield encoder.usage_event(total)
+                yield encode.DONE_EVENT
+            except SomnerError as exc:
+                yield encode.error_event(exc)
+            except Exception:
+                log.exception("stream failed")
+                yield encode.error_event(internal_error(request))
+            finally:
+                await shielded(cleanup)
+                lease.release()
+
+        return event_stream(events())
+    try:
+        results = await until_disconnected(request, gather_all([_collect(s) for s in streams]))
+    finally:
+        await shielded(cleanup)
+        lease.release()
+    return json_response(encode.completion(model, results))
+
+
+@openai_endpoint
+async def embeddings(request: Request) -> Response:
+    services = services_of(request)
+    wire = decode.parse(schemas.EmbeddingRequest, await _body(request))
+    inputs = decode.embedding_inputs(wire)
+    lease = await services.manager.acquire(wire.model)
+    try:
+        result = await until_disconnected(
+            request, lease.backend.embed(EmbeddingRequest(model=wire.model, inputs=inputs, user=wire.user))
+        )
+    finally:
+        lease.release()
+    if wire.dimensions is not None and result.embeddings and wire.dimensions != len(result.embeddings[0]):
+        raise BadRequest(
+            f"This model's embeddings have {len(result.embeddings[0])} dimensions; 'dimensions' cannot change that.",
+            param="dimensions",
+        )
+    return json_response(encode.embeddings(wire.model, result.embeddings, result.prompt_tokens, wire.encoding_format))
+
+
+def routes() -> list[BaseRoute]:
+    return [
+        Route("/v1/models", list_models, methods=["GET"]),
+        Route("/v1/models/{model_id:path}", get_model, methods=["GET"]),
+        Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+        Route("/v1/completions", completions, methods=["POST"]),
+        Route("/v1/embeddings", embeddings, methods=["POST"]),
+    ]

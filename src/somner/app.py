@@ -1,0 +1,47 @@
+"""`create_app(settings)`: the gateway as an ASGI app. Nothing happens at import; the lifespan starts and
+stops the services (and with them every engine process)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+
+from somner.api.middleware import RequestIdMiddleware
+from somner.api.openai import routes as openai_routes
+from somner.errors import MethodNotAllowed, NotFound
+from somner.services import Services, build_services
+from somner.settings import Settings
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    if status == 405:
+        return openai_routes.render(MethodNotAllowed(f"Method {request.method} is not allowed on {request.url.path}"))
+    return openai_routes.render(NotFound(f"No such endpoint: {request.method} {request.url.path}"))
+
+
+def create_app(settings: Settings, *, services: Services | None = None) -> Starlette:
+    services = services if services is not None else build_services(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        try:
+            await services.start()
+            yield
+        finally:
+            await services.stop()
+
+    app = Starlette(
+        routes=openai_routes.routes(),
+        middleware=[Middleware(RequestIdMiddleware)],
+        exception_handlers={404: _http_error, 405: _http_error},
+        lifespan=lifespan,
+    )
+    app.state.services = services
+    return app

@@ -1,0 +1,40 @@
+"""The `somner` command line (typer). Each command group lives in its own module."""
+
+from __future__ import annotations
+
+import typer
+
+from somner import __version__
+from somner.cli import config_cmd, serve_cmd, worker_cmd
+
+app = typer.Typer(
+    name="somner",
+    help="Somner: a self-hosted LLM server and gateway.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"somner {__version__}")
+        raise typer.Exit
+
+
+@app.callback()
+def root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Somner: a self-hosted LLM server and gateway."""
+
+
+app.command("serve")(serve_cmd.serve)
+app.command("worker", hidden=False)(worker_cmd.worker)
+app.add_typer(config_cmd.app, name="config")
+
+
+def main() -> None:
+    app()

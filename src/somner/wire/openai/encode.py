@@ -1,0 +1,353 @@
+"""Core → OpenAI wire: requests for engines, and responses (whole or streamed) for clients.
+
+Streamed chunks are built as small dicts and serialised with orjson; nothing per token goes through pydantic.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import orjson
+
+from somner.core import (
+    ChatRequest,
+    Chunk,
+    CompletionRequest,
+    FinishReason,
+    SamplingParams,
+    Timings,
+    TokenLogprob,
+    Usage,
+)
+from somner.errors import SomnerError
+from somner.wire.sse import DONE, event
+
+DONE_EVENT = event(DONE)
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex}"
+
+
+def now() -> int:
+    return int(time.time())
+
+
+# -- requests (gateway → engine) ------------------------------------------------------------------------
+
+
+def sampling_fields(params: SamplingParams) -> dict[str, Any]:
+    body: dict[str, Any] = {}
+    for name in (
+        "max_tokens",
+        "temperature",
+        "top_p",
+        "top_k",
+        "min_p",
+        "typical_p",
+        "presence_penalty",
+        "frequency_penalty",
+        "repeat_penalty",
+        "repeat_last_n",
+        "seed",
+        "grammar",
+    ):
+        value = getattr(params, name)
+        if value is not None:
+            body[name] = value
+    if params.stop:
+        body["stop"] = list(params.stop)
+    if params.logit_bias:
+        body["logit_bias"] = {str(k): v for k, v in params.logit_bias.items()}
+    if params.json_schema is not None:
+        body["response_format"] = {
+            "type": "json_schema",
+            "json_schema": {"name": "response", "schema": params.json_schema},
+        }
+    elif params.json_mode:
+        body["response_format"] = {"type": "json_object"}
+    return body
+
+
+def chat_request(req: ChatRequest) -> dict[str, Any]:
+    messages = []
+    for m in req.messages:
+        item: dict[str, Any] = {"role": m.role, "content": m.content}
+        if m.name:
+            item["name"] = m.name
+        messages.append(item)
+    body: dict[str, Any] = {"model": req.model, "messages": messages}
+    body.update(sampling_fields(req.sampling))
+    if req.sampling.logprobs is not None:
+        body["logprobs"] = True
+        body["top_logprobs"] = req.sampling.logprobs
+    body["stream"] = True
+    body["stream_options"] = {"include_usage": True}
+    return body
+
+
+def completion_request(req: CompletionRequest) -> dict[str, Any]:
+    body: dict[str, Any] = {"model": req.model, "prompt": req.prompt}
+    body.update(sampling_fields(req.sampling))
+    if req.sampling.logprobs is not None:
+        body["logprobs"] = req.sampling.logprobs
+    body["stream"] = True
+    body["stream_options"] = {"include_usage": True}
+    return body
+
+
+def embedding_request(model: str, inputs: Sequence[str] | Sequence[Sequence[int]]) -> dict[str, Any]:
+    return {"model": model, "input": list(inputs), "encoding_format": "float"}
+
+
+# -- responses (→ client) -------------------------------------------------------------------------------
+
+
+def usage(u: Usage) -> dict[str, Any]:
+    return {
+        "prompt_tokens": u.prompt_tokens,
+        "completion_tokens": u.completion_tokens,
+        "total_tokens": u.total_tokens,
+        "prompt_tokens_details": {"cached_tokens": u.cached_tokens},
+    }
+
+
+def timings(t: Timings, u: Usage) -> dict[str, Any]:
+    """llama-server's `timings` extension."""
+    prompt_n = u.prompt_tokens - u.cached_tokens
+    return {
+        "prompt_n": prompt_n,
+        "prompt_ms": t.prompt_ms,
+        "predicted_n": u.completion_tokens,
+        "predicted_ms": t.predicted_ms,
+        "cache_n": u.cached_tokens,
+    }
+
+
+def error_body(error: SomnerError) -> dict[str, Any]:
+    return {"error": {"message": error.message, "type": error.kind, "param": error.param, "code": error.code}}
+
+
+def error_event(error: SomnerError) -> bytes:
+    return event(orjson.dumps(error_body(error)))
+
+
+def chat_logprobs(items: list[TokenLogprob]) -> dict[str, Any]:
+    return {
+        "content": [
+            {
+                "token": lp.token,
+                "logprob": lp.logprob,
+                "bytes": lp.bytes,
+                "top_logprobs": [{"token": t.token, "logprob": t.logprob, "bytes": t.bytes} for t in lp.top],
+            }
+            for lp in items
+        ],
+        "refusal": None,
+    }
+
+
+class CompletionLogprobs:
+    """The legacy completions logprobs shape; tracks text offsets across chunks."""
+
+    def __init__(self) -> None:
+        self.offset = 0
+
+    def encode(self, items: list[TokenLogprob]) -> dict[str, Any]:
+        offsets = []
+        for lp in items:
+            offsets.append(self.offset)
+            self.offset += len(lp.token)
+        return {
+            "tokens": [lp.token for lp in items],
+            "token_logprobs": [lp.logprob for lp in items],
+            "top_logprobs": [{t.token: t.logprob for t in lp.top} for lp in items],
+            "text_offset": offsets,
+        }
+
+
+class ChatStream:
+    """`chat.completion.chunk` events for one streamed chat completion (choice 0)."""
+
+    def __init__(self, model: str, *, include_usage: bool, with_timings: bool = False) -> None:
+        self.id = new_id("chatcmpl")
+        self.model = model
+        self.created = now()
+        self.include_usage = include_usage
+        self.with_timings = with_timings
+
+    def _event(self, choices: list[dict[str, Any]], **extra: Any) -> bytes:
+        body: dict[str, Any] = {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": None,
+            "choices": choices,
+        }
+        if self.include_usage:
+            body["usage"] = None
+        body.update(extra)
+        return event(orjson.dumps(body))
+
+    def start(self) -> bytes:
+        return self._event(
+            [
+                {
+                    "index": 0,
+                    "delta": {"role": "assistant", "content": ""},
+                    "logprobs": None,
+                    "finish_reason": None,
+                }
+            ]
+        )
+
+    def chunk(self, chunk: Chunk) -> bytes:
+        out = b""
+        if chunk.text or chunk.logprobs:
+            out += self._event(
+                [
+                    {
+                        "index": 0,
+                        "delta": {"content": chunk.text},
+                        "logprobs": chat_logprobs(chunk.logprobs) if chunk.logprobs else None,
+                        "finish_reason": None,
+                    }
+                ]
+            )
+        if chunk.finish_reason is not None:
+            extra: dict[str, Any] = {}
+            if self.with_timings and chunk.timings is not None and chunk.usage is not None:
+                extra["timings"] = timings(chunk.timings, chunk.usage)
+            out += self._event(
+                [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": chunk.finish_reason.value}],
+                **extra,
+            )
+            if self.include_usage and chunk.usage is not None:
+                out += self._event([], usage=usage(chunk.usage))
+        return out
+
+
+class CompletionStream:
+    """`text_completion` events for one streamed completion; `index` is the prompt's position."""
+
+    def __init__(self, model: str, *, include_usage: bool, with_timings: bool = False) -> None:
+        self.id = new_id("cmpl")
+        self.model = model
+        self.created = now()
+        self.include_usage = include_usage
+        self.with_timings = with_timings
+        self._logprobs: dict[int, CompletionLogprobs] = {}
+
+    def _event(self, choices: list[dict[str, Any]], **extra: Any) -> bytes:
+        body: dict[str, Any] = {
+            "id": self.id,
+            "object": "text_completion",
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": None,
+            "choices": choices,
+        }
+        if self.include_usage:
+            body["usage"] = None
+        body.update(extra)
+        return event(orjson.dumps(body))
+
+    def chunk(self, chunk: Chunk, index: int = 0) -> bytes:
+        logprobs = None
+        if chunk.logprobs:
+            logprobs = self._logprobs.setdefault(index, CompletionLogprobs()).encode(chunk.logprobs)
+        extra: dict[str, Any] = {}
+        if self.with_timings and chunk.timings is not None and chunk.usage is not None:
+            extra["timings"] = timings(chunk.timings, chunk.usage)
+        finish = chunk.finish_reason.value if chunk.finish_reason is not None else None
+        if not chunk.text and logprobs is None and finish is None:
+            return b""
+        return self._event(
+            [{"text": chunk.text, "index": index, "logprobs": logprobs, "finish_reason": finish}], **extra
+        )
+
+    def usage_event(self, total: Usage) -> bytes:
+        return self._event([], usage=usage(total)) if self.include_usage else b""
+
+
+def chat_completion(
+    model: str, text: str, chunk: Chunk, logprobs: list[TokenLogprob] | None, *, with_timings: bool = False
+) -> dict[str, Any]:
+    """A whole `chat.completion` from the collected text and the final chunk."""
+    body: dict[str, Any] = {
+        "id": new_id("chatcmpl"),
+        "object": "chat.completion",
+        "created": now(),
+        "model": model,
+        "system_fingerprint": None,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": text, "refusal": None},
+                "logprobs": chat_logprobs(logprobs) if logprobs is not None else None,
+                "finish_reason": (chunk.finish_reason or FinishReason.STOP).value,
+            }
+        ],
+        "usage": usage(chunk.usage or Usage()),
+    }
+    if with_timings and chunk.timings is not None:
+        body["timings"] = timings(chunk.timings, chunk.usage or Usage())
+    return body
+
+
+def completion(
+    model: str, results: list[tuple[str, Chunk, list[TokenLogprob] | None]], *, with_timings: bool = False
+) -> dict[str, Any]:
+    """A whole `text_completion`, one choice per prompt."""
+    total = Usage()
+    choices = []
+    for index, (text, last, logprobs) in enumerate(results):
+        u = last.usage or Usage()
+        total.prompt_tokens += u.prompt_tokens
+        total.completion_tokens += u.completion_tokens
+        total.cached_tokens += u.cached_tokens
+        choices.append(
+            {
+                "text": text,
+                "index": index,
+                "logprobs": CompletionLogprobs().encode(logprobs) if logprobs is not None else None,
+                "finish_reason": (last.finish_reason or FinishReason.STOP).value,
+            }
+        )
+    body: dict[str, Any] = {
+        "id": new_id("cmpl"),
+        "object": "text_completion",
+        "created": now(),
+        "model": model,
+        "system_fingerprint": None,
+        "choices": choices,
+        "usage": usage(total),
+    }
+    if with_timings and len(results) == 1 and results[0][1].timings is not None:
+        body["timings"] = timings(results[0][1].timings, total)
+    return body
+
+
+def embeddings(model: str, vectors: list[list[float]], prompt_tokens: int, encoding: str) -> dict[str, Any]:
+    data = []
+    for index, vector in enumerate(vectors):
+        value: list[float] | str = vector
+        if encoding == "base64":
+            value = base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode("ascii")
+        data.append({"object": "embedding", "index": index, "embedding": value})
+    return {
+        "object": "list",
+        "data": data,
+        "model": model,
+        "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
+    }
+
+
+def model_card(model_id: str, created: int, **extensions: Any) -> dict[str, Any]:
+    return {"id": model_id, "object": "model", "created": created, "owned_by": "somner", **extensions}
