@@ -42,7 +42,10 @@ def _render_model(model: type[BaseModel], values: dict[str, Any], indent: str) -
         annotation = field.annotation
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             lines.append(f"{indent}{name}:")
-            lines += _render_model(annotation, value or {}, indent + "  ")
+            nested = _render_model(annotation, value or {}, indent + "  ")
+            while nested and nested[-1] == "":
+                nested.pop()
+            lines += nested
         elif name == "models" and model is Settings:
             lines.append(f"{indent}{name}: []")
             lines += _example_entry(indent)

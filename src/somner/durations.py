@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_NUMBER = re.compile(r"\d+(?:\.\d*)?|\.\d+")
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 
 
@@ -13,6 +15,8 @@ def parse_duration(value: object) -> float:
     if isinstance(value, bool):
         raise ValueError("a duration is a number of seconds or a string like '30s', '5m', '1h'")
     if isinstance(value, int | float):
+        if not math.isfinite(value):
+            raise ValueError("a duration must be finite")
         return float(value)
     if not isinstance(value, str):
         raise ValueError("a duration is a number of seconds or a string like '30s', '5m', '1h'")
@@ -20,12 +24,10 @@ def parse_duration(value: object) -> float:
     sign = 1.0
     if text.startswith("-"):
         sign, text = -1.0, text[1:]
-    if not text:
-        raise ValueError("empty duration")
-    try:
+    if not text or not (text[0].isdigit() or text[0] == "."):
+        raise ValueError(f"invalid duration {value!r}: use seconds or a string like '30s', '5m', '1h30m'")
+    if _NUMBER.fullmatch(text):
         return sign * float(text)
-    except ValueError:
-        pass
     total, pos = 0.0, 0
     for match in _PART.finditer(text):
         if match.start() != pos:

@@ -36,6 +36,12 @@ from somner.errors import EngineFailed, SomnerError
 log = logging.getLogger(__name__)
 
 _MIN_PREFILL_WHILE_DECODING = 32
+# llama.cpp's CPU matrix kernels take a different path (different rounding) for batches of fewer than 8 rows than
+# for larger ones, and the difference grows through the layers into visibly different logits. A prompt's last
+# tokens are therefore always evaluated as a run of at least this many (cache reuse recomputes them, chunked
+# prefill leaves no shorter tail), so the same prompt is computed the same way whether it is new or cached, and
+# seeded sampling repeats itself.
+_TAIL_TOKENS = 16
 
 
 class Slot:
@@ -239,8 +245,9 @@ class Scheduler:
                 best, best_common = slot, common
         assert best is not None
         slot = best
-        # At least the last prompt token is evaluated again: its logits give the first output token.
-        reuse = min(best_common, len(job.prompt) - 1)
+        # The last prompt tokens are evaluated again even when cached: their logits give the first output token,
+        # and recomputing a run of them keeps a repeated prompt's numerics identical to its first time.
+        reuse = max(0, min(best_common, len(job.prompt) - _TAIL_TOKENS))
         # Sliding-window layers keep only their window; positions before it may already be gone.
         if reuse > 0 and self.model.n_swa > 0 and self.ctx.seq_pos_min(slot.seq) > max(0, reuse - self.model.n_swa):
             reuse = 0
@@ -287,7 +294,12 @@ class Scheduler:
                 break
             job = slot.job
             assert job is not None
-            take = min(budget, len(job.prompt) - slot.prompt_pos)
+            remaining = len(job.prompt) - slot.prompt_pos
+            take = min(budget, remaining)
+            if take < remaining and remaining - take < _TAIL_TOKENS:
+                take = remaining - _TAIL_TOKENS  # never leave a short tail chunk (see _TAIL_TOKENS)
+            if take <= 0:
+                continue
             piece = job.prompt[slot.prompt_pos : slot.prompt_pos + take]
             last = slot.prompt_pos + take == len(job.prompt)
             row = batch.add_run(piece, slot.prompt_pos, slot.seq, last)

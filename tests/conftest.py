@@ -1,0 +1,56 @@
+"""Fixtures shared by every test layer: the real default model, free ports, a running `somner serve`."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from somner.models.default_model import ensure_default_model
+from tests.servers import ServeProcess, start_serve
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def model_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory holding the default model (Gemma 3 270M Q4_K_M), assembled once per session."""
+    store = tmp_path_factory.mktemp("model-store")
+    ensure_default_model(store)
+    return store
+
+
+@pytest.fixture(scope="session")
+def model_path(model_store: Path) -> Path:
+    paths = list(model_store.glob("*.gguf"))
+    assert len(paths) == 1
+    return paths[0]
+
+
+def link_model(model_path: Path, models_dir: Path, name: str | None = None) -> Path:
+    """Put the model into `models_dir` (hard link when possible: the registry refuses symlinks out of it)."""
+    models_dir.mkdir(parents=True, exist_ok=True)
+    target = models_dir / (name or model_path.name)
+    try:
+        os.link(model_path, target)
+    except OSError:
+        shutil.copyfile(model_path, target)
+    return target
+
+
+@pytest.fixture(scope="session")
+def serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
+    """One `somner serve` for the session, started the way `make run` starts it: empty data directory, so the
+    server itself assembles the default model from its package."""
+    data_dir = tmp_path_factory.mktemp("serve-data")
+    server = start_serve(data_dir)
+    try:
+        yield server
+    finally:
+        server.stop()

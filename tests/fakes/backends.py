@@ -1,0 +1,127 @@
+"""A fake backend for API and manager tests: deterministic, in memory, with scripted failures.
+
+Requests whose last message (or prompt) contains a trigger word misbehave on purpose:
+FAIL_BEFORE (error before the stream), FAIL_MIDWAY (error after two chunks), BOOM (an unexpected exception),
+SLOW (pauses between chunks).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from somner.core import (
+    ChatRequest,
+    Chunk,
+    CompletionRequest,
+    EmbeddingRequest,
+    EmbeddingResult,
+    FinishReason,
+    TokenLogprob,
+    Usage,
+)
+from somner.errors import BadRequest, EngineFailed, ModelLoadFailed
+from somner.models.registry import ModelSpec
+
+
+class FakeBackend:
+    def __init__(self, farm: FakeFarm, spec: ModelSpec) -> None:
+        self.farm = farm
+        self.spec = spec
+        self.started = False
+        self.stopped = False
+        self._exit: asyncio.Future[int] | None = None
+        self.requests: list[ChatRequest | CompletionRequest] = []
+
+    @property
+    def alive(self) -> bool:
+        return self.started and not self.stopped and self._exit is not None and not self._exit.done()
+
+    async def start(self) -> None:
+        self.farm.starts += 1
+        await asyncio.sleep(self.farm.start_delay)
+        if self.farm.start_error is not None:
+            raise self.farm.start_error
+        self._exit = asyncio.get_running_loop().create_future()
+        self.started = True
+
+    async def stop(self) -> None:
+        self.stopped = True
+        self.farm.stops += 1
+        if self._exit is not None and not self._exit.done():
+            self._exit.set_result(0)
+
+    def crash(self, status: int = -9) -> None:
+        assert self._exit is not None
+        self._exit.set_result(status)
+
+    async def wait_exit(self) -> int | None:
+        assert self._exit is not None
+        return await asyncio.shield(self._exit)
+
+    async def _stream(
+        self, text: str, prompt_tokens: int, max_tokens: int | None, logprobs: int | None
+    ) -> AsyncIterator[Chunk]:
+        if "FAIL_BEFORE" in text:
+            raise EngineFailed("the fake engine refused")
+        if "BOOM" in text:
+            raise RuntimeError("secret internal detail")
+        if "CONTEXT" in text:
+            raise BadRequest("too long", code="context_length_exceeded", param="messages")
+        words = text.split() or ["empty"]
+        limit = max_tokens if max_tokens is not None else len(words)
+
+        async def chunks() -> AsyncIterator[Chunk]:
+            produced = 0
+            for i, word in enumerate(words[:limit]):
+                if "FAIL_MIDWAY" in text and i == 2:
+                    raise EngineFailed("the fake engine crashed")
+                if "SLOW" in text:
+                    await asyncio.sleep(0.05)
+                produced += 1
+                lp = (
+                    [TokenLogprob(token=word, logprob=-0.5, bytes=list(word.encode()), top=[])]
+                    if logprobs is not None
+                    else None
+                )
+                yield Chunk(text=(" " if i else "") + word, logprobs=lp)
+                self.farm.tokens += 1
+            reason = FinishReason.LENGTH if limit < len(words) else FinishReason.STOP
+            yield Chunk(finish_reason=reason, usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=produced))
+
+        return chunks()
+
+    async def chat(self, request: ChatRequest) -> AsyncIterator[Chunk]:
+        self.requests.append(request)
+        text = request.messages[-1].content
+        return await self._stream(text, len(request.messages), request.sampling.max_tokens, request.sampling.logprobs)
+
+    async def complete(self, request: CompletionRequest) -> AsyncIterator[Chunk]:
+        self.requests.append(request)
+        text = request.prompt if isinstance(request.prompt, str) else " ".join(f"t{t}" for t in request.prompt)
+        return await self._stream(text, len(text.split()), request.sampling.max_tokens, request.sampling.logprobs)
+
+    async def embed(self, request: EmbeddingRequest) -> EmbeddingResult:
+        vectors = [[float(len(str(item))), 1.0, 0.0, 0.0] for item in request.inputs]
+        return EmbeddingResult(embeddings=vectors, prompt_tokens=len(request.inputs))
+
+
+@dataclass
+class FakeFarm:
+    """Creates fake backends and counts what happens to them."""
+
+    start_delay: float = 0.0
+    start_error: Exception | None = None
+    starts: int = 0
+    stops: int = 0
+    tokens: int = 0
+    backends: list[FakeBackend] = field(default_factory=list)
+
+    def factory(self, spec: ModelSpec) -> FakeBackend:
+        backend = FakeBackend(self, spec)
+        self.backends.append(backend)
+        return backend
+
+    def fail_loads(self, message: str = "bad model") -> None:
+        self.start_error = ModelLoadFailed(message)

@@ -1,0 +1,214 @@
+"""The engine on Gemma 3 270M: determinism, stops, limits, constraints, prefix cache, cancellation, embeddings.
+
+The model is a small base model: these tests assert behaviour (token counts, equality, schemas), not quality.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import jsonschema
+import numpy as np
+import orjson
+import pytest
+
+from somner.core import ChatRequest, Chunk, CompletionRequest, FinishReason, Message, SamplingParams, Usage
+from somner.errors import BadRequest, ContextLengthExceeded
+from tests.integration.conftest import EngineHarness, text_of
+
+pytestmark = pytest.mark.integration
+
+PROMPT = "The capital of France is"
+
+
+def complete(h: EngineHarness, prompt: str | list[int] = PROMPT, **sampling: Any) -> tuple[str, list[Chunk]]:
+    request = CompletionRequest(model="gemma", prompt=prompt, sampling=SamplingParams(**sampling))
+    chunks = h.chunks(h.submit(h.engine.prepare_completion(request)))
+    return text_of(chunks), chunks
+
+
+def usage(chunks: list[Chunk]) -> Usage:
+    last = chunks[-1].usage
+    assert last is not None
+    return last
+
+
+def test_greedy_is_deterministic_sequentially_and_concurrently(harness: EngineHarness) -> None:
+    first, chunks = complete(harness, max_tokens=24, temperature=0)
+    second, _ = complete(harness, max_tokens=24, temperature=0)
+    assert first == second
+    assert usage(chunks).completion_tokens == 24
+    jobs = [
+        harness.submit(
+            harness.engine.prepare_completion(
+                CompletionRequest(model="gemma", prompt=PROMPT, sampling=SamplingParams(max_tokens=24, temperature=0))
+            )
+        )
+        for _ in range(8)
+    ]
+    assert {text_of(harness.chunks(job)) for job in jobs} == {first}
+
+
+def test_seeded_sampling_is_reproducible(harness: EngineHarness) -> None:
+    a, _ = complete(harness, max_tokens=24, temperature=0.8, seed=1234)
+    b, _ = complete(harness, max_tokens=24, temperature=0.8, seed=1234)
+    assert a == b
+    others = {complete(harness, max_tokens=24, temperature=1.5, seed=s)[0] for s in (1, 2, 3)}
+    assert len(others) > 1  # the seed matters
+
+
+def test_max_tokens_and_usage(harness: EngineHarness) -> None:
+    _, chunks = complete(harness, max_tokens=5, temperature=0)
+    last = chunks[-1]
+    assert last.finish_reason is FinishReason.LENGTH
+    assert usage(chunks).completion_tokens == 5
+    assert usage(chunks).prompt_tokens == len(harness.engine.tokenize_prompt(PROMPT))
+    assert last.timings is not None and last.timings.predicted_ms >= 0
+
+
+def test_stop_string_across_tokens_is_honoured_and_never_leaks(harness: EngineHarness) -> None:
+    text, chunks = complete(harness, max_tokens=40, temperature=0, logprobs=0)
+    tokens = [lp.token for c in chunks for lp in (c.logprobs or [])]
+    # A stop string that starts inside one token and ends inside a later one.
+    for i in range(2, len(tokens) - 1):
+        left, right = tokens[i], tokens[i + 1]
+        if len(left) >= 2 and len(right) >= 2:
+            stop = left[-2:] + right[:2]
+            start = "".join(tokens[:i]) + left[:-2]
+            if text.find(stop) == len(start):
+                break
+    else:
+        pytest.skip(f"no suitable token pair in {tokens!r}")
+    stopped, chunks = complete(harness, max_tokens=40, temperature=0, stop=["never-appears", stop])
+    assert stopped == text[: text.find(stop)]
+    assert stop not in stopped
+    assert chunks[-1].finish_reason is FinishReason.STOP
+    assert all(stop not in c.text for c in chunks)
+
+
+def test_prompt_longer_than_context_is_refused_before_decoding(harness: EngineHarness) -> None:
+    steps = harness.engine.scheduler.stats.snapshot()["steps"]
+    long_prompt = "word " * 2000
+    with pytest.raises(ContextLengthExceeded) as info:
+        harness.engine.prepare_completion(CompletionRequest(model="gemma", prompt=long_prompt))
+    assert info.value.status == 400 and info.value.code == "context_length_exceeded"
+    assert "1024" in info.value.message
+    assert harness.engine.scheduler.stats.snapshot()["steps"] == steps
+
+
+def test_bad_inputs_are_refused(harness: EngineHarness) -> None:
+    with pytest.raises(BadRequest, match="grammar"):
+        harness.engine.prepare_completion(
+            CompletionRequest(model="gemma", prompt="x", sampling=SamplingParams(grammar="root ::= ( unclosed"))
+        )
+    with pytest.raises(BadRequest, match="vocabulary"):
+        harness.engine.prepare_completion(CompletionRequest(model="gemma", prompt=[1, 10**9]))
+    with pytest.raises(BadRequest, match="logit_bias"):
+        harness.engine.prepare_completion(
+            CompletionRequest(model="gemma", prompt="x", sampling=SamplingParams(logit_bias={-5: 1.0}))
+        )
+    with pytest.raises(BadRequest, match="empty"):
+        harness.engine.prepare_chat(ChatRequest(model="gemma", messages=[]))
+
+
+def test_json_schema_output_validates(harness: EngineHarness) -> None:
+    schema = {
+        "type": "object",
+        "properties": {
+            "color": {"enum": ["red", "green", "blue"]},
+            "count": {"type": "integer"},
+            "ok": {"type": "boolean"},
+        },
+        "required": ["color", "count", "ok"],
+        "additionalProperties": False,
+    }
+    job = harness.engine.prepare_chat(
+        ChatRequest(
+            model="gemma",
+            messages=[Message("user", "Describe a ball as JSON.")],
+            sampling=SamplingParams(temperature=0, max_tokens=60, json_schema=schema, json_mode=True),
+        )
+    )
+    chunks = harness.chunks(harness.submit(job))
+    assert chunks[-1].finish_reason is FinishReason.STOP
+    jsonschema.validate(orjson.loads(text_of(chunks)), schema)
+
+
+def test_logit_bias_and_logprobs(harness: EngineHarness) -> None:
+    _, chunks = complete(harness, max_tokens=3, temperature=0, logprobs=3)
+    assert chunks[0].logprobs
+    first = chunks[0].logprobs[0]
+    assert first.logprob <= 0
+    assert len(first.top) == 3
+    assert [t.logprob for t in first.top] == sorted((t.logprob for t in first.top), reverse=True)
+    assert first.top[0].token == first.token  # greedy picks the most likely token
+    banned = harness.engine.model.tokenize(first.token, add_special=False, parse_special=False)[0]
+    biased, _ = complete(harness, max_tokens=3, temperature=0, logit_bias={banned: -100.0})
+    assert not biased.startswith(first.token)
+
+
+def test_second_turn_reuses_the_cached_prefix(harness: EngineHarness) -> None:
+    history = [Message("user", "Tell me about the moon.")]
+    first = harness.chunks(
+        harness.submit(
+            harness.engine.prepare_chat(
+                ChatRequest(model="gemma", messages=history, sampling=SamplingParams(temperature=0, max_tokens=16))
+            )
+        )
+    )
+    reply = text_of(first)
+    turn2 = [*history, Message("assistant", reply), Message("user", "And the sun?")]
+    second = harness.chunks(
+        harness.submit(
+            harness.engine.prepare_chat(
+                ChatRequest(model="gemma", messages=turn2, sampling=SamplingParams(temperature=0, max_tokens=4))
+            )
+        )
+    )
+    again = usage(second)
+    assert again.cached_tokens >= usage(first).prompt_tokens - 16
+    assert 0 < again.cached_tokens < again.prompt_tokens
+
+
+def test_cancel_frees_the_slot_and_spares_the_others(harness: EngineHarness) -> None:
+    stats = harness.engine.scheduler.stats
+    before = stats.snapshot()
+    jobs = [
+        harness.submit(
+            harness.engine.prepare_completion(
+                CompletionRequest(
+                    model="gemma", prompt=f"Story number {i}:", sampling=SamplingParams(max_tokens=64, temperature=0)
+                )
+            )
+        )
+        for i in range(4)
+    ]
+    victim = jobs[1]
+    assert not isinstance(harness.next_chunk(victim), Exception)
+    harness.engine.scheduler.cancel(victim.id)
+    for job in (jobs[0], jobs[2], jobs[3]):
+        chunks = harness.chunks(job)
+        assert usage(chunks).completion_tokens == 64
+    deadline = time.monotonic() + 5
+    while stats.snapshot()["cancelled"] == before["cancelled"] and time.monotonic() < deadline:
+        time.sleep(0.01)
+    after = stats.snapshot()
+    assert after["cancelled"] == before["cancelled"] + 1
+    assert after["active"] == 0
+    assert after["generated_tokens"] - before["generated_tokens"] < 4 * 64
+
+
+def test_embeddings(harness: EngineHarness) -> None:
+    result = asyncio.run(harness.engine.embed(["The sea is blue.", "The sea is blue.", "Quantum chromodynamics"]))
+    a, b, c = (np.asarray(v) for v in result.embeddings)
+    assert a.shape == (harness.engine.model.n_embd,) == (640,)
+    assert np.isclose(np.linalg.norm(a), 1.0, atol=1e-4)
+    assert np.allclose(a, b, atol=1e-5)
+    assert float(a @ c) < float(a @ b)
+    assert result.prompt_tokens > 0
+    with pytest.raises(ContextLengthExceeded):
+        asyncio.run(harness.engine.embed(["word " * 5000]))
+    with pytest.raises(BadRequest):
+        asyncio.run(harness.engine.embed([[1, 2], []]))

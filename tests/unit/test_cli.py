@@ -1,0 +1,104 @@
+"""The command line, in process (typer's runner): version, config check/show/example, worker argument checks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from somner import __version__
+from somner.cli import app
+from somner.config_example import render
+
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    for key in list(os.environ):
+        if key.startswith("SOMNER_"):
+            monkeypatch.delenv(key)
+
+
+def test_version() -> None:
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert result.output.strip() == f"somner {__version__}"
+
+
+def test_config_check_accepts_a_good_file(tmp_path: Path) -> None:
+    path = tmp_path / "ok.yaml"
+    path.write_text("port: 9000\nengine:\n  parallel: 2\n")
+    result = runner.invoke(app, ["config", "check", "--config", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "valid" in result.output
+
+
+def test_config_check_names_a_misspelt_key(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("prot: 9000\nengine:\n  paralel: 2\n  ctx: -5\n")
+    result = runner.invoke(app, ["config", "check", "--config", str(path)])
+    assert result.exit_code == 1
+    assert "unknown key 'prot' (did you mean 'port'?)" in result.output
+    assert "unknown key 'engine.paralel' (did you mean 'engine.parallel'?)" in result.output
+    assert "engine.ctx" in result.output
+
+
+def test_config_check_reports_unreadable_files(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["config", "check", "--config", str(tmp_path / "missing.yaml")])
+    assert result.exit_code == 1
+    assert "cannot read" in result.output
+
+
+def test_config_check_reads_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SOMNER_PORT", "not-a-port")
+    result = runner.invoke(app, ["config", "check"])
+    assert result.exit_code == 1
+    assert "port" in result.output
+
+
+def test_config_show_prints_effective_values(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("port: 9000\n")
+    monkeypatch.setenv("SOMNER_ENGINE__PARALLEL", "3")
+    monkeypatch.setenv("SOMNER_DATA_DIR", str(tmp_path / "data"))
+    result = runner.invoke(app, ["config", "show", "--config", str(path)])
+    assert result.exit_code == 0, result.output
+    shown = yaml.safe_load(result.output)
+    assert shown["port"] == 9000
+    assert shown["engine"]["parallel"] == 3
+    assert shown["data_dir"] == str(tmp_path / "data")
+    assert shown["models_dir"] == str(tmp_path / "data" / "models")
+
+
+def test_config_example_matches_the_generator() -> None:
+    result = runner.invoke(app, ["config", "example"])
+    assert result.exit_code == 0
+    assert result.output == render()
+
+
+def test_serve_refuses_bad_configuration(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("hots: 0.0.0.0\n")
+    result = runner.invoke(app, ["serve", "--config", str(path), "--data-dir", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "unknown key 'hots' (did you mean 'host'?)" in result.output
+
+
+def test_serve_refuses_an_unknown_model(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["serve", "--data-dir", str(tmp_path), "--model", "nothing-here"])
+    assert result.exit_code == 1
+    assert "nothing-here" in result.output
+
+
+def test_worker_needs_exactly_one_address(tmp_path: Path) -> None:
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"GGUF")
+    result = runner.invoke(app, ["worker", "--model", str(model)])
+    assert result.exit_code == 2
+    result = runner.invoke(app, ["worker", "--model", str(model), "--port", "1", "--socket", "/tmp/x"])
+    assert result.exit_code == 2
