@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 
 import typer
@@ -75,9 +74,8 @@ def provision_default_model(settings: Settings) -> None:
 
 
 def run(settings: Settings) -> None:
-    import uvicorn
-
     from somner.app import create_app
+    from somner.http_server import serve
 
     try:
         app = create_app(settings)
@@ -92,14 +90,4 @@ def run(settings: Settings) -> None:
         settings.port,
         app.state.services.paths.data_dir,
     )
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        loop="uvloop" if sys.platform != "win32" else "asyncio",
-        http="httptools",
-        access_log=False,
-        log_config=None,
-        lifespan="on",
-        timeout_graceful_shutdown=10,
-    )
+    serve(app, host=settings.host, port=settings.port, timeout_graceful_shutdown=10)

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -32,6 +31,7 @@ from somner.core.streams import gather_all, merge
 from somner.engine.jobs import GenerationJob, Output
 from somner.engine.runtime import Engine, EngineConfig
 from somner.errors import BadRequest, SomnerError
+from somner.http_server import serve
 from somner.wire.openai import decode, encode, schemas
 
 log = logging.getLogger(__name__)
@@ -318,20 +318,8 @@ def run_worker(
     if socket_path is not None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(socket_path)
-    server_config = uvicorn.Config(
-        app,
-        uds=socket_path,
-        host=host,
-        port=port or 0,
-        loop="uvloop" if sys.platform != "win32" else "asyncio",
-        http="httptools",
-        access_log=False,
-        log_config=None,
-        lifespan="on",
-        timeout_graceful_shutdown=3,
-    )
     try:
-        uvicorn.Server(server_config).run()
+        serve(app, uds=socket_path, host=host, port=port or 0, timeout_graceful_shutdown=3)
     finally:
         engine.ctx.close()
         engine.model.close()

@@ -1,0 +1,159 @@
+"""The official `openai` client against a running `somner serve` (started like `make run`: the server assembles
+the default model into its empty data directory itself)."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+
+import httpx
+import jsonschema
+import numpy as np
+import openai
+import orjson
+import pytest
+
+from tests.servers import ServeProcess
+
+pytestmark = pytest.mark.integration
+
+MODEL = "gemma-3-270m-q4_k_m"
+
+
+@pytest.fixture(scope="module")
+def client(serve: ServeProcess) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=f"{serve.url}/v1", api_key="not-needed-yet", max_retries=0) as sdk:
+        yield sdk
+
+
+def test_default_model_was_provisioned_and_curl_works(serve: ServeProcess) -> None:
+    assert (serve.data_dir / "models" / f"{MODEL}.gguf").is_file()
+    model_id = httpx.get(f"{serve.url}/v1/models").json()["data"][0]["id"]
+    response = httpx.post(
+        f"{serve.url}/v1/chat/completions",
+        json={"model": model_id, "messages": [{"role": "user", "content": "Hello!"}], "max_tokens": 8},
+        timeout=60,
+    )
+    assert response.status_code == 200
+    assert response.json()["choices"][0]["message"]["role"] == "assistant"
+
+
+def test_model_list(client: openai.OpenAI) -> None:
+    models = client.models.list()
+    assert [m.id for m in models.data] == [MODEL]
+    assert client.models.retrieve(MODEL).id == MODEL
+
+
+def test_chat(client: openai.OpenAI) -> None:
+    reply = client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": "Hi"}],
+        max_tokens=12,
+    )
+    assert reply.object == "chat.completion"
+    assert reply.choices[0].message.role == "assistant"
+    assert reply.choices[0].finish_reason in ("stop", "length")
+    assert reply.usage is not None and 0 < reply.usage.completion_tokens <= 12
+    assert reply.usage.total_tokens == reply.usage.prompt_tokens + reply.usage.completion_tokens
+
+
+def test_chat_streamed_with_usage(client: openai.OpenAI) -> None:
+    stream = client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Count to five."}],
+        max_tokens=10,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    pieces, finish, usage = [], None, None
+    for chunk in stream:
+        if chunk.choices:
+            pieces.append(chunk.choices[0].delta.content or "")
+            finish = chunk.choices[0].finish_reason or finish
+        if chunk.usage is not None:
+            usage = chunk.usage
+    assert finish in ("stop", "length")
+    assert usage is not None and usage.completion_tokens <= 10
+    whole = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "Count to five."}], max_tokens=10, temperature=0
+    )
+    assert "".join(pieces) == whole.choices[0].message.content
+
+
+def test_completions(client: openai.OpenAI) -> None:
+    result = client.completions.create(model=MODEL, prompt="Once upon a time", max_tokens=6, temperature=0)
+    assert result.choices[0].text
+    assert result.usage is not None and result.usage.completion_tokens == 6
+    assert result.choices[0].finish_reason == "length"
+    streamed = client.completions.create(
+        model=MODEL, prompt="Once upon a time", max_tokens=6, temperature=0, stream=True
+    )
+    assert "".join(c.choices[0].text for c in streamed if c.choices) == result.choices[0].text
+
+
+def test_embeddings(client: openai.OpenAI) -> None:
+    result = client.embeddings.create(model=MODEL, input=["a cat", "a dog"])
+    assert len(result.data) == 2
+    assert len(result.data[0].embedding) == 640  # Gemma 3 270M's embedding size
+    assert result.usage.prompt_tokens > 0
+    encoded = client.embeddings.create(model=MODEL, input="a cat", encoding_format="base64")
+    raw: object = encoded.data[0].embedding
+    assert isinstance(raw, str)  # asked for explicitly, the SDK hands the base64 text back as is
+    decoded = np.frombuffer(base64.b64decode(raw), dtype="<f4")
+    assert decoded.tolist() == pytest.approx(result.data[0].embedding, abs=1e-5)
+
+
+def test_json_schema_response_validates(client: openai.OpenAI) -> None:
+    schema = {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string", "maxLength": 20},
+            "age": {"type": "integer"},
+            "pet": {"enum": ["cat", "dog", "none"]},
+        },
+        "required": ["name", "age", "pet"],
+        "additionalProperties": False,
+    }
+    reply = client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Invent a person and give their details as JSON."}],
+        response_format={"type": "json_schema", "json_schema": {"name": "person", "schema": schema}},
+        max_tokens=80,
+        temperature=0,
+    )
+    content = reply.choices[0].message.content
+    assert content is not None
+    jsonschema.validate(orjson.loads(content), schema)
+
+
+def test_greedy_and_seeded_sampling_repeat(client: openai.OpenAI) -> None:
+    def ask(temperature: float, seed: int | None = None) -> str | None:
+        reply = client.chat.completions.create(
+            model=MODEL,
+            messages=[{"role": "user", "content": "Tell me about the ocean."}],
+            max_tokens=24,
+            temperature=temperature,
+            seed=seed,
+        )
+        return reply.choices[0].message.content
+
+    assert ask(0) == ask(0)
+    assert ask(0.8, seed=42) == ask(0.8, seed=42)
+
+
+def test_errors_surface_as_sdk_exceptions(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.NotFoundError) as missing:
+        client.chat.completions.create(model="no-such-model", messages=[{"role": "user", "content": "x"}])
+    assert missing.value.code == "model_not_found"
+    assert MODEL in missing.value.message
+    with pytest.raises(openai.BadRequestError) as bad:
+        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}], temperature=7)
+    assert bad.value.param == "temperature"
+    with pytest.raises(openai.BadRequestError) as too_long:
+        client.completions.create(model=MODEL, prompt="word " * 5000, max_tokens=1)
+    assert too_long.value.code == "context_length_exceeded"
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}], n=2)
+    # ...and the server keeps serving.
+    assert client.completions.create(model=MODEL, prompt="ok", max_tokens=1).choices

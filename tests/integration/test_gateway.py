@@ -1,0 +1,176 @@
+"""The gateway with real engine workers: client disconnects, engine crashes, process hygiene."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from somner.models.backends.worker import WorkerBackend
+from somner.settings import Settings
+from tests.conftest import link_model
+from tests.inprocess import ThreadedGateway
+from tests.servers import start_serve
+
+pytestmark = pytest.mark.integration
+
+MODEL = "gemma-3-270m-q4_k_m"
+NO_EOS = {"1": -100, "106": -100, "212": -100}  # keep a base model talking until max_tokens
+
+
+def settings_for(tmp_path: Path, model_path: Path) -> Settings:
+    link_model(model_path, tmp_path / "data" / "models")
+    return Settings(data_dir=tmp_path / "data", engine={"ctx": 4096, "parallel": 2, "threads": 2})  # type: ignore[arg-type]
+
+
+def worker_of(gateway: ThreadedGateway) -> WorkerBackend:
+    backend = gateway.services.manager.backend_of(MODEL)
+    assert isinstance(backend, WorkerBackend)
+    return backend
+
+
+def engine_stats(backend: WorkerBackend) -> dict[str, int]:
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(str(backend.socket_path))
+    finally:
+        probe.close()
+    with httpx.Client(transport=httpx.HTTPTransport(uds=str(backend.socket_path)), base_url="http://w") as client:
+        stats: dict[str, int] = client.get("/stats").json()["engine"]
+        return stats
+
+
+def process_gone(pid: int) -> bool:
+    """True when the process no longer exists at all (not even as an unreaped zombie)."""
+    return not Path(f"/proc/{pid}").exists()
+
+
+def wait_until(condition: object, timeout: float) -> float:
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if condition():  # type: ignore[operator]
+            return time.monotonic() - start
+        time.sleep(0.01)
+    raise AssertionError(f"condition not met within {timeout}s")
+
+
+def long_stream_request() -> dict[str, object]:
+    return {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": "Write a very long story."}],
+        "max_tokens": 3000,
+        "logit_bias": NO_EOS,
+        "stream": True,
+    }
+
+
+def test_client_disconnect_stops_generation_within_a_second(tmp_path: Path, model_path: Path) -> None:
+    with ThreadedGateway(settings_for(tmp_path, model_path)) as gateway:
+        with (
+            httpx.Client(base_url=gateway.url, timeout=60) as client,
+            client.stream("POST", "/v1/chat/completions", json=long_stream_request()) as response,
+        ):
+            assert response.status_code == 200
+            received = 0
+            for line in response.iter_lines():
+                if line.startswith("data: "):
+                    received += 1
+                if received >= 8:
+                    break
+        # Leaving the block closed the connection mid-stream.
+        backend = worker_of(gateway)
+        elapsed = wait_until(lambda: engine_stats(backend)["active"] == 0, timeout=5)
+        assert elapsed < 1.0
+        stats = engine_stats(backend)
+        assert stats["cancelled"] == 1
+        time.sleep(0.3)
+        assert engine_stats(backend)["generated_tokens"] == stats["generated_tokens"]
+        assert stats["generated_tokens"] < 200
+        statuses = {s.id: s for s in gateway.services.manager.statuses()}
+        assert statuses[MODEL].in_flight == 0
+
+
+def test_non_streamed_disconnect_also_cancels(tmp_path: Path, model_path: Path) -> None:
+    with ThreadedGateway(settings_for(tmp_path, model_path)) as gateway:
+        gateway_client = httpx.Client(base_url=gateway.url, timeout=60)
+        gateway_client.post("/v1/completions", json={"model": MODEL, "prompt": "x", "max_tokens": 1})
+        backend = worker_of(gateway)
+        body = {**long_stream_request(), "stream": False}
+        with pytest.raises(httpx.ReadTimeout):
+            gateway_client.post("/v1/chat/completions", json=body, timeout=1.5)
+        gateway_client.close()
+        wait_until(lambda: engine_stats(backend)["active"] == 0, timeout=3)
+        assert engine_stats(backend)["cancelled"] == 1
+
+
+def test_worker_killed_mid_stream(tmp_path: Path, model_path: Path) -> None:
+    with ThreadedGateway(settings_for(tmp_path, model_path)) as gateway:
+        client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="unused", max_retries=0)
+        stream = client.chat.completions.create(
+            model=MODEL,
+            messages=[{"role": "user", "content": "Write a very long story."}],
+            max_tokens=3000,
+            logit_bias=NO_EOS,
+            stream=True,
+        )
+        chunks = iter(stream)
+        for _ in range(5):
+            next(chunks)
+        victim = worker_of(gateway).pid
+        assert victim is not None
+        os.kill(victim, signal.SIGKILL)
+        with pytest.raises(openai.APIError) as info:
+            for _ in chunks:
+                pass
+        assert "engine" in str(info.value.message)
+        assert httpx.get(f"{gateway.url}/v1/models").status_code == 200
+        answer = client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "Hello"}], max_tokens=4, temperature=0
+        )
+        assert answer.usage is not None and answer.usage.completion_tokens == 4
+        replacement = worker_of(gateway).pid
+        assert replacement not in (None, victim)
+        wait_until(lambda: process_gone(victim), timeout=5)
+    assert replacement is not None
+    wait_until(lambda: process_gone(replacement), timeout=15)  # stopped with the gateway, and reaped
+
+
+def child_pids(pid: int) -> list[int]:
+    children = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                children.append(int(entry.name))
+    return children
+
+
+@pytest.mark.parametrize("how", ["sigterm", "sigkill"])
+def test_serve_leaves_no_engine_behind(tmp_path: Path, model_path: Path, how: str) -> None:
+    link_model(model_path, tmp_path / "data" / "models")
+    server = start_serve(tmp_path / "data", "--model", MODEL)  # loads the model at start
+    try:
+        workers = child_pids(server.process.pid)
+        assert len(workers) == 1
+        if how == "sigterm":
+            server.process.send_signal(signal.SIGTERM)
+            assert server.process.wait(30) == 0
+        else:
+            server.process.kill()
+            server.process.wait(30)
+        wait_until(lambda: process_gone(workers[0]), timeout=20)
+    finally:
+        if server.process.poll() is None:
+            server.process.kill()
+            server.process.wait()
+    assert isinstance(server.process, subprocess.Popen)
