@@ -174,3 +174,27 @@ def test_serve_leaves_no_engine_behind(tmp_path: Path, model_path: Path, how: st
             server.process.kill()
             server.process.wait()
     assert isinstance(server.process, subprocess.Popen)
+
+
+def test_broken_models_fail_clearly_without_a_retry_storm(tmp_path: Path, model_path: Path) -> None:
+    settings = settings_for(tmp_path, model_path)
+    models = tmp_path / "data" / "models"
+    (models / "not-gguf.gguf").write_bytes(b"PK\x03\x04 a zip file")
+    # A valid header but no tensors: passes the header check, then llama.cpp refuses it in the worker.
+    (models / "hollow.gguf").write_bytes(b"GGUF" + (3).to_bytes(4, "little") + bytes(16))
+    with ThreadedGateway(settings) as gateway, httpx.Client(base_url=gateway.url, timeout=60) as client:
+        for name, reason in (("not-gguf", "not a GGUF file"), ("hollow", "could not be loaded")):
+            body = {"model": name, "messages": [{"role": "user", "content": "x"}]}
+            first = client.post("/v1/chat/completions", json=body)
+            assert first.status_code == 503
+            error = first.json()["error"]
+            assert error["code"] == "model_load_failed"
+            assert reason in error["message"]
+            assert "Traceback" not in first.text
+            again = client.post("/v1/chat/completions", json=body)
+            assert again.status_code == 503
+            assert int(again.headers["retry-after"]) >= 1  # backing off, not restarting at once
+        statuses = {s.id: s.state.value for s in gateway.services.manager.statuses()}
+        assert statuses["not-gguf"] == statuses["hollow"] == "failed"
+        ok = client.post("/v1/completions", json={"model": MODEL, "prompt": "x", "max_tokens": 1})
+        assert ok.status_code == 200  # the gateway keeps serving the good model

@@ -102,3 +102,15 @@ def test_worker_needs_exactly_one_address(tmp_path: Path) -> None:
     assert result.exit_code == 2
     result = runner.invoke(app, ["worker", "--model", str(model), "--port", "1", "--socket", "/tmp/x"])
     assert result.exit_code == 2
+
+
+def test_serve_without_any_model_explains_what_to_do(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from somner.models import default_model
+
+    def missing() -> object:
+        raise default_model.DefaultModelUnavailable("the default model package is not installed; pip install ...")
+
+    monkeypatch.setattr(default_model, "_package", missing)
+    result = runner.invoke(app, ["serve", "--data-dir", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "pip install" in result.output

@@ -24,6 +24,7 @@ from somner.core import ChatRequest, CompletionRequest, EmbeddingRequest, Embedd
 from somner.errors import ModelLoadFailed
 from somner.models.backends.base import ChunkStream
 from somner.models.backends.openai_http import OpenAIHTTPClient
+from somner.models.gguf import GGUFError, read_gguf
 from somner.models.registry import ModelSpec
 from somner.settings import EngineSettings
 
@@ -110,6 +111,10 @@ class WorkerBackend:
     async def start(self) -> None:
         if not self.spec.path.is_file():
             raise ModelLoadFailed(f"The model file for '{self.spec.id}' is missing")
+        try:
+            await asyncio.to_thread(read_gguf, self.spec.path)
+        except GGUFError as exc:
+            raise ModelLoadFailed(f"The model '{self.spec.id}' cannot be loaded: {exc}") from exc
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
             self.socket_path.unlink()
