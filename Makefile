@@ -5,6 +5,7 @@ BIN := $(VENV)/bin
 # llama-cpp-python compiles llama.cpp once (a few minutes); use every core for it.
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc 2>/dev/null || echo 2)
 ARGS ?=
+PY_DIRS := $(wildcard src tests benchmarks)
 
 .PHONY: setup dev run test lint format typecheck unit clean
 
@@ -31,11 +32,11 @@ run: setup
 	$(BIN)/somner serve $(ARGS)
 
 format: dev
-	$(BIN)/ruff format src tests benchmarks
+	$(BIN)/ruff format $(PY_DIRS)
 
 lint: dev
-	$(BIN)/ruff format --check src tests benchmarks
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check $(PY_DIRS)
+	$(BIN)/ruff check $(PY_DIRS)
 
 typecheck: dev
 	$(BIN)/mypy

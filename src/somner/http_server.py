@@ -1,4 +1,4 @@
-"""Running an ASGI app with uvicorn, shared by `somner serve` and `somner worker`.
+"""HTTP serving plumbing shared by `somner serve` and `somner worker`: uvicorn, and streamed responses.
 
 Uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown, which makes the process die by the signal before
 our own cleanup runs and report a signal exit to systemd. Here a signal means "shut down gracefully, clean
@@ -11,10 +11,13 @@ import contextlib
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from typing import Any
 
+import anyio
 import uvicorn
+from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 
 class Server(uvicorn.Server):
@@ -46,3 +49,35 @@ def server_config(app: Any, **options: Any) -> uvicorn.Config:
 
 def serve(app: Any, **options: Any) -> None:
     Server(server_config(app, **options)).run()
+
+
+class ManagedStream(StreamingResponse):
+    """A streamed response that always cleans up, however it ends.
+
+    Starlette cancels the sending task when the client disconnects; the body generator is then left suspended
+    (or never started at all), so cleanup written in its `finally` would run late or never. Here the body is
+    closed and `on_close` awaited when the response is over, shielded from that cancellation.
+    """
+
+    def __init__(
+        self,
+        body: AsyncIterator[bytes],
+        *,
+        on_close: Callable[[], Awaitable[None]] | None = None,
+        media_type: str = "text/event-stream",
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(body, media_type=media_type, headers=headers)
+        self._body = body
+        self._on_close = on_close
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            with anyio.CancelScope(shield=True):
+                aclose = getattr(self._body, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+                if self._on_close is not None:
+                    await self._on_close()

@@ -1,7 +1,8 @@
 """Streaming responses and client disconnects.
 
-A stream releases what it holds (the model lease, the engine's stream) itself, in its `finally`, whether it
-ends, fails, or the client goes away; cleanup is shielded from the cancellation that a disconnect causes.
+A stream releases what it holds (the model lease, the engine's stream) when the response is over, whether it
+ended, failed, or the client went away (`event_stream(..., on_close=...)`); cleanup is shielded from the
+cancellation that a disconnect causes.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from typing import TypeVar
 
 import anyio
 from starlette.requests import Request
-from starlette.responses import StreamingResponse
+
+from somner.http_server import ManagedStream
 
 T = TypeVar("T")
 
@@ -24,8 +26,13 @@ class ClientDisconnected(Exception):
     """The client went away before the response was ready."""
 
 
-def event_stream(body: AsyncIterator[bytes], media_type: str = "text/event-stream") -> StreamingResponse:
-    return StreamingResponse(body, media_type=media_type, headers=SSE_HEADERS)
+def event_stream(
+    body: AsyncIterator[bytes],
+    on_close: Callable[[], Awaitable[None]] | None = None,
+    media_type: str = "text/event-stream",
+) -> ManagedStream:
+    """A streamed response whose `on_close` runs however it ends (finished, failed, or the client left)."""
+    return ManagedStream(body, on_close=on_close, media_type=media_type, headers=SSE_HEADERS)
 
 
 async def shielded(cleanup: Callable[[], Awaitable[None]]) -> None:

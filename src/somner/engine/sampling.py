@@ -7,6 +7,7 @@ then a seeded draw (or greedy at temperature 0). Values left unset by the reques
 from __future__ import annotations
 
 import secrets
+import weakref
 from dataclasses import dataclass
 
 import llama_cpp as lib
@@ -49,6 +50,8 @@ class Sampler:
     ) -> None:
         d = defaults or SamplingDefaults()
         self.chain = lib.llama_sampler_chain_init(lib.llama_sampler_chain_default_params())
+        # Freed by close(); the finalizer is a safety net for a sampler whose job never ran.
+        self._finalizer = weakref.finalize(self, lib.llama_sampler_free, self.chain)
         try:
             self._build(model, params, d, grammar, prompt_tokens or [])
         except BaseException:
@@ -113,9 +116,8 @@ class Sampler:
         return int(lib.llama_sampler_sample(self.chain, ctx.handle, index))
 
     def close(self) -> None:
-        if self.chain:
-            lib.llama_sampler_free(self.chain)
-            self.chain = None
+        self._finalizer()  # runs llama_sampler_free at most once
+        self.chain = None
 
 
 def logprobs_of(logits: npt.NDArray[np.float32], chosen: int, top_n: int) -> tuple[float, list[tuple[int, float]]]:

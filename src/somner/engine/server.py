@@ -23,15 +23,16 @@ from typing import Any
 import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.routing import Route
 
 from somner.core import Chunk, TokenLogprob, Usage
 from somner.core.streams import gather_all, merge
 from somner.engine.jobs import GenerationJob, Output
 from somner.engine.runtime import Engine, EngineConfig
+from somner.engine.scheduler import Scheduler
 from somner.errors import BadRequest, SomnerError
-from somner.http_server import serve
+from somner.http_server import ManagedStream, serve
 from somner.wire.openai import decode, encode, schemas
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,45 @@ class JobRouter:
         self._queues.pop(job_id, None)
 
 
+class JobStream:
+    """The chunks of one submitted job, ending with its final chunk. Closing it early cancels the job."""
+
+    def __init__(self, scheduler: Scheduler, router: JobRouter, job: GenerationJob) -> None:
+        self._scheduler = scheduler
+        self._router = router
+        self._job = job
+        self._queue = router.open(job.id)
+        self._finished = False
+        try:
+            scheduler.submit(job)
+        except BaseException:
+            router.close(job.id)
+            raise
+
+    def __aiter__(self) -> JobStream:
+        return self
+
+    async def __anext__(self) -> Chunk:
+        if self._finished:
+            raise StopAsyncIteration
+        item = await self._queue.get()
+        if isinstance(item, SomnerError):
+            self._end()
+            raise item
+        if item.finish_reason is not None:
+            self._end()
+        return item
+
+    def _end(self) -> None:
+        self._finished = True
+        self._router.close(self._job.id)
+
+    async def aclose(self) -> None:
+        if not self._finished:
+            self._scheduler.cancel(self._job.id)
+            self._end()
+
+
 @dataclass
 class Worker:
     engine: Engine
@@ -85,26 +125,9 @@ class Worker:
     model_id: str
     started: int
 
-    async def run(self, job: GenerationJob) -> AsyncIterator[Chunk]:
-        """The job's chunks until its final one; cancels the job if the consumer stops early."""
-        queue = self.router.open(job.id)
-        finished = False
-        try:
-            self.engine.scheduler.submit(job)
-            while True:
-                item = await queue.get()
-                if isinstance(item, SomnerError):
-                    finished = True
-                    raise item
-                if item.finish_reason is not None:
-                    finished = True
-                yield item
-                if finished:
-                    return
-        finally:
-            self.router.close(job.id)
-            if not finished:
-                self.engine.scheduler.cancel(job.id)
+    def run(self, job: GenerationJob) -> JobStream:
+        """Submit `job`; its chunks follow. Close the stream to cancel it."""
+        return JobStream(self.engine.scheduler, self.router, job)
 
 
 def _endpoint(
@@ -130,30 +153,35 @@ async def chat_completions(worker: Worker, request: Request) -> Response:
     if core.stream:
         stream = encode.ChatStream(worker.model_id, include_usage=include_usage, with_timings=True)
 
+        chunks = worker.run(job)
+
         async def body() -> AsyncIterator[bytes]:
             yield stream.start()
             try:
-                async for chunk in worker.run(job):
+                async for chunk in chunks:
                     yield stream.chunk(chunk)
             except SomnerError as exc:
                 yield encode.error_event(exc)
                 return
             yield encode.DONE_EVENT
 
-        return StreamingResponse(body(), media_type="text/event-stream")
+        return ManagedStream(body(), on_close=chunks.aclose)
     text, last, logprobs = await _collect(worker.run(job))
     return json_response(encode.chat_completion(worker.model_id, text, last, logprobs, with_timings=True))
 
 
-async def _collect(chunks: AsyncIterator[Chunk]) -> tuple[str, Chunk, list[TokenLogprob] | None]:
+async def _collect(chunks: JobStream) -> tuple[str, Chunk, list[TokenLogprob] | None]:
     parts: list[str] = []
     logprobs: list[TokenLogprob] | None = None
     last = Chunk()
-    async for chunk in chunks:
-        parts.append(chunk.text)
-        if chunk.logprobs:
-            logprobs = (logprobs or []) + chunk.logprobs
-        last = chunk
+    try:
+        async for chunk in chunks:
+            parts.append(chunk.text)
+            if chunk.logprobs:
+                logprobs = (logprobs or []) + chunk.logprobs
+            last = chunk
+    finally:
+        await chunks.aclose()
     return "".join(parts), last, logprobs
 
 
@@ -169,7 +197,16 @@ async def completions(worker: Worker, request: Request) -> Response:
             job.sampler.close()
         raise
     include_usage = bool(wire.stream_options and wire.stream_options.include_usage)
-    streams = [worker.run(job) for job in jobs]
+    streams: list[JobStream] = []
+    try:
+        for job in jobs:
+            streams.append(worker.run(job))
+    except BaseException:
+        for started in streams:
+            await started.aclose()
+        for job in jobs[len(streams) + 1 :]:
+            job.sampler.close()
+        raise
     if wire.stream:
         stream = encode.CompletionStream(worker.model_id, include_usage=include_usage, with_timings=True)
 
@@ -188,7 +225,11 @@ async def completions(worker: Worker, request: Request) -> Response:
             yield stream.usage_event(total)
             yield encode.DONE_EVENT
 
-        return StreamingResponse(body(), media_type="text/event-stream")
+        async def close_all() -> None:
+            for chunks in streams:
+                await chunks.aclose()
+
+        return ManagedStream(body(), on_close=close_all)
     results = await gather_all([_collect(stream) for stream in streams])
     return json_response(encode.completion(worker.model_id, results, with_timings=True))
 

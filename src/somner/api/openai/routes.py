@@ -120,11 +120,14 @@ async def chat_completions(request: Request) -> Response:
             except Exception:
                 log.exception("stream failed")
                 yield encode.error_event(internal_error(request))
+
+        async def done() -> None:
+            try:
+                await _close(stream)
             finally:
-                await shielded(lambda: _close(stream))
                 lease.release()
 
-        return event_stream(events())
+        return event_stream(events(), on_close=done)
     try:
         text, last, logprobs = await until_disconnected(request, _collect(stream))
     finally:
@@ -176,11 +179,14 @@ async def completions(request: Request) -> Response:
             except Exception:
                 log.exception("stream failed")
                 yield encode.error_event(internal_error(request))
+
+        async def done() -> None:
+            try:
+                await cleanup()
             finally:
-                await shielded(cleanup)
                 lease.release()
 
-        return event_stream(events())
+        return event_stream(events(), on_close=done)
     try:
         results = await until_disconnected(request, gather_all([_collect(s) for s in streams]))
     finally:
