@@ -112,6 +112,13 @@ class Usage:
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
 
+    def add(self, other: Usage | None) -> None:
+        """Accumulate `other` (one prompt's usage) into this total."""
+        if other is not None:
+            self.prompt_tokens += other.prompt_tokens
+            self.completion_tokens += other.completion_tokens
+            self.cached_tokens += other.cached_tokens
+
 
 @dataclass(slots=True)
 class Timings:

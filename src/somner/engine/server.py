@@ -214,10 +214,7 @@ async def completions(worker: Worker, request: Request) -> Response:
             total = Usage()
             try:
                 async for index, chunk in merge(streams):
-                    if chunk.usage is not None:
-                        total.prompt_tokens += chunk.usage.prompt_tokens
-                        total.completion_tokens += chunk.usage.completion_tokens
-                        total.cached_tokens += chunk.usage.cached_tokens
+                    total.add(chunk.usage)
                     yield stream.chunk(chunk, index)
             except SomnerError as exc:
                 yield encode.error_event(exc)
@@ -245,12 +242,19 @@ async def embeddings(worker: Worker, request: Request) -> Response:
     )
 
 
-async def tokenize(worker: Worker, request: Request) -> Response:
+async def _json_object(request: Request) -> dict[str, Any]:
     try:
         body = orjson.loads(await request.body())
     except orjson.JSONDecodeError:
         raise BadRequest("The body must be valid JSON.", code="invalid_json") from None
-    content = body.get("content") if isinstance(body, dict) else None
+    if not isinstance(body, dict):
+        raise BadRequest("The body must be a JSON object.", code="invalid_type")
+    return body
+
+
+async def tokenize(worker: Worker, request: Request) -> Response:
+    body = await _json_object(request)
+    content = body.get("content")
     if not isinstance(content, str):
         raise BadRequest("'content' must be a string.", param="content")
     add_special = bool(body.get("add_special", False))
@@ -263,11 +267,8 @@ async def tokenize(worker: Worker, request: Request) -> Response:
 
 
 async def detokenize(worker: Worker, request: Request) -> Response:
-    try:
-        body = orjson.loads(await request.body())
-    except orjson.JSONDecodeError:
-        raise BadRequest("The body must be valid JSON.", code="invalid_json") from None
-    tokens = body.get("tokens") if isinstance(body, dict) else None
+    body = await _json_object(request)
+    tokens = body.get("tokens")
     if not isinstance(tokens, list) or not all(isinstance(t, int) and not isinstance(t, bool) for t in tokens):
         raise BadRequest("'tokens' must be a list of token ids.", param="tokens")
     model = worker.engine.model

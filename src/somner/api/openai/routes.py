@@ -15,7 +15,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from somner.api.body import read_body
-from somner.api.errors import guarded, internal_error
+from somner.api.errors import guarded, internal_error, request_id
 from somner.api.streaming import event_stream, shielded, until_disconnected
 from somner.core import Chunk, EmbeddingRequest, TokenLogprob, Usage
 from somner.core.streams import gather_all, merge
@@ -88,6 +88,18 @@ async def _collect(stream: ChunkStream) -> tuple[str, Chunk, list[TokenLogprob] 
     return "".join(parts), last, logprobs
 
 
+async def _ending_in_errors(request: Request, events: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """The events, then, if they fail, one final error event (a stream cannot change its status any more)."""
+    try:
+        async for data in events:
+            yield data
+    except SomnerError as exc:
+        yield encode.error_event(exc)
+    except Exception:
+        log.exception("stream failed [%s]", request_id(request))
+        yield encode.error_event(internal_error(request))
+
+
 async def _close(stream: ChunkStream) -> None:
     aclose = getattr(stream, "aclose", None)
     if aclose is not None:
@@ -110,16 +122,10 @@ async def chat_completions(request: Request) -> Response:
         encoder = encode.ChatStream(core.model, include_usage=include_usage)
 
         async def events() -> AsyncIterator[bytes]:
-            try:
-                yield encoder.start()
-                async for chunk in stream:
-                    yield encoder.chunk(chunk)
-                yield encode.DONE_EVENT
-            except SomnerError as exc:
-                yield encode.error_event(exc)
-            except Exception:
-                log.exception("stream failed")
-                yield encode.error_event(internal_error(request))
+            yield encoder.start()
+            async for chunk in stream:
+                yield encoder.chunk(chunk)
+            yield encode.DONE_EVENT
 
         async def done() -> None:
             try:
@@ -127,7 +133,7 @@ async def chat_completions(request: Request) -> Response:
             finally:
                 lease.release()
 
-        return event_stream(events(), on_close=done)
+        return event_stream(_ending_in_errors(request, events()), on_close=done)
     try:
         text, last, logprobs = await until_disconnected(request, _collect(stream))
     finally:
@@ -163,22 +169,13 @@ async def completions(request: Request) -> Response:
 
         async def events() -> AsyncIterator[bytes]:
             total = Usage()
-            try:
-                async for index, chunk in merge(streams):
-                    if chunk.usage is not None:
-                        total.prompt_tokens += chunk.usage.prompt_tokens
-                        total.completion_tokens += chunk.usage.completion_tokens
-                        total.cached_tokens += chunk.usage.cached_tokens
-                    data = encoder.chunk(chunk, index)
-                    if data:
-                        yield data
-                yield encoder.usage_event(total)
-                yield encode.DONE_EVENT
-            except SomnerError as exc:
-                yield encode.error_event(exc)
-            except Exception:
-                log.exception("stream failed")
-                yield encode.error_event(internal_error(request))
+            async for index, chunk in merge(streams):
+                total.add(chunk.usage)
+                data = encoder.chunk(chunk, index)
+                if data:
+                    yield data
+            yield encoder.usage_event(total)
+            yield encode.DONE_EVENT
 
         async def done() -> None:
             try:
@@ -186,7 +183,7 @@ async def completions(request: Request) -> Response:
             finally:
                 lease.release()
 
-        return event_stream(events(), on_close=done)
+        return event_stream(_ending_in_errors(request, events()), on_close=done)
     try:
         results = await until_disconnected(request, gather_all([_collect(s) for s in streams]))
     finally:

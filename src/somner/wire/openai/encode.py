@@ -171,11 +171,14 @@ class CompletionLogprobs:
         }
 
 
-class ChatStream:
-    """`chat.completion.chunk` events for one streamed chat completion (choice 0)."""
+class _EventStream:
+    """Events of one streamed response: the envelope fields are fixed once, each event adds its choices."""
+
+    object_name = ""
+    id_prefix = ""
 
     def __init__(self, model: str, *, include_usage: bool, with_timings: bool = False) -> None:
-        self.id = new_id("chatcmpl")
+        self.id = new_id(self.id_prefix)
         self.model = model
         self.created = now()
         self.include_usage = include_usage
@@ -184,7 +187,7 @@ class ChatStream:
     def _event(self, choices: list[dict[str, Any]], **extra: Any) -> bytes:
         body: dict[str, Any] = {
             "id": self.id,
-            "object": "chat.completion.chunk",
+            "object": self.object_name,
             "created": self.created,
             "model": self.model,
             "system_fingerprint": None,
@@ -194,6 +197,13 @@ class ChatStream:
             body["usage"] = None
         body.update(extra)
         return event(orjson.dumps(body))
+
+
+class ChatStream(_EventStream):
+    """`chat.completion.chunk` events for one streamed chat completion (choice 0)."""
+
+    object_name = "chat.completion.chunk"
+    id_prefix = "chatcmpl"
 
     def start(self) -> bytes:
         return self._event(
@@ -233,30 +243,15 @@ class ChatStream:
         return out
 
 
-class CompletionStream:
+class CompletionStream(_EventStream):
     """`text_completion` events for one streamed completion; `index` is the prompt's position."""
 
-    def __init__(self, model: str, *, include_usage: bool, with_timings: bool = False) -> None:
-        self.id = new_id("cmpl")
-        self.model = model
-        self.created = now()
-        self.include_usage = include_usage
-        self.with_timings = with_timings
-        self._logprobs: dict[int, CompletionLogprobs] = {}
+    object_name = "text_completion"
+    id_prefix = "cmpl"
 
-    def _event(self, choices: list[dict[str, Any]], **extra: Any) -> bytes:
-        body: dict[str, Any] = {
-            "id": self.id,
-            "object": "text_completion",
-            "created": self.created,
-            "model": self.model,
-            "system_fingerprint": None,
-            "choices": choices,
-        }
-        if self.include_usage:
-            body["usage"] = None
-        body.update(extra)
-        return event(orjson.dumps(body))
+    def __init__(self, model: str, *, include_usage: bool, with_timings: bool = False) -> None:
+        super().__init__(model, include_usage=include_usage, with_timings=with_timings)
+        self._logprobs: dict[int, CompletionLogprobs] = {}
 
     def chunk(self, chunk: Chunk, index: int = 0) -> bytes:
         logprobs = None
@@ -308,10 +303,7 @@ def completion(
     total = Usage()
     choices = []
     for index, (text, last, logprobs) in enumerate(results):
-        u = last.usage or Usage()
-        total.prompt_tokens += u.prompt_tokens
-        total.completion_tokens += u.completion_tokens
-        total.cached_tokens += u.cached_tokens
+        total.add(last.usage)
         choices.append(
             {
                 "text": text,
