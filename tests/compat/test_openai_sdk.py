@@ -157,3 +157,32 @@ def test_errors_surface_as_sdk_exceptions(client: openai.OpenAI) -> None:
         client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}], n=2)
     # ...and the server keeps serving.
     assert client.completions.create(model=MODEL, prompt="ok", max_tokens=1).choices
+
+
+def test_second_chat_turn_is_served_from_the_prefix_cache(client: openai.OpenAI) -> None:
+    history: list[dict[str, str]] = [{"role": "user", "content": "Name three colours, then say why you like them."}]
+    first = client.chat.completions.create(model=MODEL, messages=history, max_tokens=24, temperature=0)  # type: ignore[arg-type]
+    history += [
+        {"role": "assistant", "content": first.choices[0].message.content or ""},
+        {"role": "user", "content": "And three animals?"},
+    ]
+    second = client.chat.completions.create(model=MODEL, messages=history, max_tokens=8, temperature=0)  # type: ignore[arg-type]
+    assert first.usage is not None and second.usage is not None
+    details = second.usage.prompt_tokens_details
+    assert details is not None and details.cached_tokens is not None
+    assert details.cached_tokens >= first.usage.prompt_tokens - 16
+    assert details.cached_tokens < second.usage.prompt_tokens
+
+
+def test_concurrent_identical_requests_agree(client: openai.OpenAI) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    def ask(_: int) -> str | None:
+        reply = client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "Describe a lighthouse."}], max_tokens=24, temperature=0
+        )
+        return reply.choices[0].message.content
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = set(pool.map(ask, range(8)))
+    assert len(answers) == 1

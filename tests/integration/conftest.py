@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 import time
@@ -21,6 +22,7 @@ class EngineHarness:
 
     def __init__(self, model_path: Path, **config: object) -> None:
         self._queues: dict[int, queue.Queue[Chunk | SomnerError]] = {}
+        self.arrivals: dict[int, list[float]] = {}  # when each job's outputs left the engine
         self._lock = threading.Lock()
         self.engine = Engine(
             EngineConfig(model_path=model_path, model_id="gemma", **config),  # type: ignore[arg-type]
@@ -29,9 +31,11 @@ class EngineHarness:
         self.engine.start()
 
     def _sink(self, outputs: list[Output]) -> None:
+        now = time.perf_counter()
         for job, item in outputs:
             with self._lock:
                 q = self._queues.setdefault(job.id, queue.Queue())
+                self.arrivals.setdefault(job.id, []).append(now)
             q.put(item)
 
     def submit(self, job: GenerationJob) -> GenerationJob:
@@ -68,6 +72,6 @@ def text_of(chunks: list[Chunk]) -> str:
 
 @pytest.fixture(scope="module")
 def harness(model_path: Path) -> Iterator[EngineHarness]:
-    h = EngineHarness(model_path, ctx=1024, parallel=4, threads=2, batch=256)
+    h = EngineHarness(model_path, ctx=1024, parallel=4, threads=2, batch=256, cpu_repack=os.environ.get("REPACK") == "1")
     yield h
     h.close()

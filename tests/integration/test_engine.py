@@ -212,3 +212,13 @@ def test_embeddings(harness: EngineHarness) -> None:
         asyncio.run(harness.engine.embed(["word " * 5000]))
     with pytest.raises(BadRequest):
         asyncio.run(harness.engine.embed([[1, 2], []]))
+
+
+def test_ignore_eos_runs_to_max_tokens(harness: EngineHarness) -> None:
+    eos = harness.engine.model.eos
+    _, ended = complete(harness, max_tokens=10, temperature=0, logit_bias={eos: 100.0})
+    assert usage(ended).completion_tokens == 1
+    assert ended[-1].finish_reason is FinishReason.STOP
+    _, forced = complete(harness, max_tokens=10, temperature=0, logit_bias={eos: 100.0}, ignore_eos=True)
+    assert usage(forced).completion_tokens == 10
+    assert forced[-1].finish_reason is FinishReason.LENGTH

@@ -198,3 +198,44 @@ def test_broken_models_fail_clearly_without_a_retry_storm(tmp_path: Path, model_
         assert statuses["not-gguf"] == statuses["hollow"] == "failed"
         ok = client.post("/v1/completions", json={"model": MODEL, "prompt": "x", "max_tokens": 1})
         assert ok.status_code == 200  # the gateway keeps serving the good model
+
+
+def test_bad_requests_do_not_disturb_running_streams(tmp_path: Path, model_path: Path) -> None:
+    import threading
+
+    with ThreadedGateway(settings_for(tmp_path, model_path)) as gateway:
+        client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="unused", max_retries=0)
+        counts: dict[int, int] = {}
+        started = threading.Barrier(3)
+
+        def stream(i: int) -> None:
+            chunks = client.completions.create(
+                model=MODEL,
+                prompt=f"{i}. A story:",
+                max_tokens=60,
+                temperature=0,
+                stream=True,
+                stream_options={"include_usage": True},
+                extra_body={"ignore_eos": True},
+            )
+            first = True
+            for chunk in chunks:
+                if first:
+                    started.wait()
+                    first = False
+                if chunk.usage is not None:
+                    counts[i] = chunk.usage.completion_tokens
+
+        threads = [threading.Thread(target=stream, args=(i,)) for i in range(2)]
+        for thread in threads:
+            thread.start()
+        started.wait()  # both streams are running
+        with pytest.raises(openai.BadRequestError) as too_long:
+            client.completions.create(model=MODEL, prompt="word " * 5000, max_tokens=4)
+        assert too_long.value.code == "context_length_exceeded"
+        with pytest.raises(openai.BadRequestError) as bad_grammar:
+            client.completions.create(model=MODEL, prompt="x", max_tokens=4, extra_body={"grammar": "root ::= ("})
+        assert bad_grammar.value.code == "invalid_grammar"
+        for thread in threads:
+            thread.join(120)
+        assert counts == {0: 60, 1: 60}

@@ -40,6 +40,7 @@ class SamplingParams:
     json_schema: dict[str, Any] | None = None
     json_mode: bool = False
     grammar: str | None = None
+    ignore_eos: bool = False  # never end at an end-of-generation token (benchmarks: exactly max_tokens)
 
 
 @dataclass(slots=True)

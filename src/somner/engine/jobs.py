@@ -61,11 +61,15 @@ class EngineStats:
     embeddings: int = 0
     active: int = 0
     queued: int = 0
+    step_seconds: float = 0.0  # time spent in scheduling steps, decode included
+    decode_seconds: float = 0.0  # of which inside llama_decode; the rest is per-step Python work
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def snapshot(self) -> dict[str, int]:
+    def snapshot(self) -> dict[str, int | float]:
         with self.lock:
             return {
+                "step_seconds": round(self.step_seconds, 6),
+                "decode_seconds": round(self.decode_seconds, 6),
                 "submitted": self.submitted,
                 "finished": self.finished,
                 "cancelled": self.cancelled,

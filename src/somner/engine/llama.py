@@ -106,6 +106,10 @@ class LlamaModel:
     def is_eog(self, token: int) -> bool:
         return token in self._eog
 
+    @property
+    def eog_tokens(self) -> frozenset[int]:
+        return frozenset(self._eog)
+
     def tokenize(self, text: str, *, add_special: bool, parse_special: bool) -> list[int]:
         data = text.encode("utf-8")
         capacity = len(data) + 8

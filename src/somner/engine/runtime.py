@@ -80,7 +80,11 @@ class Engine:
             raise
         self.n_ctx = self.ctx.n_ctx_seq
         self.scheduler = Scheduler(
-            self.model, self.ctx, sink, batch_size=config.batch, embedding_context=self._embedding_context
+            self.model,
+            self.ctx,
+            sink,
+            batch_size=config.batch,
+            embedding_context=self._embedding_context,
         )
         log.info(
             "model %s loaded: %s, template %s, ctx %d x %d slots, %d threads",

@@ -18,11 +18,12 @@ only touch the inbox under its condition variable.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -42,6 +43,8 @@ _MIN_PREFILL_WHILE_DECODING = 32
 # prefill leaves no shorter tail), so the same prompt is computed the same way whether it is new or cached, and
 # seeded sampling repeats itself.
 _TAIL_TOKENS = 16
+# Longest wait, from idle, for announced requests to join the first step (see _gather_burst_locked).
+_MAX_GATHER = 0.05
 
 
 class Slot:
@@ -121,6 +124,7 @@ class Scheduler:
         self._queue: deque[GenerationJob] = deque()
         self._embedding_queue: deque[EmbeddingJob] = deque()
         self._cancelled: set[int] = set()
+        self._arriving = 0  # requests being prepared that will be submitted (see arriving())
         self._stopping = False
         self._thread: threading.Thread | None = None
 
@@ -176,6 +180,7 @@ class Scheduler:
                         self._cond.wait()
                     if self._stopping:
                         break
+                    self._gather_burst_locked()
                     cancelled, self._cancelled = self._cancelled, set()
                     embeddings = list(self._embedding_queue)
                     self._embedding_queue.clear()
@@ -194,6 +199,37 @@ class Scheduler:
             raise
         finally:
             self._fail_everything("the engine stopped")
+
+    def _gather_burst_locked(self) -> None:
+        """From idle, let requests that are still being prepared join the first step.
+
+        Requests sent together reach the scheduler some milliseconds apart (each is read, parsed and tokenized
+        first, and the cores are busy). Starting the first alone would make the rest wait a whole prefill step,
+        and their prefill would then stall its decoding. So when nothing is generating, the scheduler waits
+        (briefly, bounded) for requests the server has announced but not yet submitted. A lone request has
+        nothing to wait for.
+        """
+        if any(slot.job is not None for slot in self.slots):
+            return
+        deadline = time.monotonic() + _MAX_GATHER
+        free = sum(1 for slot in self.slots if slot.job is None)
+        while self._arriving and self._queue and len(self._queue) < free and not self._stopping:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            self._cond.wait(remaining)
+
+    @contextlib.contextmanager
+    def arriving(self) -> Iterator[None]:
+        """Wrap the preparation of a request that will be submitted: the scheduler may wait for it to join."""
+        with self._cond:
+            self._arriving += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._arriving -= 1
+                self._cond.notify()
 
     def _free_slot_exists(self) -> bool:
         return any(slot.job is None for slot in self.slots)
@@ -277,6 +313,41 @@ class Scheduler:
             self.stats.active -= 1
 
     def _step(self, outputs: list[Output]) -> None:
+        step_started = time.perf_counter()
+        prefill = self._fill_batch()
+        if self._batch.size == 0:
+            return
+        started = time.perf_counter()
+        try:
+            self.ctx.decode(self._batch)
+        except EngineError as exc:
+            log.error("decode failed: %s", exc)
+            for slot in self.slots:
+                if slot.job is not None and (slot.row >= 0 or any(s is slot for s, _ in prefill)):
+                    self._fail(slot, outputs, EngineFailed("the engine failed to process this request"))
+            return
+        decoded = time.perf_counter()
+        for slot, take in prefill:
+            job = slot.job
+            assert job is not None
+            slot.tokens.extend(job.prompt[slot.prompt_pos : slot.prompt_pos + take])
+            slot.prompt_pos += take
+            with self.stats.lock:
+                self.stats.prompt_tokens += take
+        for slot in self.slots:
+            if slot.row < 0 or slot.job is None:
+                continue
+            if not slot.prefilling and slot.generated > 0:
+                slot.tokens.append(slot.last_token)  # the token fed this step is now in the cache
+            self._advance(slot, outputs)
+        with self.stats.lock:
+            self.stats.steps += 1
+            self.stats.decode_seconds += decoded - started
+            self.stats.step_seconds += time.perf_counter() - step_started
+
+    def _fill_batch(self) -> list[tuple[Slot, int]]:
+        """One token per generating slot, then prompt chunks within the step's budget (oldest request first).
+        Sets each slot's `row` (the batch row to sample from, or -1); returns (slot, prompt tokens taken)."""
         batch = self._batch
         batch.clear()
         decoding = False
@@ -307,31 +378,7 @@ class Scheduler:
                 slot.row = row
             prefill.append((slot, take))
             budget -= take
-        if batch.size == 0:
-            return
-        try:
-            self.ctx.decode(batch)
-        except EngineError as exc:
-            log.error("decode failed: %s", exc)
-            for slot in self.slots:
-                if slot.job is not None and (slot.row >= 0 or any(s is slot for s, _ in prefill)):
-                    self._fail(slot, outputs, EngineFailed("the engine failed to process this request"))
-            return
-        with self.stats.lock:
-            self.stats.steps += 1
-        for slot, take in prefill:
-            job = slot.job
-            assert job is not None
-            slot.tokens.extend(job.prompt[slot.prompt_pos : slot.prompt_pos + take])
-            slot.prompt_pos += take
-            with self.stats.lock:
-                self.stats.prompt_tokens += take
-        for slot in self.slots:
-            if slot.row < 0 or slot.job is None:
-                continue
-            if not slot.prefilling and slot.generated > 0:
-                slot.tokens.append(slot.last_token)  # the token fed this step is now in the cache
-            self._advance(slot, outputs)
+        return prefill
 
     def _advance(self, slot: Slot, outputs: list[Output]) -> None:
         """Sample the next token of `slot` and turn it into output."""

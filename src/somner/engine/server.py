@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from starlette.applications import Starlette
@@ -26,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from somner.core import Chunk, TokenLogprob, Usage
+from somner.core import Chunk, SamplingParams, TokenLogprob, Usage
 from somner.core.streams import gather_all, merge
 from somner.engine.jobs import GenerationJob, Output
 from somner.engine.runtime import Engine, EngineConfig
@@ -38,6 +38,8 @@ from somner.wire.openai import decode, encode, schemas
 log = logging.getLogger(__name__)
 
 _JSON = "application/json"
+_INLINE_BODY_BYTES = 16 * 1024
+R = TypeVar("R")
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -145,15 +147,25 @@ def _endpoint(
     return endpoint
 
 
+async def _prepare(
+    fn: Callable[[R], GenerationJob], request: R, body_size: int, sampling: SamplingParams
+) -> GenerationJob:
+    """Render, tokenize and check a request. Small ones inline (a thread hop costs more than the work, and
+    under load it delays the request's arrival); large prompts and grammars in a thread, off the event loop."""
+    heavy = body_size > _INLINE_BODY_BYTES or sampling.grammar is not None or sampling.json_schema is not None
+    return await asyncio.to_thread(fn, request) if heavy else fn(request)
+
+
 async def chat_completions(worker: Worker, request: Request) -> Response:
-    wire = decode.parse(schemas.ChatCompletionRequest, await request.body())
-    core = decode.chat_request(wire)
-    job = await asyncio.to_thread(worker.engine.prepare_chat, core)
+    with worker.engine.scheduler.arriving():
+        raw = await request.body()
+        wire = decode.parse(schemas.ChatCompletionRequest, raw)
+        core = decode.chat_request(wire)
+        job = await _prepare(worker.engine.prepare_chat, core, len(raw), core.sampling)
+        chunks = worker.run(job)
     include_usage = bool(wire.stream_options and wire.stream_options.include_usage)
     if core.stream:
         stream = encode.ChatStream(worker.model_id, include_usage=include_usage, with_timings=True)
-
-        chunks = worker.run(job)
 
         async def body() -> AsyncIterator[bytes]:
             yield stream.start()
@@ -166,7 +178,7 @@ async def chat_completions(worker: Worker, request: Request) -> Response:
             yield encode.DONE_EVENT
 
         return ManagedStream(body(), on_close=chunks.aclose)
-    text, last, logprobs = await _collect(worker.run(job))
+    text, last, logprobs = await _collect(chunks)
     return json_response(encode.chat_completion(worker.model_id, text, last, logprobs, with_timings=True))
 
 
@@ -186,27 +198,20 @@ async def _collect(chunks: JobStream) -> tuple[str, Chunk, list[TokenLogprob] | 
 
 
 async def completions(worker: Worker, request: Request) -> Response:
-    wire = decode.parse(schemas.CompletionRequest, await request.body())
-    cores = decode.completion_requests(wire)
-    jobs: list[GenerationJob] = []
-    try:
-        for core in cores:
-            jobs.append(await asyncio.to_thread(worker.engine.prepare_completion, core))
-    except BaseException:
-        for job in jobs:
-            job.sampler.close()
-        raise
-    include_usage = bool(wire.stream_options and wire.stream_options.include_usage)
     streams: list[JobStream] = []
-    try:
-        for job in jobs:
-            streams.append(worker.run(job))
-    except BaseException:
-        for started in streams:
-            await started.aclose()
-        for job in jobs[len(streams) + 1 :]:
-            job.sampler.close()
-        raise
+    with worker.engine.scheduler.arriving():
+        raw = await request.body()
+        wire = decode.parse(schemas.CompletionRequest, raw)
+        cores = decode.completion_requests(wire)
+        try:
+            for core in cores:
+                job = await _prepare(worker.engine.prepare_completion, core, len(raw), core.sampling)
+                streams.append(worker.run(job))
+        except BaseException:
+            for started in streams:
+                await started.aclose()
+            raise
+    include_usage = bool(wire.stream_options and wire.stream_options.include_usage)
     if wire.stream:
         stream = encode.CompletionStream(worker.model_id, include_usage=include_usage, with_timings=True)
 

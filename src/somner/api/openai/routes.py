@@ -7,7 +7,7 @@ open the backend's stream (errors so far become an OpenAI error response), then 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 
 import orjson
 from starlette.requests import Request
@@ -20,7 +20,9 @@ from somner.api.streaming import event_stream, shielded, until_disconnected
 from somner.core import Chunk, EmbeddingRequest, TokenLogprob, Usage
 from somner.core.streams import gather_all, merge
 from somner.errors import BadRequest, SomnerError
-from somner.models.backends.base import ChunkStream
+from somner.models.backends.base import ChunkStream, SpeaksOpenAI
+from somner.models.backends.openai_http import PassThrough
+from somner.models.manager import Lease
 from somner.services import Services
 from somner.wire.openai import decode, encode, schemas
 
@@ -100,6 +102,43 @@ async def _ending_in_errors(request: Request, events: AsyncIterator[bytes]) -> A
         yield encode.error_event(internal_error(request))
 
 
+async def _pass_through(
+    request: Request,
+    lease: Lease,
+    opening: Awaitable[PassThrough],
+    model: str,
+    include_usage: bool,
+) -> Response:
+    """Stream an OpenAI-speaking engine's events to an OpenAI client unchanged (but for the model name, when the
+    client used another name for it, and the usage event, when the client did not ask for it)."""
+    try:
+        events = await opening
+    except BaseException:
+        lease.release()
+        raise
+    engine_name = f'"model":"{lease.model_id}"'.encode()
+    client_name = orjson.dumps({"model": model})[1:-1]
+
+    async def body() -> AsyncIterator[bytes]:
+        async for data in events:
+            if not include_usage and PassThrough.is_usage_only(data):
+                continue
+            yield (
+                b"data: "
+                + (data if client_name == engine_name else data.replace(engine_name, client_name, 1))
+                + b"\n\n"
+            )
+        yield encode.DONE_EVENT
+
+    async def done() -> None:
+        try:
+            await events.aclose()
+        finally:
+            lease.release()
+
+    return event_stream(_ending_in_errors(request, body()), on_close=done)
+
+
 async def _close(stream: ChunkStream) -> None:
     aclose = getattr(stream, "aclose", None)
     if aclose is not None:
@@ -113,6 +152,8 @@ async def chat_completions(request: Request) -> Response:
     core = decode.chat_request(wire)
     include_usage = bool(wire.stream_options and wire.stream_options.include_usage)
     lease = await services.manager.acquire(core.model)
+    if core.stream and isinstance(lease.backend, SpeaksOpenAI):
+        return await _pass_through(request, lease, lease.backend.chat_events(core), core.model, include_usage)
     try:
         stream = await lease.backend.chat(core)
     except BaseException:
@@ -150,6 +191,8 @@ async def completions(request: Request) -> Response:
     model = wire.model
     include_usage = bool(wire.stream_options and wire.stream_options.include_usage)
     lease = await services.manager.acquire(model)
+    if wire.stream and len(cores) == 1 and isinstance(lease.backend, SpeaksOpenAI):
+        return await _pass_through(request, lease, lease.backend.complete_events(cores[0]), model, include_usage)
     streams: list[ChunkStream] = []
 
     async def cleanup() -> None:

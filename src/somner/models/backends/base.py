@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from somner.core import ChatRequest, Chunk, CompletionRequest, EmbeddingRequest, EmbeddingResult
+
+if TYPE_CHECKING:
+    from somner.models.backends.openai_http import PassThrough
 
 ChunkStream = AsyncIterator[Chunk]
 
@@ -34,3 +37,13 @@ class Backend(Protocol):
     async def complete(self, request: CompletionRequest) -> ChunkStream: ...
 
     async def embed(self, request: EmbeddingRequest) -> EmbeddingResult: ...
+
+
+@runtime_checkable
+class SpeaksOpenAI(Protocol):
+    """A backend whose engine speaks the OpenAI dialect: its streamed events can reach an OpenAI client as they
+    are (see `PassThrough`), without being decoded and encoded again."""
+
+    async def chat_events(self, request: ChatRequest) -> PassThrough: ...
+
+    async def complete_events(self, request: CompletionRequest) -> PassThrough: ...

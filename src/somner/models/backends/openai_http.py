@@ -20,6 +20,7 @@ from somner.core import (
     CompletionRequest,
     EmbeddingRequest,
     EmbeddingResult,
+    Usage,
 )
 from somner.errors import EngineFailed, SomnerError, error_from_status
 from somner.wire import sse
@@ -75,49 +76,64 @@ class OpenAIHTTPClient:
             raise error_from_body(response.status_code, payload)
         return response
 
-    async def _stream(self, path: str, body: dict[str, Any], decode_chunk: ChunkDecoder) -> AsyncIterator[Chunk]:
-        response = await self._open(path, body)
-        return self._chunks(response, decode_chunk)
-
-    async def _chunks(self, response: httpx.Response, decode_chunk: ChunkDecoder) -> AsyncIterator[Chunk]:
-        """Chunks of an SSE response. The finish chunk is held until the usage event after it arrives, so the
-        consumer sees one final chunk carrying both."""
-        held: Chunk | None = None
+    async def _events(self, response: httpx.Response) -> AsyncIterator[bytes]:
+        """The `data:` payloads of an SSE response, until `[DONE]`; transport errors become EngineFailed."""
         try:
             async for data in sse.data_events(response.aiter_raw()):
                 if data == sse.DONE:
-                    break
-                try:
-                    obj = orjson.loads(data)
-                except orjson.JSONDecodeError as exc:
-                    raise EngineFailed(f"{self._label} sent a malformed event") from exc
-                if not isinstance(obj, dict):
-                    raise EngineFailed(f"{self._label} sent a malformed event")
-                if obj.get("error") is not None:
-                    raise error_from_body(500, data)
-                chunk = decode_chunk(obj)
-                if held is not None:
-                    if chunk.usage is not None:
-                        held.usage = chunk.usage
-                    continue
-                if chunk.finish_reason is not None:
-                    held = chunk
-                    continue
-                yield chunk
+                    return
+                yield data
         except httpx.HTTPError as exc:
             raise EngineFailed(f"{self._label} stopped while generating") from exc
         finally:
             with anyio.CancelScope(shield=True):
                 await response.aclose()
+
+    async def _chunks(self, events: AsyncIterator[bytes], decode_chunk: ChunkDecoder) -> AsyncIterator[Chunk]:
+        """Events decoded into core chunks. The finish chunk is held until the usage event after it arrives, so
+        the consumer sees one final chunk carrying both."""
+        held: Chunk | None = None
+        async for data in events:
+            obj = self._parse(data)
+            chunk = decode_chunk(obj)
+            if held is not None:
+                if chunk.usage is not None:
+                    held.usage = chunk.usage
+                continue
+            if chunk.finish_reason is not None:
+                held = chunk
+                continue
+            yield chunk
         if held is None:
             raise EngineFailed(f"{self._label} ended the stream before finishing")
         yield held
 
+    def _parse(self, data: bytes) -> dict[str, Any]:
+        try:
+            obj = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            raise EngineFailed(f"{self._label} sent a malformed event") from exc
+        if not isinstance(obj, dict):
+            raise EngineFailed(f"{self._label} sent a malformed event")
+        if obj.get("error") is not None:
+            raise error_from_body(500, data)
+        return obj
+
     async def chat(self, request: ChatRequest) -> AsyncIterator[Chunk]:
-        return await self._stream("/v1/chat/completions", encode.chat_request(request), decode.chat_chunk)
+        response = await self._open("/v1/chat/completions", encode.chat_request(request))
+        return self._chunks(self._events(response), decode.chat_chunk)
 
     async def complete(self, request: CompletionRequest) -> AsyncIterator[Chunk]:
-        return await self._stream("/v1/completions", encode.completion_request(request), decode.completion_chunk)
+        response = await self._open("/v1/completions", encode.completion_request(request))
+        return self._chunks(self._events(response), decode.completion_chunk)
+
+    async def chat_events(self, request: ChatRequest) -> PassThrough:
+        response = await self._open("/v1/chat/completions", encode.chat_request(request))
+        return PassThrough(self._events(response), self._parse, self._label)
+
+    async def complete_events(self, request: CompletionRequest) -> PassThrough:
+        response = await self._open("/v1/completions", encode.completion_request(request))
+        return PassThrough(self._events(response), self._parse, self._label)
 
     async def embed(self, request: EmbeddingRequest) -> EmbeddingResult:
         response = await self._open("/v1/embeddings", encode.embedding_request(request.model, request.inputs))
@@ -140,3 +156,43 @@ class OpenAIHTTPClient:
         response = await self._client.get(path, timeout=deadline)
         response.raise_for_status()
         return orjson.loads(response.content)
+
+
+class PassThrough:
+    """An engine's OpenAI events, passed on unparsed when the client speaks the same dialect.
+
+    Only the few events that matter to the gateway are parsed: errors (raised as `SomnerError`), the finish
+    event, and the usage event, whose counts are kept in `usage`. Every other event stays the engine's bytes.
+    """
+
+    _FINISH = b'"finish_reason":"'
+    _USAGE = b'"usage":{'
+
+    def __init__(self, events: AsyncIterator[bytes], parse: Callable[[bytes], dict[str, Any]], label: str) -> None:
+        self._events = events
+        self._parse = parse
+        self._label = label
+        self.finished = False
+        self.usage: Usage | None = None
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for data in self._events:
+            if data.startswith(b'{"error"'):
+                self._parse(data)  # raises the engine's error
+            if self._FINISH in data:
+                self.finished = True
+            if self._USAGE in data:
+                self.usage = decode.usage_of(self._parse(data))
+            yield data
+        if not self.finished:
+            raise EngineFailed(f"{self._label} ended the stream before finishing")
+
+    async def aclose(self) -> None:
+        aclose = getattr(self._events, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+    @staticmethod
+    def is_usage_only(data: bytes) -> bool:
+        """The trailing usage event (no choices), which a client that did not ask for usage must not get."""
+        return b'"choices":[]' in data and PassThrough._USAGE in data

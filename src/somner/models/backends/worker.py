@@ -23,7 +23,7 @@ import httpx
 from somner.core import ChatRequest, CompletionRequest, EmbeddingRequest, EmbeddingResult
 from somner.errors import ModelLoadFailed
 from somner.models.backends.base import ChunkStream
-from somner.models.backends.openai_http import OpenAIHTTPClient
+from somner.models.backends.openai_http import OpenAIHTTPClient, PassThrough
 from somner.models.gguf import GGUFError, read_gguf
 from somner.models.registry import ModelSpec
 from somner.settings import EngineSettings
@@ -203,3 +203,9 @@ class WorkerBackend:
 
     async def embed(self, request: EmbeddingRequest) -> EmbeddingResult:
         return await self._http().embed(request)
+
+    async def chat_events(self, request: ChatRequest) -> PassThrough:
+        return await self._http().chat_events(request)
+
+    async def complete_events(self, request: CompletionRequest) -> PassThrough:
+        return await self._http().complete_events(request)

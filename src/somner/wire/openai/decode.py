@@ -108,6 +108,7 @@ def _sampling(req: schemas._Sampling, max_tokens: int | None, logprobs: int | No
         logit_bias=_logit_bias(req.logit_bias),
         logprobs=logprobs,
         grammar=req.grammar,
+        ignore_eos=bool(req.ignore_eos),
     )
     fmt = req.response_format
     if fmt is not None and fmt.type != "text":
@@ -209,6 +210,11 @@ def _finish(value: Any) -> FinishReason | None:
         return FinishReason(value)
     except ValueError:
         return FinishReason.STOP
+
+
+def usage_of(event: dict[str, Any]) -> Usage | None:
+    """The `usage` object of an event, if it has one."""
+    return _usage(event.get("usage"))
 
 
 def _usage(data: Any) -> Usage | None:

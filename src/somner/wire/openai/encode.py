@@ -62,6 +62,8 @@ def sampling_fields(params: SamplingParams) -> dict[str, Any]:
             body[name] = value
     if params.stop:
         body["stop"] = list(params.stop)
+    if params.ignore_eos:
+        body["ignore_eos"] = True
     if params.logit_bias:
         body["logit_bias"] = {str(k): v for k, v in params.logit_bias.items()}
     if params.json_schema is not None:

@@ -88,6 +88,7 @@ class _Sampling(_Request):
     repeat_penalty: float | None = Field(default=None, gt=0.0, le=10.0)
     repeat_last_n: int | None = Field(default=None, ge=-1)
     grammar: str | None = None
+    ignore_eos: bool | None = None
 
 
 class ChatCompletionRequest(_Sampling):

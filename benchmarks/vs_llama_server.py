@@ -1,0 +1,217 @@
+"""Somner against llama.cpp's llama-server on the same GGUF, threads and slots, side by side in one run.
+
+Started by `benchmarks/vs_llama_server.sh`, which builds llama-server from the llama.cpp sources that the installed
+llama-cpp-python vendors. For each round and each concurrency, both servers get the same load from
+`benchmarks/loadgen.py` (alternating which goes first); the table shows medians over rounds and Somner/llama-server
+ratios. Somner is measured through its gateway, as users reach it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+HERE = Path(__file__).resolve().parent
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_ready(url: str, process: subprocess.Popen[bytes], path: str, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"server exited with {process.returncode} before it was ready ({url})")
+        try:
+            if httpx.get(url + path, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"{url} did not become ready")
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def default_model(cache: Path) -> Path:
+    from somner.models.default_model import ensure_default_model
+
+    return ensure_default_model(cache / "models")
+
+
+def loadgen(url: str, model: str, concurrency: int, requests: int, max_tokens: int, chat: bool) -> dict[str, object]:
+    command = [
+        sys.executable,
+        str(HERE / "loadgen.py"),
+        url,
+        "--model",
+        model,
+        "--concurrency",
+        str(concurrency),
+        "--requests",
+        str(requests),
+        "--max-tokens",
+        str(max_tokens),
+    ]
+    if chat:
+        command.append("--chat")
+    out = subprocess.run(command, capture_output=True, text=True, check=False)
+    if not out.stdout.strip():
+        raise SystemExit(f"loadgen failed: {out.stderr}")
+    report: dict[str, object] = json.loads(out.stdout)
+    if report["errors"]:
+        print(f"  ! {url} c={concurrency}: {report['errors']} errors: {report['first_error']}", file=sys.stderr)
+    return report
+
+
+def median(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None
+
+
+def ratio(a: float | None, b: float | None) -> str:
+    return f"{a / b:.2f}" if a is not None and b else "-"
+
+
+def fmt(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--llama-server", required=True, help="path to the llama-server binary")
+    parser.add_argument("--model", type=Path, default=None, help="GGUF file (default: Somner's default model)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--slots", type=int, default=8, help="parallel sequences in both servers")
+    parser.add_argument("--ctx", type=int, default=1024, help="context per slot")
+    parser.add_argument("--concurrency", default="1,4,8,16")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--max-tokens", type=int, default=128)
+    parser.add_argument("--chat", action="store_true")
+    parser.add_argument("--gpu-layers", type=int, default=0)
+    parser.add_argument("--json", type=Path, default=None, help="also write every raw report here")
+    args = parser.parse_args()
+
+    cache = Path(os.environ.get("SOMNER_BENCH_CACHE", Path.home() / ".cache" / "somner-bench"))
+    model = args.model or default_model(cache)
+    model_id = model.stem
+    levels = [int(c) for c in args.concurrency.split(",")]
+    work = Path(tempfile.mkdtemp(prefix="somner-bench-"))
+    (work / "data" / "models").mkdir(parents=True)
+    os.link(model, work / "data" / "models" / model.name) if model.stat().st_dev == work.stat().st_dev else shutil.copy(
+        model, work / "data" / "models" / model.name
+    )
+    config = work / "somner.yaml"
+    config.write_text(
+        f"engine:\n  threads: {args.threads}\n  parallel: {args.slots}\n  ctx: {args.ctx}\n"
+        f"  gpu_layers: {args.gpu_layers}\nmodel: {model_id}\n"
+    )
+    llama_port, somner_port = free_port(), free_port()
+    llama_log = (work / "llama-server.log").open("wb")
+    somner_log = (work / "somner.log").open("wb")
+    llama = subprocess.Popen(
+        [
+            args.llama_server,
+            "-m",
+            str(model),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(llama_port),
+            "-t",
+            str(args.threads),
+            "-tb",
+            str(args.threads),
+            "--parallel",
+            str(args.slots),
+            "-c",
+            str(args.ctx * args.slots),
+            "-ngl",
+            str(args.gpu_layers),
+            "--no-webui",
+        ],
+        stdout=llama_log,
+        stderr=subprocess.STDOUT,
+    )
+    somner = subprocess.Popen(
+        [sys.executable, "-m", "somner", "serve", "--config", str(config), "--data-dir", str(work / "data"), "--port", str(somner_port)],
+        stdout=somner_log,
+        stderr=subprocess.STDOUT,
+    )
+    servers = {"llama-server": f"http://127.0.0.1:{llama_port}", "somner": f"http://127.0.0.1:{somner_port}"}
+    reports: dict[str, dict[int, list[dict[str, object]]]] = {name: {c: [] for c in levels} for name in servers}
+    try:
+        wait_ready(servers["llama-server"], llama, "/health")
+        wait_ready(servers["somner"], somner, "/v1/models")
+        for name, url in servers.items():  # warm both (first-request allocations)
+            loadgen(url, model_id, 1, 2, 16, args.chat)
+        for round_index in range(args.rounds):
+            for c in levels:
+                order = list(servers.items()) if (round_index + c) % 2 == 0 else list(reversed(servers.items()))
+                for name, url in order:
+                    report = loadgen(url, model_id, c, max(4, 2 * c), args.max_tokens, args.chat)
+                    reports[name][c].append(report)
+                    print(
+                        f"round {round_index + 1} c={c:<3} {name:<12} {report['output_tokens_per_s']:>8} tok/s  "
+                        f"ttft p50 {report['ttft_ms']['p50']} ms  itl p99 {report['itl_ms']['p99']} ms",  # type: ignore[index]
+                        file=sys.stderr,
+                    )
+    finally:
+        stop(somner)
+        stop(llama)
+        llama_log.close()
+        somner_log.close()
+    if args.json:
+        args.json.write_text(json.dumps(reports, indent=1))
+
+    def med(name: str, c: int, key: str, sub: str | None = None) -> float | None:
+        values: list[float | None] = []
+        for r in reports[name][c]:
+            value = r[key]
+            values.append(value[sub] if sub else value)  # type: ignore[index]
+        return median(values)
+
+    print(
+        f"\nmodel {model.name}, {args.threads} threads, {args.slots} slots x {args.ctx} ctx, {args.max_tokens} output "
+        f"tokens, {'chat' if args.chat else 'completions'}, medians of {args.rounds} rounds\n"
+    )
+    print("| c | llama-server tok/s | Somner tok/s | ratio | TTFT p50 ms (llama / Somner) | ratio | ITL p99 ms (llama / Somner) | ratio |")
+    print("|---|---|---|---|---|---|---|---|")
+    for c in levels:
+        lt, st = med("llama-server", c, "output_tokens_per_s"), med("somner", c, "output_tokens_per_s")
+        lf, sf = med("llama-server", c, "ttft_ms", "p50"), med("somner", c, "ttft_ms", "p50")
+        li, si = med("llama-server", c, "itl_ms", "p99"), med("somner", c, "itl_ms", "p99")
+        print(
+            f"| {c} | {fmt(lt)} | {fmt(st)} | {ratio(st, lt)} | {fmt(lf)} / {fmt(sf)} | {ratio(sf, lf)} | "
+            f"{fmt(li)} / {fmt(si)} | {ratio(si, li)} |"
+        )
+    shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

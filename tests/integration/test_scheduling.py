@@ -1,0 +1,62 @@
+"""Scheduling under load: a long prompt is prefilled in chunks between the decode steps of running streams."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from somner.core import CompletionRequest, FinishReason, SamplingParams
+from tests.integration.conftest import EngineHarness
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def roomy(model_path: Path) -> Iterator[EngineHarness]:
+    h = EngineHarness(model_path, ctx=2048, parallel=5, threads=2, batch=256)
+    yield h
+    h.close()
+
+
+def test_a_long_prompt_does_not_stall_running_streams(roomy: EngineHarness) -> None:
+    engine = roomy.engine
+    streams = [
+        roomy.submit(
+            engine.prepare_completion(
+                CompletionRequest(
+                    model="gemma",
+                    prompt=f"Story {i}: once upon a time",
+                    sampling=SamplingParams(max_tokens=400, temperature=0, ignore_eos=True),
+                )
+            )
+        )
+        for i in range(4)
+    ]
+    for job in streams:  # all four are generating
+        roomy.next_chunk(job)
+    long_prompt = " ".join(f"item{i}" for i in range(460))  # ~1800 tokens
+    big = engine.prepare_completion(
+        CompletionRequest(model="gemma", prompt=long_prompt, sampling=SamplingParams(max_tokens=1))
+    )
+    assert len(big.prompt) > 1500
+    submitted = time.perf_counter()
+    roomy.submit(big)
+    roomy.chunks(big)
+    prefill_done = roomy.arrivals[big.id][-1]
+    for job in streams:
+        chunks = roomy.chunks(job)
+        assert chunks[-1].finish_reason is FinishReason.LENGTH
+    prefill = prefill_done - submitted
+    worst_gap = 0.0
+    for job in streams:
+        times = [t for t in roomy.arrivals[job.id] if submitted <= t <= prefill_done]
+        assert len(times) > 3, "the streams kept producing while the long prompt was prefilled"
+        worst_gap = max([worst_gap, *(b - a for a, b in itertools.pairwise(times))])
+    # Unchunked, the streams would have waited for the whole prefill. Chunked, they wait for one chunk at most.
+    numbers = f"prefill took {prefill:.2f}s, longest gap in the streams {worst_gap:.2f}s"
+    assert prefill > 1.5, numbers
+    assert worst_gap < min(1.0, prefill / 3), numbers
