@@ -133,7 +133,9 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         # connections at once instead of one on a warm connection and the rest behind TCP handshakes.
         warm = argparse.Namespace(**{**vars(args), "max_tokens": 2})
         for w in range(args.warmup):
-            await asyncio.gather(*(one_request(client, warm, -1 - w * args.concurrency - k) for k in range(args.concurrency)))
+            await asyncio.gather(
+                *(one_request(client, warm, -1 - w * args.concurrency - k) for k in range(args.concurrency))
+            )
         queue: asyncio.Queue[int] = asyncio.Queue()
         for i in range(args.requests):
             queue.put_nowait(i)

@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -63,7 +64,7 @@ def default_model(cache: Path) -> Path:
     return ensure_default_model(cache / "models")
 
 
-def loadgen(url: str, model: str, concurrency: int, requests: int, max_tokens: int, chat: bool) -> dict[str, object]:
+def loadgen(url: str, model: str, concurrency: int, requests: int, max_tokens: int, chat: bool) -> dict[str, Any]:
     command = [
         sys.executable,
         str(HERE / "loadgen.py"),
@@ -82,7 +83,7 @@ def loadgen(url: str, model: str, concurrency: int, requests: int, max_tokens: i
     out = subprocess.run(command, capture_output=True, text=True, check=False)
     if not out.stdout.strip():
         raise SystemExit(f"loadgen failed: {out.stderr}")
-    report: dict[str, object] = json.loads(out.stdout)
+    report: dict[str, Any] = json.loads(out.stdout)
     if report["errors"]:
         print(f"  ! {url} c={concurrency}: {report['errors']} errors: {report['first_error']}", file=sys.stderr)
     return report
@@ -101,7 +102,10 @@ def fmt(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def main() -> int:
+Reports = dict[str, dict[int, list[dict[str, Any]]]]
+
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--llama-server", required=True, help="path to the llama-server binary")
     parser.add_argument("--model", type=Path, default=None, help="GGUF file (default: Somner's default model)")
@@ -113,93 +117,76 @@ def main() -> int:
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--chat", action="store_true")
     parser.add_argument("--gpu-layers", type=int, default=0)
-    parser.add_argument("--json", type=Path, default=None, help="also write every raw report here")
-    args = parser.parse_args()
-
-    cache = Path(os.environ.get("SOMNER_BENCH_CACHE", Path.home() / ".cache" / "somner-bench"))
-    model = args.model or default_model(cache)
-    model_id = model.stem
-    levels = [int(c) for c in args.concurrency.split(",")]
-    work = Path(tempfile.mkdtemp(prefix="somner-bench-"))
-    (work / "data" / "models").mkdir(parents=True)
-    os.link(model, work / "data" / "models" / model.name) if model.stat().st_dev == work.stat().st_dev else shutil.copy(
-        model, work / "data" / "models" / model.name
+    parser.add_argument(
+        "--somner-repack",
+        action="store_true",
+        help="run Somner with engine.cpu_repack: true (llama-server repacks by default; Somner does not, see README)",
     )
+    parser.add_argument("--json", type=Path, default=None, help="also write every raw report here")
+    return parser.parse_args()
+
+
+def start_servers(args: argparse.Namespace, model: Path, work: Path) -> dict[str, subprocess.Popen[bytes]]:
+    (work / "data" / "models").mkdir(parents=True)
+    try:
+        os.link(model, work / "data" / "models" / model.name)
+    except OSError:
+        shutil.copy(model, work / "data" / "models" / model.name)
     config = work / "somner.yaml"
     config.write_text(
         f"engine:\n  threads: {args.threads}\n  parallel: {args.slots}\n  ctx: {args.ctx}\n"
-        f"  gpu_layers: {args.gpu_layers}\nmodel: {model_id}\n"
+        f"  gpu_layers: {args.gpu_layers}\n  cpu_repack: {str(args.somner_repack).lower()}\nmodel: {model.stem}\n"
     )
-    llama_port, somner_port = free_port(), free_port()
-    llama_log = (work / "llama-server.log").open("wb")
-    somner_log = (work / "somner.log").open("wb")
-    llama = subprocess.Popen(
-        [
-            args.llama_server,
-            "-m",
-            str(model),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(llama_port),
-            "-t",
-            str(args.threads),
-            "-tb",
-            str(args.threads),
-            "--parallel",
-            str(args.slots),
-            "-c",
-            str(args.ctx * args.slots),
-            "-ngl",
-            str(args.gpu_layers),
-            "--no-webui",
-        ],
-        stdout=llama_log,
-        stderr=subprocess.STDOUT,
-    )
-    somner = subprocess.Popen(
-        [sys.executable, "-m", "somner", "serve", "--config", str(config), "--data-dir", str(work / "data"), "--port", str(somner_port)],
-        stdout=somner_log,
-        stderr=subprocess.STDOUT,
-    )
-    servers = {"llama-server": f"http://127.0.0.1:{llama_port}", "somner": f"http://127.0.0.1:{somner_port}"}
-    reports: dict[str, dict[int, list[dict[str, object]]]] = {name: {c: [] for c in levels} for name in servers}
-    try:
-        wait_ready(servers["llama-server"], llama, "/health")
-        wait_ready(servers["somner"], somner, "/v1/models")
-        for name, url in servers.items():  # warm both (first-request allocations)
-            loadgen(url, model_id, 1, 2, 16, args.chat)
-        for round_index in range(args.rounds):
-            for c in levels:
-                order = list(servers.items()) if (round_index + c) % 2 == 0 else list(reversed(servers.items()))
-                for name, url in order:
-                    report = loadgen(url, model_id, c, max(4, 2 * c), args.max_tokens, args.chat)
-                    reports[name][c].append(report)
-                    print(
-                        f"round {round_index + 1} c={c:<3} {name:<12} {report['output_tokens_per_s']:>8} tok/s  "
-                        f"ttft p50 {report['ttft_ms']['p50']} ms  itl p99 {report['itl_ms']['p99']} ms",  # type: ignore[index]
-                        file=sys.stderr,
-                    )
-    finally:
-        stop(somner)
-        stop(llama)
-        llama_log.close()
-        somner_log.close()
-    if args.json:
-        args.json.write_text(json.dumps(reports, indent=1))
+    args.llama_port, args.somner_port = free_port(), free_port()
+    llama = [
+        args.llama_server,
+        *("-m", str(model), "--host", "127.0.0.1", "--port", str(args.llama_port)),
+        *("-t", str(args.threads), "-tb", str(args.threads), "--parallel", str(args.slots)),
+        *("-c", str(args.ctx * args.slots), "-ngl", str(args.gpu_layers), "--no-webui"),
+    ]
+    somner = [
+        *(sys.executable, "-m", "somner", "serve", "--config", str(config)),
+        *("--data-dir", str(work / "data"), "--port", str(args.somner_port)),
+    ]
+    return {
+        "llama-server": subprocess.Popen(llama, stdout=(work / "llama.log").open("wb"), stderr=subprocess.STDOUT),
+        "somner": subprocess.Popen(somner, stdout=(work / "somner.log").open("wb"), stderr=subprocess.STDOUT),
+    }
 
+
+def run_rounds(args: argparse.Namespace, urls: dict[str, str], model_id: str, levels: list[int]) -> Reports:
+    reports: Reports = {name: {c: [] for c in levels} for name in urls}
+    for url in urls.values():  # warm both (first-request allocations)
+        loadgen(url, model_id, 1, 2, 16, args.chat)
+    for round_index in range(args.rounds):
+        for c in levels:
+            order = list(urls.items())
+            if (round_index + c) % 2:
+                order.reverse()  # alternate which server goes first
+            for name, url in order:
+                report = loadgen(url, model_id, c, max(4, 2 * c), args.max_tokens, args.chat)
+                reports[name][c].append(report)
+                print(
+                    f"round {round_index + 1} c={c:<3} {name:<12} {report['output_tokens_per_s']:>8} tok/s  "
+                    f"ttft p50 {report['ttft_ms']['p50']} ms  itl p99 {report['itl_ms']['p99']} ms",
+                    file=sys.stderr,
+                )
+    return reports
+
+
+def print_table(args: argparse.Namespace, model: Path, reports: Reports, levels: list[int]) -> None:
     def med(name: str, c: int, key: str, sub: str | None = None) -> float | None:
-        values: list[float | None] = []
-        for r in reports[name][c]:
-            value = r[key]
-            values.append(value[sub] if sub else value)  # type: ignore[index]
-        return median(values)
+        return median([r[key][sub] if sub else r[key] for r in reports[name][c]])
 
     print(
         f"\nmodel {model.name}, {args.threads} threads, {args.slots} slots x {args.ctx} ctx, {args.max_tokens} output "
-        f"tokens, {'chat' if args.chat else 'completions'}, medians of {args.rounds} rounds\n"
+        f"tokens, {'chat' if args.chat else 'completions'}, Somner cpu_repack {args.somner_repack}, "
+        f"medians of {args.rounds} rounds\n"
     )
-    print("| c | llama-server tok/s | Somner tok/s | ratio | TTFT p50 ms (llama / Somner) | ratio | ITL p99 ms (llama / Somner) | ratio |")
+    print(
+        "| c | llama-server tok/s | Somner tok/s | ratio | TTFT p50 ms (llama / Somner) | ratio "
+        "| ITL p99 ms (llama / Somner) | ratio |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for c in levels:
         lt, st = med("llama-server", c, "output_tokens_per_s"), med("somner", c, "output_tokens_per_s")
@@ -209,6 +196,26 @@ def main() -> int:
             f"| {c} | {fmt(lt)} | {fmt(st)} | {ratio(st, lt)} | {fmt(lf)} / {fmt(sf)} | {ratio(sf, lf)} | "
             f"{fmt(li)} / {fmt(si)} | {ratio(si, li)} |"
         )
+
+
+def main() -> int:
+    args = parse_args()
+    cache = Path(os.environ.get("SOMNER_BENCH_CACHE", Path.home() / ".cache" / "somner-bench"))
+    model = args.model or default_model(cache)
+    levels = [int(c) for c in args.concurrency.split(",")]
+    work = Path(tempfile.mkdtemp(prefix="somner-bench-"))
+    processes = start_servers(args, model, work)
+    urls = {"llama-server": f"http://127.0.0.1:{args.llama_port}", "somner": f"http://127.0.0.1:{args.somner_port}"}
+    try:
+        wait_ready(urls["llama-server"], processes["llama-server"], "/health")
+        wait_ready(urls["somner"], processes["somner"], "/v1/models")
+        reports = run_rounds(args, urls, model.stem, levels)
+    finally:
+        for process in processes.values():
+            stop(process)
+    if args.json:
+        args.json.write_text(json.dumps(reports, indent=1))
+    print_table(args, model, reports, levels)
     shutil.rmtree(work, ignore_errors=True)
     return 0
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import queue
 import threading
 import time
@@ -72,6 +71,6 @@ def text_of(chunks: list[Chunk]) -> str:
 
 @pytest.fixture(scope="module")
 def harness(model_path: Path) -> Iterator[EngineHarness]:
-    h = EngineHarness(model_path, ctx=1024, parallel=4, threads=2, batch=256, cpu_repack=os.environ.get("REPACK") == "1")
+    h = EngineHarness(model_path, ctx=1024, parallel=4, threads=2, batch=256)
     yield h
     h.close()
