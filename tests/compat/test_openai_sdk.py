@@ -186,3 +186,37 @@ def test_concurrent_identical_requests_agree(client: openai.OpenAI) -> None:
     with ThreadPoolExecutor(8) as pool:
         answers = set(pool.map(ask, range(8)))
     assert len(answers) == 1
+
+
+def test_the_load_generator_reports_on_a_real_server(serve: ServeProcess) -> None:
+    """Keeps benchmarks/loadgen.py working (its figures are for the benchmark scripts, not asserted here)."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "loadgen.py"
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(script),
+            serve.url,
+            "--model",
+            MODEL,
+            "--concurrency",
+            "2",
+            "--requests",
+            "4",
+            "--max-tokens",
+            "5",
+            "--chat",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    report = json.loads(out.stdout)
+    assert report["errors"] == 0
+    assert report["output_tokens"] == 20  # ignore_eos: exactly max_tokens each
+    assert report["ttft_ms"]["p50"] > 0 and report["itl_ms"]["p99"] > 0

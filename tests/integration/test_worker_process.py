@@ -163,3 +163,13 @@ def test_a_bad_model_file_fails_clearly(tmp_path: Path) -> None:
         assert process.wait(timeout=60) == 2
         assert process.stdout is not None
         assert "cannot load model" in process.stdout.read().decode()
+
+
+def test_stats_separate_decode_from_python_work(
+    socket_worker: tuple[subprocess.Popen[bytes], httpx.Client, Path],
+) -> None:
+    _, client, _ = socket_worker
+    client.post("/v1/completions", json={"model": "tiny", "prompt": "Hello", "max_tokens": 8, "ignore_eos": True})
+    engine = client.get("/stats").json()["engine"]
+    assert engine["steps"] > 0
+    assert 0 < engine["decode_seconds"] <= engine["step_seconds"]
