@@ -12,6 +12,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 
+from somner.api.admin import routes as admin_routes
 from somner.api.middleware import RequestIdMiddleware
 from somner.api.openai import routes as openai_routes
 from somner.errors import MethodNotAllowed, NotFound
@@ -38,7 +39,7 @@ def create_app(settings: Settings, *, services: Services | None = None) -> Starl
             await services.stop()
 
     app = Starlette(
-        routes=openai_routes.routes(),
+        routes=[*openai_routes.routes(), *admin_routes.routes()],
         middleware=[Middleware(RequestIdMiddleware)],
         exception_handlers={404: _http_error, 405: _http_error},
         lifespan=lifespan,

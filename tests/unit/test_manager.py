@@ -1,4 +1,5 @@
-"""The model manager's lifecycle with fake backends: single load, failures, backoff, crashes, shutdown."""
+"""The model manager's lifecycle with fake backends and a fake clock: single loads, failures and backoff,
+crashes, keep-alive and ttl, eviction under budgets and groups, draining swaps, names."""
 
 from __future__ import annotations
 
@@ -8,12 +9,13 @@ from pathlib import Path
 import pytest
 
 from somner.errors import ModelLoadFailed, ModelNotFound, Unavailable
-from somner.models.manager import ModelManager, ModelState, retry_delay
+from somner.models.manager import FOREVER, ModelManager, ModelState, Policy, retry_delay
 from somner.models.registry import ModelRegistry
-from somner.settings import Settings
+from somner.settings import ModelEntry, Settings
 from tests.fakes.backends import FakeFarm
 
 pytestmark = pytest.mark.anyio
+GIB = 1024**3
 
 
 class Clock:
@@ -24,11 +26,27 @@ class Clock:
         return self.now
 
 
-def make_manager(tmp_path: Path, farm: FakeFarm, clock: Clock | None = None) -> ModelManager:
-    for name in ("alpha", "beta"):
+def make_manager(
+    tmp_path: Path,
+    farm: FakeFarm,
+    clock: Clock | None = None,
+    *,
+    policy: Policy | None = None,
+    sizes: dict[str, int] | None = None,
+    entries: list[ModelEntry] | None = None,
+    names: tuple[str, ...] = ("alpha", "beta"),
+) -> ModelManager:
+    for name in names:
         (tmp_path / f"{name}.gguf").write_bytes(b"GGUF")
-    registry = ModelRegistry(Settings(), tmp_path)
-    return ModelManager(registry, farm.factory, clock or Clock())
+    groups = {e.group: {"exclusive": True} for e in entries or [] if e.group}
+    registry = ModelRegistry(Settings(models=entries or [], groups=groups), tmp_path)  # type: ignore[arg-type]
+    return ModelManager(
+        registry,
+        farm.factory,
+        policy=policy or Policy(),
+        estimate=lambda spec: (sizes or {}).get(spec.id, 0),
+        clock=clock or Clock(),
+    )
 
 
 async def test_concurrent_first_requests_load_once(tmp_path: Path) -> None:
@@ -39,8 +57,7 @@ async def test_concurrent_first_requests_load_once(tmp_path: Path) -> None:
     assert farm.starts == 1
     assert {id(lease.backend) for lease in leases} == {id(farm.backends[0])}
     assert manager.state("alpha") is ModelState.LOADED
-    status = {s.id: s for s in manager.statuses()}
-    assert status["alpha"].in_flight == 10
+    assert {s.id: s for s in manager.statuses()}["alpha"].in_flight == 10
     for lease in leases:
         lease.release()
         lease.release()  # idempotent
@@ -71,7 +88,7 @@ async def test_failed_load_fails_waiters_once_then_backs_off(tmp_path: Path) -> 
     clock = Clock()
     manager = make_manager(tmp_path, farm, clock)
     results = await asyncio.gather(*(manager.acquire("alpha") for _ in range(5)), return_exceptions=True)
-    assert all(isinstance(r, ModelLoadFailed) for r in results)
+    assert all(isinstance(result, ModelLoadFailed) for result in results)
     assert farm.starts == 1  # waiters got the same failure: no retry storm
     assert manager.state("alpha") is ModelState.FAILED
     with pytest.raises(ModelLoadFailed) as info:
@@ -86,7 +103,7 @@ async def test_failed_load_fails_waiters_once_then_backs_off(tmp_path: Path) -> 
 
 
 def test_backoff_grows_and_is_capped() -> None:
-    delays = [retry_delay(n) for n in range(0, 10)]
+    delays = [retry_delay(n) for n in range(10)]
     assert delays[0] == 0
     assert delays == sorted(delays)
     assert max(delays) == 60.0
@@ -104,8 +121,163 @@ async def test_crashed_backend_is_replaced_on_next_request(tmp_path: Path) -> No
     assert manager.state("alpha") is ModelState.FAILED
     lease = await manager.acquire("alpha")
     assert lease.backend is farm.backends[1]
-    assert farm.starts == 2
     lease.release()
+
+
+async def test_ttl_keep_alive_and_forever(tmp_path: Path) -> None:
+    clock = Clock()
+    farm = FakeFarm()
+    manager = make_manager(tmp_path, farm, clock, policy=Policy(ttl=300))
+    (await manager.acquire("alpha")).release()  # the default ttl
+    clock.now += 299
+    assert await manager.reap() == []
+    clock.now += 2
+    assert await manager.reap() == ["alpha"]
+    assert manager.state("alpha") is ModelState.UNLOADED
+    assert farm.backends[0].stopped
+    (await manager.acquire("alpha")).release(keep_alive=0)  # unload as soon as the request ends
+    assert await manager.reap() == ["alpha"]
+    (await manager.acquire("alpha")).release(keep_alive=-1)  # never
+    clock.now += 10 * 300
+    assert await manager.reap() == []
+    assert {s.id: s for s in manager.statuses()}["alpha"].expires_at == FOREVER
+    (await manager.acquire("alpha")).release()  # a later request without keep_alive restores the ttl
+    clock.now += 301
+    assert await manager.reap() == ["alpha"]
+
+
+async def test_no_expiry_while_a_request_is_in_flight(tmp_path: Path) -> None:
+    clock = Clock()
+    manager = make_manager(tmp_path, FakeFarm(), clock, policy=Policy(ttl=2))
+    first = await manager.acquire("alpha")
+    (await manager.acquire("alpha")).release(keep_alive=0)
+    clock.now += 100
+    assert await manager.reap() == []  # a long stream keeps it loaded
+    first.release()
+    clock.now += 3
+    assert await manager.reap() == ["alpha"]
+
+
+async def test_per_model_ttl_and_pinned(tmp_path: Path) -> None:
+    clock = Clock()
+    entries = [
+        ModelEntry(id="alpha", path=tmp_path / "alpha.gguf", ttl=10),
+        ModelEntry(id="beta", path=tmp_path / "beta.gguf", pinned=True),
+    ]
+    manager = make_manager(tmp_path, FakeFarm(), clock, policy=Policy(ttl=1000, max_loaded=1), entries=entries)
+    (await manager.acquire("alpha")).release()
+    clock.now += 11
+    assert await manager.reap() == ["alpha"]
+    (await manager.acquire("beta")).release(keep_alive=0)
+    clock.now += 10**6
+    assert await manager.reap() == []
+    with pytest.raises(Unavailable):  # pinned beta fills max_loaded=1 and is never evicted
+        manager.policy = Policy(max_loaded=1, swap_timeout=0.1)
+        await manager.acquire("alpha")
+
+
+async def test_max_loaded_evicts_the_least_recently_used_idle_model(tmp_path: Path) -> None:
+    clock = Clock()
+    farm = FakeFarm()
+    manager = make_manager(tmp_path, farm, clock, policy=Policy(max_loaded=2), names=("a", "b", "c"))
+    for name in ("a", "b"):
+        clock.now += 1
+        (await manager.acquire(name)).release()
+    clock.now += 1
+    (await manager.acquire("c")).release()
+    assert [manager.state(n) for n in ("a", "b", "c")] == [ModelState.UNLOADED, ModelState.LOADED, ModelState.LOADED]
+
+
+async def test_memory_budget_and_too_large(tmp_path: Path) -> None:
+    sizes = {"alpha": 6 * GIB, "beta": 5 * GIB, "huge": 20 * GIB}
+    manager = make_manager(
+        tmp_path, FakeFarm(), policy=Policy(budget=10 * GIB), sizes=sizes, names=("alpha", "beta", "huge")
+    )
+    (await manager.acquire("alpha")).release()
+    (await manager.acquire("beta")).release()
+    assert manager.state("alpha") is ModelState.UNLOADED  # 6 + 5 > 10
+    with pytest.raises(ModelLoadFailed, match="budget"):
+        await manager.acquire("huge")
+
+
+async def test_a_busy_model_is_drained_for_a_swap_and_its_new_requests_wait(tmp_path: Path) -> None:
+    farm = FakeFarm()
+    manager = make_manager(tmp_path, farm, policy=Policy(max_loaded=1, swap_timeout=5))
+    busy = await manager.acquire("alpha")
+    beta = asyncio.create_task(manager.acquire("beta"))
+    await asyncio.sleep(0.05)
+    assert not beta.done()  # alpha is draining: its request in flight is not cut
+    alpha_again = asyncio.create_task(manager.acquire("alpha"))
+    await asyncio.sleep(0.05)
+    assert not alpha_again.done()  # a new alpha request waits instead of joining the drain
+    assert not farm.backends[0].stopped
+    busy.release()
+    beta_lease = await beta
+    assert manager.state("beta") is ModelState.LOADED
+    assert farm.backends[0].stopped
+    assert not alpha_again.done()  # now beta is busy; alpha waits for its turn
+    beta_lease.release()
+    (await alpha_again).release()
+    assert manager.state("alpha") is ModelState.LOADED
+    assert manager.state("beta") is ModelState.UNLOADED
+
+
+async def test_swap_times_out_with_retry_after(tmp_path: Path) -> None:
+    entries = [ModelEntry(id="alpha", path=tmp_path / "alpha.gguf", pinned=True)]
+    manager = make_manager(tmp_path, FakeFarm(), policy=Policy(max_loaded=1, swap_timeout=0.2), entries=entries)
+    (await manager.acquire("alpha")).release()
+    with pytest.raises(Unavailable) as info:
+        await manager.acquire("beta")
+    assert info.value.headers["Retry-After"]
+
+
+async def test_exclusive_group_swaps_members(tmp_path: Path) -> None:
+    entries = [ModelEntry(id=n, path=tmp_path / f"{n}.gguf", group="gpu") for n in ("alpha", "beta")]
+    manager = make_manager(
+        tmp_path,
+        FakeFarm(),
+        policy=Policy(exclusive_groups=frozenset({"gpu"})),
+        entries=entries,
+        names=("alpha", "beta", "free"),
+    )
+    (await manager.acquire("free")).release()
+    (await manager.acquire("alpha")).release()
+    (await manager.acquire("beta")).release()
+    assert [manager.state(n) for n in ("alpha", "beta", "free")] == [
+        ModelState.UNLOADED,
+        ModelState.LOADED,
+        ModelState.LOADED,
+    ]
+
+
+async def test_aliases_and_dummy_names(tmp_path: Path) -> None:
+    entries = [ModelEntry(id="alpha", path=tmp_path / "alpha.gguf", aliases=["a1"])]
+    clock = Clock()
+    manager = make_manager(
+        tmp_path, FakeFarm(), clock, policy=Policy(dummy_names=frozenset({"gpt-4o"})), entries=entries
+    )
+    lease = await manager.acquire("a1")
+    assert lease.model_id == "alpha"
+    lease.release()
+    clock.now += 1
+    (await manager.acquire("beta")).release()
+    assert manager.resolve("gpt-4o").id == "beta"  # the most recently used loaded model
+    clock.now += 1
+    (await manager.acquire("a1")).release()
+    assert manager.resolve("gpt-4o").id == "alpha"
+
+
+async def test_unload_waits_for_requests_in_flight(tmp_path: Path) -> None:
+    farm = FakeFarm()
+    manager = make_manager(tmp_path, farm, policy=Policy(unload_grace=5))
+    lease = await manager.acquire("alpha")
+    unloading = asyncio.create_task(manager.unload("alpha"))
+    await asyncio.sleep(0.05)
+    assert not unloading.done() and not farm.backends[0].stopped
+    lease.release()
+    await unloading
+    assert farm.backends[0].stopped
+    assert manager.state("alpha") is ModelState.UNLOADED
 
 
 async def test_unload_and_shutdown_stop_backends(tmp_path: Path) -> None:
@@ -115,10 +287,8 @@ async def test_unload_and_shutdown_stop_backends(tmp_path: Path) -> None:
     (await manager.acquire("beta")).release()
     await manager.unload("alpha")
     assert manager.state("alpha") is ModelState.UNLOADED
-    assert farm.backends[0].stopped
     await manager.shutdown()
     assert farm.backends[1].stopped
-    assert manager.state("beta") is ModelState.UNLOADED
     with pytest.raises(Unavailable):
         await manager.acquire("alpha")
 

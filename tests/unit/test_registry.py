@@ -68,7 +68,7 @@ def test_config_entries_and_overrides(tmp_path: Path) -> None:
     )
     registry = ModelRegistry(settings, tmp_path / "models")
     spec = registry.get("mine")
-    assert (spec.path, spec.parallel, spec.ctx, spec.template, spec.source) == (path, 8, 2048, "chatml", "config")
+    assert (spec.path, spec.parallel, spec.ctx, spec.entry.template, spec.source) == (path, 8, 2048, "chatml", "config")
 
 
 def test_cli_model_path_and_id(tmp_path: Path) -> None:
@@ -82,3 +82,73 @@ def test_cli_model_path_and_id(tmp_path: Path) -> None:
         ModelRegistry(Settings(model="missing"), tmp_path / "models")
     with pytest.raises(ModelNotFound):
         ModelRegistry(Settings(model=str(tmp_path / "nope" / "file.gguf")), tmp_path / "models")
+
+
+def test_per_model_files_tune_models_and_add_remote_ones(tmp_path: Path) -> None:
+    touch(tmp_path / "local.gguf")
+    (tmp_path / "local.yaml").write_text("ctx: 1024\naliases: [loc]\ndefaults:\n  temperature: 0.2\n")
+    (tmp_path / "remote.yaml").write_text("urls: ['http://127.0.0.1:9/']\nupstream_model: big\n")
+    settings = Settings(models=[ModelEntry(id="local", ctx=512, parallel=2)])  # the file wins over the config
+    registry = ModelRegistry(settings, tmp_path)
+    local = registry.get("loc")
+    assert (local.id, local.ctx, local.parallel, local.source) == ("local", 1024, 2, "file")
+    assert local.entry.defaults is not None and local.entry.defaults.temperature == 0.2
+    remote = registry.get("remote")
+    assert (remote.kind, remote.entry.urls, remote.entry.upstream_model) == ("upstream", ["http://127.0.0.1:9"], "big")
+
+
+def test_bad_model_files_are_errors_at_start_and_ignored_later(tmp_path: Path) -> None:
+    from somner.models.registry import ModelConfigError
+
+    touch(tmp_path / "ok.gguf")
+    (tmp_path / "broken.yaml").write_text("ctx: lots\n")
+    with pytest.raises(ModelConfigError, match="broken"):
+        ModelRegistry(Settings(), tmp_path)
+    (tmp_path / "broken.yaml").unlink()
+    registry = ModelRegistry(Settings(), tmp_path)
+    (tmp_path / "broken.yaml").write_text("ctx: lots\n")
+    registry.refresh()  # a typo saved while serving: logged, that model's file ignored
+    assert registry.ids() == ["ok"]
+    (tmp_path / "clash.yaml").write_text("urls: ['http://x']\naliases: [ok]\n")
+    registry.refresh()
+    assert registry.get("ok").id == "ok"
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [({"id": "u", "urls": ["ftp://x"]}, "http"), ({"id": "c", "path": "/m.gguf", "cache_type": "q2"}, "cache_type")],
+)
+def test_model_entries_are_checked(entry: dict[str, object], message: str) -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=message):
+        ModelEntry.model_validate(entry)
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ({"id": "w"}, "needs `path`"),
+        ({"id": "p", "backend": "process"}, "needs `command`"),
+        ({"id": "u", "backend": "upstream"}, "needs `urls`"),
+    ],
+)
+def test_incomplete_backends_are_refused_at_start(tmp_path: Path, entry: dict[str, object], message: str) -> None:
+    from somner.models.registry import ModelConfigError
+
+    with pytest.raises(ModelConfigError, match=message):
+        ModelRegistry(Settings(models=[ModelEntry.model_validate(entry)]), tmp_path)
+
+
+def test_cache_type_accepts_tabbyapi_names() -> None:
+    assert ModelEntry.model_validate({"id": "m", "path": "/m.gguf", "cache_type": "Q8"}).cache_type == "q8_0"
+    assert ModelEntry.model_validate({"id": "m", "path": "/m.gguf", "cache_type": "FP16"}).cache_type == "f16"
+
+
+def test_duplicate_names_and_unknown_groups_are_config_errors() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="appears twice"):
+        Settings(models=[ModelEntry(id="a", path=Path("/a")), ModelEntry(id="b", path=Path("/b"), aliases=["a"])])
+    with pytest.raises(ValidationError, match="groups"):
+        Settings(models=[ModelEntry(id="a", path=Path("/a"), group="gpu")])

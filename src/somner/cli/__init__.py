@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from somner import __version__
-from somner.cli import config_cmd, serve_cmd, worker_cmd
+from somner.cli import config_cmd, models_cmd, serve_cmd, worker_cmd
 
 app = typer.Typer(
     name="somner",
@@ -34,6 +34,8 @@ def root(
 app.command("serve")(serve_cmd.serve)
 app.command("worker", hidden=False)(worker_cmd.worker)
 app.add_typer(config_cmd.app, name="config")
+app.add_typer(models_cmd.app, name="models")
+app.command("ps")(models_cmd.ps)
 
 
 def main() -> None:

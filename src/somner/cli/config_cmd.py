@@ -18,9 +18,23 @@ ConfigOption = typer.Option(None, "--config", "-c", help="YAML configuration fil
 
 @app.command("check")
 def check(config: Path | None = ConfigOption) -> None:
-    """Validate the configuration (file + environment); exit 1 naming each bad key or value."""
-    load_or_exit(config, {})
+    """Validate the configuration (file + environment + per-model files); exit 1 naming each bad key or value."""
+    from somner.errors import ModelNotFound
+    from somner.models.registry import ModelConfigError, ModelRegistry
+
+    settings = load_or_exit(config, {})
     warn_unknown_environment()
+    models_dir = resolve_models_dir(settings, resolve_data_dir(settings))
+    try:
+        registry = ModelRegistry(settings, models_dir)
+        for name in settings.preload:
+            registry.get(name)
+    except ModelConfigError as exc:
+        typer.echo(f"error: invalid model settings in {models_dir}: {exc}", err=True)
+        raise typer.Exit(1) from None
+    except ModelNotFound as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(1) from None
     typer.echo("configuration is valid")
 
 

@@ -9,6 +9,7 @@ import typer
 
 from somner.cli.common import describe, load_or_exit, warn_unknown_environment
 from somner.errors import SomnerError
+from somner.models.registry import ModelConfigError
 from somner.observability.logging import configure_logging
 from somner.settings import Settings, resolve_data_dir, resolve_models_dir
 
@@ -81,6 +82,9 @@ def run(settings: Settings) -> None:
         app = create_app(settings)
     except SomnerError as exc:
         typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(1) from None
+    except ModelConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
     if settings.host not in ("127.0.0.1", "::1", "localhost"):
         log.warning("listening on %s: reachable from other machines", settings.host)

@@ -25,6 +25,12 @@ def worker(
     gpu_layers: int = typer.Option(-1, "--gpu-layers", min=-1, help="Layers to offload to a GPU (-1: all)."),
     cpu_repack: bool = typer.Option(False, "--cpu-repack", help="Repack weights for faster CPU kernels."),
     template: str | None = typer.Option(None, "--template", help="Chat template: built-in name or Jinja file."),
+    cache_type: str = typer.Option("f16", "--cache-type", help="KV cache precision: f16, q8_0 or q4_0."),
+    rope_base: float = typer.Option(0.0, "--rope-base", help="RoPE frequency base (0: from the model)."),
+    rope_scale: float = typer.Option(0.0, "--rope-scale", help="RoPE frequency scale (0: from the model)."),
+    tensor_split: str | None = typer.Option(None, "--tensor-split", help="Comma-separated shares per GPU."),
+    lora: list[str] = typer.Option([], "--lora", help="LoRA adapter as PATH or PATH=SCALE (repeatable)."),
+    mode: str = typer.Option("both", "--mode", help="both, generate (no embeddings) or embed (embeddings only)."),
     exit_with_parent: bool = typer.Option(
         False, "--exit-with-parent", help="Exit when stdin closes (used by the gateway)."
     ),
@@ -41,6 +47,15 @@ def worker(
     if not is_valid_model_name(name):
         typer.echo(f"error: {name!r} is not a valid model id; pass --id", err=True)
         raise typer.Exit(2)
+    if cache_type not in ("f16", "q8_0", "q4_0") or mode not in ("both", "generate", "embed"):
+        typer.echo("error: --cache-type is f16, q8_0 or q4_0; --mode is both, generate or embed", err=True)
+        raise typer.Exit(2)
+    try:
+        split = tuple(float(x) for x in tensor_split.split(",")) if tensor_split else ()
+        loras = tuple(_lora(value) for value in lora)
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
     configure_logging(log_level)
     logging.getLogger(__name__).info("worker %s starting (pid %d)", name, os.getpid())
     config = EngineConfig(
@@ -53,6 +68,12 @@ def worker(
         gpu_layers=gpu_layers,
         cpu_repack=cpu_repack,
         template=template,
+        cache_type=cache_type,
+        rope_base=rope_base,
+        rope_scale=rope_scale,
+        tensor_split=split,
+        loras=loras,
+        mode=mode,  # type: ignore[arg-type]
     )
     status = run_worker(
         config,
@@ -62,3 +83,11 @@ def worker(
         exit_with_parent=exit_with_parent,
     )
     raise typer.Exit(status)
+
+
+def _lora(value: str) -> tuple[Path, float]:
+    path, _, scale = value.partition("=")
+    try:
+        return Path(path), float(scale) if scale else 1.0
+    except ValueError:
+        raise ValueError(f"--lora {value!r}: the scale after '=' must be a number") from None

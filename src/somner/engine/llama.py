@@ -60,11 +60,23 @@ def supports_gpu_offload() -> bool:
 class LlamaModel:
     """Weights and vocabulary of one GGUF file."""
 
-    def __init__(self, path: Path, *, gpu_layers: int = -1, cpu_repack: bool = False) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        gpu_layers: int = -1,
+        cpu_repack: bool = False,
+        tensor_split: list[float] | None = None,
+    ) -> None:
         init_backend()
         params = lib.llama_model_default_params()
         params.n_gpu_layers = gpu_layers if gpu_layers >= 0 else 999
         params.use_extra_bufts = cpu_repack
+        if tensor_split:
+            devices = lib.llama_max_devices()
+            split = (ctypes.c_float * devices)(*tensor_split[:devices])
+            params.tensor_split = split
+            self._tensor_split = split  # must outlive the load call
         handle = lib.llama_model_load_from_file(str(path).encode(), params)
         if not handle:
             raise EngineError(f"llama.cpp could not load {path.name} (see the engine log for the reason)")
@@ -143,10 +155,19 @@ class LlamaModel:
     def valid_token(self, token: int) -> bool:
         return 0 <= token < self.n_vocab
 
+    def load_lora(self, path: Path) -> Any:
+        adapter = lib.llama_adapter_lora_init(self.handle, str(path).encode())
+        if not adapter:
+            raise EngineError(f"llama.cpp could not load the LoRA adapter {path.name}")
+        return adapter
+
     def close(self) -> None:
         if self.handle:
             lib.llama_model_free(self.handle)
             self.handle = None
+
+
+CACHE_TYPES = {"f16": 1, "q4_0": 2, "q8_0": 8}  # ggml type ids
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +179,9 @@ class ContextShape:
     threads: int
     embeddings: bool = False
     kv_unified: bool = False
+    cache_type: str = "f16"
+    rope_base: float = 0.0  # 0: from the model
+    rope_scale: float = 0.0
 
 
 class LlamaContext:
@@ -174,6 +198,9 @@ class LlamaContext:
         params.kv_unified = shape.kv_unified
         params.swa_full = False  # sliding-window layers keep only their window (prefix reuse checks pos_min)
         params.no_perf = True
+        params.type_k = params.type_v = CACHE_TYPES[shape.cache_type]
+        params.rope_freq_base = shape.rope_base
+        params.rope_freq_scale = shape.rope_scale
         if shape.embeddings:
             params.embeddings = True
             params.pooling_type = _LLAMA_POOLING_MEAN
@@ -185,6 +212,14 @@ class LlamaContext:
         self.shape = shape
         self.memory = lib.llama_get_memory(handle)
         self.n_ctx_seq: int = lib.llama_n_ctx_seq(handle)
+
+    def set_loras(self, adapters: list[tuple[Any, float]]) -> None:
+        if not adapters:
+            return
+        handles = (lib.llama_adapter_lora_p_ctypes * len(adapters))(*(a for a, _ in adapters))
+        scales = (ctypes.c_float * len(adapters))(*(s for _, s in adapters))
+        if lib.llama_set_adapters_lora(self.handle, handles, len(adapters), scales) != 0:
+            raise EngineError("llama.cpp could not apply the LoRA adapters")
 
     def decode(self, batch: Batch) -> None:
         rc = lib.llama_decode(self.handle, batch.raw)

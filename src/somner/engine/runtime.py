@@ -12,7 +12,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from somner.core import ChatRequest, CompletionRequest, EmbeddingResult, SamplingParams
 from somner.engine.grammar import grammar_for
@@ -29,6 +29,9 @@ DEFAULT_CTX_CAP = 4096
 _EMBEDDING_SEQUENCES = 16
 
 
+Mode = Literal["both", "generate", "embed"]
+
+
 @dataclass(frozen=True, slots=True)
 class EngineConfig:
     model_path: Path
@@ -40,6 +43,12 @@ class EngineConfig:
     gpu_layers: int = -1
     cpu_repack: bool = False
     template: str | None = None
+    cache_type: str = "f16"
+    rope_base: float = 0.0
+    rope_scale: float = 0.0
+    tensor_split: tuple[float, ...] = ()
+    loras: tuple[tuple[Path, float], ...] = ()
+    mode: Mode = "both"  # "embed": an embedding model (no text generation); "generate": no embeddings
 
 
 def default_threads() -> int:
@@ -52,29 +61,33 @@ def default_threads() -> int:
 class Engine:
     def __init__(self, config: EngineConfig, sink: Sink) -> None:
         self.config = config
-        self.model = LlamaModel(config.model_path, gpu_layers=config.gpu_layers, cpu_repack=config.cpu_repack)
+        self.model = LlamaModel(
+            config.model_path,
+            gpu_layers=config.gpu_layers,
+            cpu_repack=config.cpu_repack,
+            tensor_split=list(config.tensor_split) or None,
+        )
         try:
-            label, source = choose_template(
-                config.template, self.model.chat_template, self.model.architecture, self._is_special_token
-            )
-            self.template = ChatTemplate(
-                source, bos_token=self.model.bos_text, eos_token=self.model.eos_text, label=label
-            )
+            self.loras = [(self.model.load_lora(path), scale) for path, scale in config.loras]
+            self.template: ChatTemplate | None = None
+            if config.mode != "embed":
+                label, source = choose_template(
+                    config.template, self.model.chat_template, self.model.architecture, self._is_special_token
+                )
+                self.template = ChatTemplate(
+                    source, bos_token=self.model.bos_text, eos_token=self.model.eos_text, label=label
+                )
             ctx = config.ctx or min(self.model.n_ctx_train or DEFAULT_CTX_CAP, DEFAULT_CTX_CAP)
             if self.model.n_ctx_train and ctx > self.model.n_ctx_train:
                 log.warning("ctx %d exceeds the model's training context %d", ctx, self.model.n_ctx_train)
             self.threads = config.threads or default_threads()
             self.batch = config.batch
-            self.ctx = LlamaContext(
-                self.model,
-                ContextShape(
-                    n_ctx=ctx * config.parallel,
-                    n_seq_max=config.parallel,
-                    n_batch=config.batch,
-                    n_ubatch=config.batch,
-                    threads=self.threads,
-                ),
-            )
+            self._embedding_size = min(ctx, DEFAULT_CTX_CAP)
+            # An embedding model still gets a minimal generation context: the scheduler's loop runs on it.
+            slots, per_slot = (1, 256) if config.mode == "embed" else (config.parallel, ctx)
+            self.ctx = self._context(per_slot * slots, slots, config.batch, embeddings=False)
+            self.ctx.set_loras(self.loras)
+            self._embedding_ctx = self._embedding_context() if config.mode == "embed" else None
         except BaseException:
             self.model.close()
             raise
@@ -84,16 +97,34 @@ class Engine:
             self.ctx,
             sink,
             batch_size=config.batch,
-            embedding_context=self._embedding_context,
+            embedding_context=None if config.mode == "generate" else self._embedding_context,
         )
         log.info(
-            "model %s loaded: %s, template %s, ctx %d x %d slots, %d threads",
+            "model %s loaded: %s, template %s, ctx %d x %d slots, %d threads, mode %s",
             config.model_id,
             self.model.description,
-            self.template.label,
+            self.template.label if self.template else "-",
             self.n_ctx,
-            config.parallel,
+            slots,
             self.threads,
+            config.mode,
+        )
+
+    def _context(self, n_ctx: int, n_seq: int, batch: int, *, embeddings: bool) -> LlamaContext:
+        return LlamaContext(
+            self.model,
+            ContextShape(
+                n_ctx=n_ctx,
+                n_seq_max=n_seq,
+                n_batch=batch,
+                n_ubatch=batch,
+                threads=self.threads,
+                embeddings=embeddings,
+                kv_unified=embeddings,
+                cache_type=self.config.cache_type,
+                rope_base=self.config.rope_base,
+                rope_scale=self.config.rope_scale,
+            ),
         )
 
     def _is_special_token(self, text: str) -> bool:
@@ -101,23 +132,16 @@ class Engine:
         return len(tokens) == 1 and self.model.piece(tokens[0]) == b""
 
     def _embedding_context(self) -> LlamaContext:
-        size = min(self.n_ctx, DEFAULT_CTX_CAP)
-        return LlamaContext(
-            self.model,
-            ContextShape(
-                n_ctx=size,
-                n_seq_max=_EMBEDDING_SEQUENCES,
-                n_batch=size,
-                n_ubatch=size,
-                threads=self.threads,
-                embeddings=True,
-                kv_unified=True,
-            ),
-        )
+        """The pooled-embedding context (made on first use, or at load for an embedding model)."""
+        if self._embedding_ctx is not None:
+            return self._embedding_ctx
+        ctx = self._context(self._embedding_size, _EMBEDDING_SEQUENCES, self._embedding_size, embeddings=True)
+        ctx.set_loras(self.loras)
+        return ctx
 
     @property
     def embedding_limit(self) -> int:
-        return min(self.n_ctx, DEFAULT_CTX_CAP)
+        return self._embedding_size
 
     def start(self) -> None:
         self.scheduler.start()
@@ -139,22 +163,32 @@ class Engine:
             "n_vocab": self.model.n_vocab,
             "parallel": self.config.parallel,
             "size_bytes": self.model.size_bytes,
-            "template": self.template.label,
+            "template": self.template.label if self.template else None,
+            "mode": self.config.mode,
         }
 
     # -- preparing requests (caller's thread) -----------------------------------------------------------
+
+    def _generates(self) -> ChatTemplate:
+        if self.template is None:
+            raise BadRequest(
+                f"'{self.config.model_id}' is an embedding model: it does not generate text", param="model"
+            )
+        return self.template
 
     def tokenize_prompt(self, text: str) -> list[int]:
         add_bos = self.model.add_bos and not (self.model.bos_text and text.startswith(self.model.bos_text))
         return self.model.tokenize(text, add_special=add_bos, parse_special=True)
 
     def prepare_chat(self, request: ChatRequest) -> GenerationJob:
+        template = self._generates()
         if not request.messages:
             raise BadRequest("messages must not be empty", param="messages")
-        prompt = self.template.render(request.messages)
+        prompt = template.render(request.messages)
         return self._job(self.tokenize_prompt(prompt), request.sampling, "messages")
 
     def prepare_completion(self, request: CompletionRequest) -> GenerationJob:
+        self._generates()
         if isinstance(request.prompt, str):
             tokens = self.tokenize_prompt(request.prompt)
         else:
@@ -187,6 +221,8 @@ class Engine:
     # -- embeddings ------------------------------------------------------------------------------------
 
     async def embed(self, inputs: list[str] | list[list[int]]) -> EmbeddingResult:
+        if self.config.mode == "generate":
+            raise BadRequest(f"'{self.config.model_id}' does not serve embeddings", param="model")
         token_lists: list[list[int]] = []
         items: list[str | list[int]] = list(inputs)
         for i, item in enumerate(items):

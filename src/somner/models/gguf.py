@@ -33,6 +33,46 @@ _SCALARS: dict[int, tuple[str, int]] = {
 }
 _STRING = 8
 _ARRAY = 9
+_DEFAULT_ALIGNMENT = 32
+
+# ggml tensor types: (elements per block, bytes per block). Facts of the file format.
+_TENSOR_TYPES: dict[int, tuple[int, int]] = {
+    0: (1, 4),  # F32
+    1: (1, 2),  # F16
+    2: (32, 18),  # Q4_0
+    3: (32, 20),  # Q4_1
+    6: (32, 22),  # Q5_0
+    7: (32, 24),  # Q5_1
+    8: (32, 34),  # Q8_0
+    9: (32, 36),  # Q8_1
+    10: (256, 84),  # Q2_K
+    11: (256, 110),  # Q3_K
+    12: (256, 144),  # Q4_K
+    13: (256, 176),  # Q5_K
+    14: (256, 210),  # Q6_K
+    15: (256, 292),  # Q8_K
+    16: (256, 66),  # IQ2_XXS
+    17: (256, 74),  # IQ2_XS
+    18: (256, 98),  # IQ3_XXS
+    19: (256, 50),  # IQ1_S
+    20: (32, 18),  # IQ4_NL
+    21: (256, 110),  # IQ3_S
+    22: (256, 82),  # IQ2_S
+    23: (256, 136),  # IQ4_XS
+    24: (1, 1),  # I8
+    25: (1, 2),  # I16
+    26: (1, 4),  # I32
+    27: (1, 8),  # I64
+    28: (1, 8),  # F64
+    29: (256, 56),  # IQ1_M
+    30: (1, 2),  # BF16
+    34: (256, 54),  # TQ1_0
+    35: (256, 66),  # TQ2_0
+    39: (32, 17),  # MXFP4
+    40: (64, 36),  # NVFP4
+    41: (128, 18),  # Q1_0
+    42: (64, 18),  # Q2_0
+}
 
 
 class GGUFError(ValueError):
@@ -44,6 +84,8 @@ class GGUFInfo:
     version: int
     tensor_count: int
     metadata: dict[str, Any] = field(default_factory=dict)
+    # Bytes the file must have to hold every tensor; None when a tensor type is unknown to this reader.
+    needed_bytes: int | None = None
 
     @property
     def architecture(self) -> str | None:
@@ -147,4 +189,36 @@ def _parse(reader: _Reader, keep_arrays: bool) -> GGUFInfo:
         key = reader.string()
         code = reader.scalar(4)
         info.metadata[key] = reader.value(code, keep_arrays)
+    if tensor_count > _MAX_ITEMS:
+        raise GGUFError("GGUF tensor count out of range")
+    end = 0
+    known = True
+    for _ in range(tensor_count):
+        reader.skip_string()  # name
+        dims = reader.scalar(4)
+        if dims > 8:
+            raise GGUFError("GGUF tensor with too many dimensions")
+        elements = 1
+        for _ in range(dims):
+            elements *= reader.scalar(10)
+        kind = reader.scalar(4)
+        offset = reader.scalar(10)
+        if kind not in _TENSOR_TYPES:
+            known = False
+            continue
+        block, size = _TENSOR_TYPES[kind]
+        end = max(end, offset + elements // block * size)
+    alignment = info.metadata.get("general.alignment")
+    align = alignment if isinstance(alignment, int) and alignment > 0 else _DEFAULT_ALIGNMENT
+    data_start = -(-reader.pos // align) * align
+    info.needed_bytes = data_start + end if known else None
+    return info
+
+
+def check_complete(path: Path) -> GGUFInfo:
+    """The file's header, if the file is a GGUF that holds all its tensor data; GGUFError otherwise."""
+    info = read_gguf(path)
+    size = path.stat().st_size
+    if info.needed_bytes is not None and size < info.needed_bytes:
+        raise GGUFError(f"{path.name} is truncated: it has {size} bytes, its tensors need {info.needed_bytes}")
     return info

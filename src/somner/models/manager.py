@@ -1,13 +1,20 @@
 """The model manager: the one owner of every model's lifecycle.
 
-Design note. Each known model has a `ManagedModel` record whose state only this module changes, and only
-under that model's lock, through `_transition` (illegal transitions are bugs and raise). Callers never read a
-state and act on it; they ask: `acquire(name)` returns a `Lease` on a ready backend, loading it first if
-needed. Concurrent first requests queue on the lock, so a model is loaded exactly once; a load that fails
-makes the requests waiting for it fail with the same error, and further attempts wait out a backoff, so a
-broken model cannot cause a storm of restarts. A watcher notices a backend that exits on its own; in-flight
-requests fail through their streams and the next request starts a fresh backend.
-A lease counts as in flight until released (by the stream that uses it, when it ends).
+Design note. Each known model has a `ManagedModel` record whose state only this module changes, through
+`_transition` (illegal transitions are bugs and raise). Callers never read a state and act on it; they ask:
+`acquire(name)` returns a `Lease` on a ready backend, loading the model first if needed.
+
+- Loading is single-flight: concurrent first requests queue on the model's lock and share one load. A load that
+  fails fails everyone waiting for it, and later attempts wait out a growing backoff (no restart storms).
+- Room: before a load, `eviction.plan` (a pure function) says which loaded models must go to respect
+  `max_loaded`, the memory budget and exclusive groups. A chosen model is marked *leaving*: it takes no new
+  requests (they wait for it to be gone, then load it again), finishes those in flight, and is unloaded. If no
+  room can be made, the request waits, up to `swap_timeout`, then gets a 503 with Retry-After.
+- Idle unload: when a model's last request ends, its expiry is set from the request's keep_alive, else the
+  model's ttl, else the global ttl (0: unload now; negative: never). A reaper task unloads expired idle models.
+  Pinned models never expire and are never evicted.
+- A backend that exits on its own is noticed by a watcher; its in-flight requests fail through their streams and
+  the next request starts a fresh one.
 """
 
 from __future__ import annotations
@@ -22,14 +29,17 @@ from dataclasses import dataclass, field
 
 from somner.errors import ModelLoadFailed, SomnerError, Unavailable
 from somner.models.backends.base import Backend
+from somner.models.eviction import Newcomer, Resident, plan
 from somner.models.registry import ModelRegistry, ModelSpec
 
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
 BackendFactory = Callable[[ModelSpec], Backend]
+Estimator = Callable[[ModelSpec], int]
 
 _MAX_BACKOFF = 60.0
+FOREVER = float("inf")
 
 
 class ModelState(enum.StrEnum):
@@ -54,6 +64,19 @@ def retry_delay(failures: int) -> float:
     return 0.0 if failures <= 0 else min(2.0 ** (failures - 1), _MAX_BACKOFF)
 
 
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """The manager's knobs (from the settings)."""
+
+    ttl: float = 300.0
+    budget: int = 2**62
+    max_loaded: int | None = None
+    exclusive_groups: frozenset[str] = frozenset()
+    swap_timeout: float = 120.0
+    unload_grace: float = 60.0
+    dummy_names: frozenset[str] = frozenset()
+
+
 @dataclass
 class ManagedModel:
     spec: ModelSpec
@@ -61,28 +84,43 @@ class ManagedModel:
     backend: Backend | None = None
     in_flight: int = 0
     loaded_at: float | None = None
-    last_used: float | None = None
+    last_used: float = 0.0
+    expires_at: float | None = None  # when idle; FOREVER for keep-alive -1 and pinned models
+    leaving: bool = False  # chosen to go: takes no new requests
     failures: int = 0
     failed_at: float | None = None
     last_error: SomnerError | None = None
+    memory: int = 0
+    loads: int = 0  # engine starts so far (a restart after a crash counts)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    gone: asyncio.Event = field(default_factory=asyncio.Event)  # set while not leaving
+    idle: asyncio.Event = field(default_factory=asyncio.Event)  # set while nothing is in flight
     watcher: asyncio.Task[None] | None = None
+
+    def __post_init__(self) -> None:
+        self.gone.set()
+        self.idle.set()
 
 
 @dataclass(frozen=True, slots=True)
 class ModelStatus:
     id: str
     state: ModelState
+    backend: str
     in_flight: int
+    memory: int
     loaded_at: float | None
     last_used: float | None
+    expires_at: float | None
+    pinned: bool
+    loads: int
     error: str | None
 
 
 class Lease:
     """Permission to use a loaded backend; `release` exactly once when the request is over."""
 
-    __slots__ = ("_manager", "_record", "_released", "backend", "model_id")
+    __slots__ = ("_manager", "_record", "_released", "backend", "model_id", "spec")
 
     def __init__(self, manager: ModelManager, record: ManagedModel, backend: Backend) -> None:
         self._manager = manager
@@ -90,29 +128,58 @@ class Lease:
         self._released = False
         self.backend = backend
         self.model_id = record.spec.id
+        self.spec = record.spec
 
-    def release(self) -> None:
+    def release(self, keep_alive: float | None = None) -> None:
+        """End the request. `keep_alive` (seconds; 0 = unload now, negative = forever) sets how long the model
+        stays loaded once idle, instead of its ttl."""
         if not self._released:
             self._released = True
-            self._manager._release(self._record)
+            self._manager._release(self._record, keep_alive)
 
 
 class ModelManager:
-    def __init__(self, registry: ModelRegistry, factory: BackendFactory, clock: Clock = time.monotonic) -> None:
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        factory: BackendFactory,
+        *,
+        policy: Policy | None = None,
+        estimate: Estimator = lambda spec: 0,
+        clock: Clock = time.monotonic,
+    ) -> None:
         self.registry = registry
+        self.policy = policy or Policy()
         self._factory = factory
+        self._estimate = estimate
         self._clock = clock
         self._models: dict[str, ManagedModel] = {}
+        self._room = asyncio.Condition()  # decisions about what is resident; notified when room may appear
+        self._expiry_changed = asyncio.Event()
+        self._reaper: asyncio.Task[None] | None = None
         self._closing = False
 
-    def _record(self, model_id: str) -> ManagedModel:
-        spec = self.registry.get(model_id)
+    # -- names and records -------------------------------------------------------------------------------
+
+    def resolve(self, name: str) -> ModelSpec:
+        """The model a requested name refers to (ids, aliases, and the configured dummy names)."""
+        if name in self.policy.dummy_names and self.registry.find(name) is None:
+            loaded = [r for r in self._models.values() if r.state is ModelState.LOADED]
+            if loaded:
+                return max(loaded, key=lambda r: r.last_used).spec
+            target = self.registry.default_id or next(iter(self.registry.ids()), None)
+            if target is not None:
+                return self.registry.get(target)
+        return self.registry.get(name)
+
+    def _record(self, name: str) -> ManagedModel:
+        spec = self.resolve(name)
         record = self._models.get(spec.id)
-        if record is None or record.spec != spec:
-            if record is not None and record.state is not ModelState.UNLOADED:
-                return record  # the spec changed on disk while loaded; the new one applies after unload
+        if record is None:
             record = ManagedModel(spec=spec)
             self._models[spec.id] = record
+        elif record.spec != spec and record.state in (ModelState.UNLOADED, ModelState.FAILED):
+            record.spec = spec  # its settings changed on disk; they apply from the next load
         return record
 
     @staticmethod
@@ -122,65 +189,122 @@ class ModelManager:
         log.debug("model %s: %s -> %s", record.spec.id, record.state, target)
         record.state = target
 
-    def state(self, model_id: str) -> ModelState:
-        record = self._models.get(model_id)
+    def state(self, name: str) -> ModelState:
+        spec = self.registry.find(name)
+        record = self._models.get(spec.id) if spec is not None else None
         return record.state if record is not None else ModelState.UNLOADED
 
     def statuses(self) -> list[ModelStatus]:
         out = []
         for spec in self.registry.specs():
-            record = self._models.get(spec.id)
-            if record is None:
-                out.append(ModelStatus(spec.id, ModelState.UNLOADED, 0, None, None, None))
-                continue
-            error = record.last_error.message if record.last_error is not None else None
-            out.append(ModelStatus(spec.id, record.state, record.in_flight, record.loaded_at, record.last_used, error))
+            record = self._models.get(spec.id) or ManagedModel(spec=spec)
+            out.append(
+                ModelStatus(
+                    id=spec.id,
+                    state=record.state,
+                    backend=spec.kind,
+                    in_flight=record.in_flight,
+                    memory=record.memory,
+                    loaded_at=record.loaded_at,
+                    last_used=record.last_used or None,
+                    expires_at=record.expires_at if record.state is ModelState.LOADED else None,
+                    pinned=spec.entry.pinned,
+                    loads=record.loads,
+                    error=record.last_error.message if record.last_error is not None else None,
+                )
+            )
         return out
 
-    def backend_of(self, model_id: str) -> Backend | None:
-        record = self._models.get(model_id)
+    def backend_of(self, name: str) -> Backend | None:
+        spec = self.registry.find(name)
+        record = self._models.get(spec.id) if spec is not None else None
         return record.backend if record is not None and record.state is ModelState.LOADED else None
 
-    async def acquire(self, model_id: str) -> Lease:
-        """A lease on `model_id`'s backend, loading the model first when needed."""
+    # -- leases -------------------------------------------------------------------------------------------
+
+    async def acquire(self, name: str) -> Lease:
+        """A lease on the backend serving `name`, loading the model first when needed."""
+        while True:
+            self._check_open()
+            record = self._record(name)
+            if self._usable(record):
+                return self._lease(record)
+            if record.leaving:
+                await record.gone.wait()  # it is being unloaded; load it again once it is gone
+                continue
+            async with record.lock:
+                if self._is_leaving(record):  # it may have been chosen to go while we waited for the lock
+                    continue
+                await self._ensure_loaded(record)
+                if self._usable(record):
+                    return self._lease(record)
+
+    def _check_open(self) -> None:
         if self._closing:
             raise Unavailable("The server is shutting down", headers={"Retry-After": "5"})
-        record = self._record(model_id)
-        if record.state is ModelState.LOADED and record.backend is not None and record.backend.alive:
-            return self._lease(record)
-        async with record.lock:
-            await self._ensure_loaded(record)
-            return self._lease(record)
+
+    @staticmethod
+    def _is_leaving(record: ManagedModel) -> bool:
+        return record.leaving
+
+    @staticmethod
+    def _usable(record: ManagedModel) -> bool:
+        return (
+            record.state is ModelState.LOADED
+            and not record.leaving
+            and record.backend is not None
+            and record.backend.alive
+        )
 
     def _lease(self, record: ManagedModel) -> Lease:
         assert record.backend is not None
         record.in_flight += 1
+        record.idle.clear()
         record.last_used = self._clock()
+        record.expires_at = None
         return Lease(self, record, record.backend)
 
-    def _release(self, record: ManagedModel) -> None:
+    def _release(self, record: ManagedModel, keep_alive: float | None) -> None:
         record.in_flight -= 1
-        record.last_used = self._clock()
+        now = self._clock()
+        record.last_used = now
+        if keep_alive is None:
+            keep_alive = record.spec.entry.ttl if record.spec.entry.ttl is not None else self.policy.ttl
+        if record.in_flight == 0:  # the last request to finish sets the timer (as Ollama does)
+            record.idle.set()
+            record.expires_at = FOREVER if record.spec.entry.pinned or keep_alive < 0 else now + keep_alive
+            self._expiry_changed.set()
+        self._notify_room()
 
-    async def load(self, model_id: str) -> None:
-        record = self._record(model_id)
-        async with record.lock:
-            await self._ensure_loaded(record)
+    def _notify_room(self) -> None:
+        async def notify() -> None:
+            async with self._room:
+                self._room.notify_all()
+
+        task = asyncio.ensure_future(notify())
+        task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
+
+    # -- loading ------------------------------------------------------------------------------------------
+
+    async def load(self, name: str) -> None:
+        (await self.acquire(name)).release()
 
     async def _ensure_loaded(self, record: ManagedModel) -> None:
         """Under the record's lock: make the model LOADED or raise why it cannot be."""
-        if self._closing:
-            raise Unavailable("The server is shutting down", headers={"Retry-After": "5"})
+        self._check_open()
         if record.state is ModelState.LOADED:
             if record.backend is not None and record.backend.alive:
                 return
             await self._forget_backend(record, "its engine exited")
-        if record.state is ModelState.FAILED and record.failed_at is not None:
+        if record.state is ModelState.FAILED and record.failed_at is not None and record.last_error is not None:
             wait = retry_delay(record.failures) - (self._clock() - record.failed_at)
-            if wait > 0 and record.last_error is not None:
-                error = ModelLoadFailed(record.last_error.message, headers={"Retry-After": str(int(wait) + 1)})
-                raise error
+            if wait > 0:
+                raise ModelLoadFailed(record.last_error.message, headers={"Retry-After": str(int(wait) + 1)})
+        if not record.memory:
+            record.memory = await asyncio.to_thread(self._estimate, record.spec)
+        await self._make_room(record)
         self._transition(record, ModelState.LOADING)
+        record.loads += 1
         backend = self._factory(record.spec)
         started = self._clock()
         try:
@@ -189,6 +313,7 @@ class ModelManager:
             self._transition(record, ModelState.FAILED)
             record.failures += 1
             record.failed_at = self._clock()
+            self._notify_room()
             if isinstance(exc, SomnerError):
                 record.last_error = exc
             elif isinstance(exc, Exception):
@@ -199,11 +324,132 @@ class ModelManager:
             raise record.last_error from None
         record.backend = backend
         record.loaded_at = self._clock()
+        record.last_used = record.loaded_at
         record.failures = 0
         record.last_error = None
         self._transition(record, ModelState.LOADED)
         record.watcher = asyncio.create_task(self._watch(record, backend), name=f"watch-{record.spec.id}")
         log.info("model %s loaded in %.2fs", record.spec.id, record.loaded_at - started)
+
+    async def _make_room(self, record: ManagedModel) -> None:
+        """Unload (draining) whatever must go before `record` loads; wait up to swap_timeout for room."""
+        deadline = time.monotonic() + self.policy.swap_timeout  # real time: it bounds real waiting
+        newcomer = Newcomer(record.spec.id, record.memory, record.spec.entry.group)
+        while True:
+            async with self._room:
+                decision = plan(
+                    self._residents(),
+                    newcomer,
+                    budget=self.policy.budget,
+                    max_loaded=self.policy.max_loaded,
+                    exclusive_groups=self.policy.exclusive_groups,
+                )
+                if decision.too_large:
+                    raise ModelLoadFailed(f"The model '{record.spec.id}' cannot be loaded: {decision.reason}")
+                victims = [self._models[model_id] for model_id in decision.evict]
+                if not decision.wait and not victims:
+                    return
+                for victim in victims:
+                    self._begin_leaving(victim)
+                if decision.wait:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise self._no_room(record, decision.reason)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._room.wait(), remaining)
+                    continue
+            results = await asyncio.gather(
+                *(self._drain_and_unload(victim, deadline) for victim in victims), return_exceptions=True
+            )
+            if any(isinstance(result, BaseException) for result in results):
+                raise self._no_room(record, "models in use did not finish in time")
+
+    def _no_room(self, record: ManagedModel, reason: str) -> Unavailable:
+        return Unavailable(
+            f"No room to load '{record.spec.id}' within {self.policy.swap_timeout:g}s: {reason}",
+            headers={"Retry-After": "10"},
+        )
+
+    def _residents(self) -> list[Resident]:
+        return [
+            Resident(
+                id=r.spec.id,
+                bytes=r.memory,
+                in_flight=r.in_flight,
+                last_used=r.last_used,
+                pinned=r.spec.entry.pinned,
+                group=r.spec.entry.group,
+                leaving=r.leaving or r.state is ModelState.UNLOADING,
+            )
+            for r in self._models.values()
+            if r.state in (ModelState.LOADING, ModelState.LOADED, ModelState.UNLOADING)
+        ]
+
+    @staticmethod
+    def _begin_leaving(record: ManagedModel) -> None:
+        record.leaving = True
+        record.gone.clear()
+
+    @staticmethod
+    def _stay(record: ManagedModel) -> None:
+        record.leaving = False
+        record.gone.set()
+
+    async def _drain_and_unload(self, record: ManagedModel, deadline: float) -> None:
+        """A leaving model: wait for its requests to finish (up to `deadline`), then unload it. If they do not
+        finish in time, it stays and serves on, and TimeoutError is raised."""
+        try:
+            await asyncio.wait_for(record.idle.wait(), max(0.0, deadline - time.monotonic()))
+        except TimeoutError:
+            self._stay(record)
+            raise
+        async with record.lock:
+            await self._unload_locked(record)
+
+    # -- unloading ----------------------------------------------------------------------------------------
+
+    async def unload(self, name: str, *, grace: float | None = None) -> None:
+        """Unload now: new requests wait for a reload, those in flight get `grace` seconds (default
+        unload_grace) to finish before the engine stops under them."""
+        record = self._record(name)
+        if record.state is not ModelState.LOADED and record.state is not ModelState.FAILED:
+            return
+        self._begin_leaving(record)
+        try:
+            wait = self.policy.unload_grace if grace is None else grace
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(record.idle.wait(), wait)
+            async with record.lock:
+                await self._unload_locked(record)
+        finally:
+            self._stay(record)
+
+    async def unload_all(self) -> None:
+        await asyncio.gather(*(self.unload(r.spec.id) for r in list(self._models.values())))
+
+    async def _unload_locked(self, record: ManagedModel) -> None:
+        try:
+            if record.state is ModelState.FAILED:
+                self._transition(record, ModelState.UNLOADED)
+                return
+            if record.state is not ModelState.LOADED:
+                return
+            self._transition(record, ModelState.UNLOADING)
+            backend, record.backend = record.backend, None
+            watcher, record.watcher = record.watcher, None
+            if watcher is not None:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
+            if backend is not None:
+                await backend.stop()
+            record.loaded_at = None
+            record.expires_at = None
+            self._transition(record, ModelState.UNLOADED)
+            log.info("model %s unloaded", record.spec.id)
+        finally:
+            self._stay(record)
+            self._notify_room()
 
     async def _watch(self, record: ManagedModel, backend: Backend) -> None:
         status = await backend.wait_exit()
@@ -217,38 +463,72 @@ class ModelManager:
         backend, record.backend = record.backend, None
         self._transition(record, ModelState.FAILED)
         record.failed_at = self._clock()
-        record.failures = 0  # a crash after a good load restarts at once; repeated crashes back off via loads
+        record.failures = 0  # a crash after a good load restarts at once; repeated failed loads back off
         record.last_error = ModelLoadFailed(f"The model '{record.spec.id}' stopped: {why}")
         if backend is not None:
             await backend.stop()
+        self._notify_room()
 
-    async def unload(self, model_id: str) -> None:
-        record = self._record(model_id)
-        async with record.lock:
-            await self._unload_locked(record)
+    # -- idle expiry --------------------------------------------------------------------------------------
 
-    async def _unload_locked(self, record: ManagedModel) -> None:
-        if record.state is ModelState.FAILED:
-            self._transition(record, ModelState.UNLOADED)
-            return
-        if record.state is not ModelState.LOADED:
-            return
-        self._transition(record, ModelState.UNLOADING)
-        backend, record.backend = record.backend, None
-        watcher, record.watcher = record.watcher, None
-        if watcher is not None:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
-        if backend is not None:
-            await backend.stop()
-        record.loaded_at = None
-        self._transition(record, ModelState.UNLOADED)
-        log.info("model %s unloaded", record.spec.id)
+    def expired(self, now: float | None = None) -> list[str]:
+        """Loaded, idle models whose keep-alive has run out."""
+        now = self._clock() if now is None else now
+        return [
+            r.spec.id
+            for r in self._models.values()
+            if r.state is ModelState.LOADED
+            and r.in_flight == 0
+            and not r.leaving
+            and r.expires_at is not None
+            and r.expires_at <= now
+        ]
+
+    async def reap(self) -> list[str]:
+        """Unload every expired model now; returns their ids."""
+        ids = self.expired()
+        for model_id in ids:
+            record = self._models[model_id]
+            if record.in_flight == 0 and not record.leaving:
+                self._begin_leaving(record)
+                async with record.lock:
+                    await self._unload_locked(record)
+        return ids
+
+    def _next_expiry(self) -> float | None:
+        times = [
+            r.expires_at
+            for r in self._models.values()
+            if r.state is ModelState.LOADED and r.in_flight == 0 and r.expires_at is not None
+        ]
+        soonest = min(times, default=FOREVER)
+        return None if soonest == FOREVER else soonest
+
+    async def _reap_forever(self) -> None:
+        while True:
+            self._expiry_changed.clear()
+            await self.reap()
+            deadline = self._next_expiry()
+            timeout = None if deadline is None else max(0.0, deadline - self._clock())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._expiry_changed.wait(), timeout)
+
+    # -- start and stop -----------------------------------------------------------------------------------
+
+    async def start(self, preload: list[str]) -> None:
+        """Start the reaper and load the `preload` models (pinned models are loaded too)."""
+        self._reaper = asyncio.create_task(self._reap_forever(), name="model-reaper")
+        names = list(dict.fromkeys([*preload, *(s.id for s in self.registry.specs() if s.entry.pinned)]))
+        for name in names:
+            await self.load(name)
 
     async def shutdown(self) -> None:
         """Stop every backend (in parallel). New requests are refused from now on."""
         self._closing = True
+        if self._reaper is not None:
+            self._reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reaper
         records = list(self._models.values())
 
         async def stop(record: ManagedModel) -> None:

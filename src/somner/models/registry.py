@@ -1,8 +1,9 @@
-"""The model registry: which model ids exist and what serves each.
+"""The model registry: which model names exist and how each model is served.
 
-Sources, later ones winning on the same id: every `*.gguf` directly in the models directory (id = file stem),
-the config file's `models:` entries, and `--model PATH`. Directory entries must resolve inside the models
-directory; names from requests are only ever looked up here, never turned into paths.
+Sources, merged per model id in this order (later wins, key by key): every `*.gguf` directly in the models
+directory (id = file stem, worker backend), the config file's `models:` entry, and the model's own file
+`<models_dir>/<id>.yaml`; plus `--model PATH`. Directory entries must resolve inside the models directory.
+Names from requests are only ever looked up here (ids and aliases), never turned into paths.
 """
 
 from __future__ import annotations
@@ -11,123 +12,195 @@ import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Any, Literal
+
+import yaml
+from pydantic import ValidationError
 
 from somner.errors import ModelNotFound
 from somner.models.names import is_valid_model_name
-from somner.settings import EngineSettings, ModelEntry, Settings
+from somner.settings import EngineSettings, ModelEntry, Settings, deep_merge
+from somner.settings.models import BackendKind, entry_data
 
 log = logging.getLogger(__name__)
 
-Source = Literal["directory", "config", "cli"]
-T = TypeVar("T")
+Source = Literal["directory", "config", "file", "cli"]
+
+
+class ModelConfigError(ValueError):
+    """A per-model file is invalid; the message names the file and the problem."""
 
 
 @dataclass(frozen=True, slots=True)
 class ModelSpec:
-    """Everything needed to start an engine for one model."""
+    """One model's merged configuration, with engine defaults resolved."""
 
-    id: str
-    path: Path
+    entry: ModelEntry
+    engine: EngineSettings
     source: Source
-    ctx: int | None
-    parallel: int
-    threads: int | None
-    batch: int
-    gpu_layers: int
-    cpu_repack: bool
-    template: str | None = None
 
-    @classmethod
-    def build(
-        cls,
-        model_id: str,
-        path: Path,
-        source: Source,
-        engine: EngineSettings,
-        entry: ModelEntry | None = None,
-    ) -> ModelSpec:
-        e = entry
-        return cls(
-            id=model_id,
-            path=path,
-            source=source,
-            ctx=_first(e.ctx if e else None, engine.ctx),
-            parallel=_first(e.parallel if e else None, engine.parallel),
-            threads=_first(e.threads if e else None, engine.threads),
-            batch=_first(e.batch if e else None, engine.batch),
-            gpu_layers=_first(e.gpu_layers if e else None, engine.gpu_layers),
-            cpu_repack=engine.cpu_repack,
-            template=e.template if e else None,
-        )
+    @property
+    def id(self) -> str:
+        return self.entry.id
+
+    @property
+    def kind(self) -> BackendKind:
+        return self.entry.kind
+
+    @property
+    def path(self) -> Path | None:
+        return self.entry.path
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return (self.entry.id, *self.entry.aliases)
+
+    @property
+    def ctx(self) -> int | None:
+        return self.entry.ctx if self.entry.ctx is not None else self.engine.ctx
+
+    @property
+    def parallel(self) -> int:
+        return self.entry.parallel if self.entry.parallel is not None else self.engine.parallel
+
+    @property
+    def threads(self) -> int | None:
+        return self.entry.threads if self.entry.threads is not None else self.engine.threads
+
+    @property
+    def batch(self) -> int:
+        return self.entry.batch if self.entry.batch is not None else self.engine.batch
+
+    @property
+    def gpu_layers(self) -> int:
+        return self.entry.gpu_layers if self.entry.gpu_layers is not None else self.engine.gpu_layers
+
+    @property
+    def ready_timeout(self) -> float:
+        return self.entry.ready_timeout if self.entry.ready_timeout is not None else self.engine.ready_timeout
 
 
-def _first(value: T | None, default: T) -> T:
-    return default if value is None else value
+def _read_model_file(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise ModelConfigError(f"{path.name}: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ModelConfigError(f"{path.name} must hold a mapping of model settings")
+    if "id" in data and data["id"] != path.stem:
+        raise ModelConfigError(f"{path.name} sets id {data['id']!r}; the file name fixes it as {path.stem!r}")
+    return data
 
 
-def scan_models_dir(models_dir: Path, engine: EngineSettings) -> dict[str, ModelSpec]:
-    """Every usable `*.gguf` directly inside `models_dir`, keyed by file stem."""
-    found: dict[str, ModelSpec] = {}
+def _scan(models_dir: Path) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    """(GGUF files, per-model YAML files) directly inside the models directory, by model id."""
+    ggufs: dict[str, dict[str, Any]] = {}
+    files: dict[str, dict[str, Any]] = {}
     if not models_dir.is_dir():
-        return found
+        return ggufs, files
     root = models_dir.resolve()
-    for path in sorted(models_dir.glob("*.gguf")):
-        if path.name.startswith("."):
-            continue  # temporary files of an assembly or a pull in progress
+    for path in sorted(models_dir.iterdir()):
+        if path.name.startswith(".") or path.suffix not in (".gguf", ".yaml"):
+            continue  # hidden files are downloads or assemblies in progress
+        if not is_valid_model_name(path.stem):
+            log.warning("skipping %s: its name is not a valid model id", path.name)
+            continue
         resolved = path.resolve()
         if not resolved.is_relative_to(root) or not resolved.is_file():
             log.warning("skipping %s: it resolves outside the models directory", path.name)
             continue
-        if not is_valid_model_name(path.stem):
-            log.warning("skipping %s: its name is not a valid model id", path.name)
-            continue
-        found[path.stem] = ModelSpec.build(path.stem, resolved, "directory", engine)
-    return found
+        if path.suffix == ".gguf":
+            ggufs[path.stem] = {"id": path.stem, "path": resolved}
+        else:
+            files[path.stem] = _read_model_file(path)
+    return ggufs, files
 
 
 class ModelRegistry:
-    """Known models. Re-scans the models directory when asked for an id it does not know."""
+    """Known models by name. Re-reads the models directory when asked for a name it does not know."""
 
     def __init__(self, settings: Settings, models_dir: Path) -> None:
         self._settings = settings
         self._models_dir = models_dir
         self._lock = threading.Lock()
-        self._configured: dict[str, ModelSpec] = {}
-        for entry in settings.models:
-            path = entry.path.expanduser()
-            self._configured[entry.id] = ModelSpec.build(entry.id, path, "config", settings.engine, entry)
+        self._configured: dict[str, dict[str, Any]] = {
+            entry.id: entry.model_dump(exclude_unset=True) for entry in settings.models
+        }
         self.default_id: str | None = None
+        self._cli: dict[str, Any] | None = None
         if settings.model is not None:
-            self.default_id = self._add_cli_model(settings.model)
+            self.default_id = self._cli_model(settings.model)
         self._specs: dict[str, ModelSpec] = {}
-        self.refresh()
+        self._names: dict[str, str] = {}
+        self.refresh(strict=True)
 
     @property
     def models_dir(self) -> Path:
         return self._models_dir
 
-    def _add_cli_model(self, value: str) -> str:
+    def _cli_model(self, value: str) -> str:
         candidate = Path(value).expanduser()
         if is_valid_model_name(value) and not candidate.is_file():
-            return value  # an id, checked once the directory has been scanned
+            return value  # an id, checked once the directory has been read
         if not candidate.is_file():
             raise ModelNotFound(f"--model {value!r} is neither a known model id nor a GGUF file")
-        model_id = candidate.stem
-        if not is_valid_model_name(model_id):
+        if not is_valid_model_name(candidate.stem):
             raise ModelNotFound(f"the file name of {value!r} cannot serve as a model id")
-        self._configured.setdefault(
-            model_id, ModelSpec.build(model_id, candidate.resolve(), "cli", self._settings.engine)
-        )
-        return model_id
+        self._cli = {"id": candidate.stem, "path": candidate.resolve()}
+        return candidate.stem
 
-    def refresh(self) -> None:
-        specs = scan_models_dir(self._models_dir, self._settings.engine)
-        specs.update(self._configured)
+    def refresh(self, *, strict: bool = False) -> None:
+        """Re-read the models directory. With `strict`, a bad per-model file is an error; otherwise it is
+        logged and that file ignored (a server keeps running when someone saves a typo)."""
+        ggufs, files = _scan(self._models_dir)
+        specs: dict[str, ModelSpec] = {}
+        ids = [*ggufs, *(k for k in self._configured if k not in ggufs)]
+        ids += [k for k in files if k not in ggufs and k not in self._configured]
+        if self._cli is not None and self._cli["id"] not in ids:
+            ids.append(self._cli["id"])
+        for model_id in ids:
+            data: dict[str, Any] = {}
+            source: Source = "directory"
+            for layer, name in (
+                (ggufs.get(model_id), "directory"),
+                (self._cli if self._cli is not None and self._cli["id"] == model_id else None, "cli"),
+                (self._configured.get(model_id), "config"),
+                (files.get(model_id), "file"),
+            ):
+                if layer is not None:
+                    data = deep_merge(data, layer)
+                    source = name  # type: ignore[assignment]
+            try:
+                entry = ModelEntry.model_validate(entry_data(data, model_id))
+                problem = entry.missing()
+            except ValidationError as exc:
+                problem = f"model {model_id!r}: {exc.errors(include_url=False)[0]['msg']}"
+            if problem is not None:
+                if strict:
+                    raise ModelConfigError(problem)
+                log.warning("ignoring %s", problem)
+                continue
+            specs[model_id] = ModelSpec(entry=entry, engine=self._settings.engine, source=source)
+        names = self._index(specs, strict)
         with self._lock:
-            self._specs = specs
-        if self.default_id is not None and self.default_id not in specs:
+            self._specs, self._names = specs, names
+        if self.default_id is not None and self.default_id not in names:
             raise ModelNotFound(f"--model {self.default_id!r} is not a known model; known: {', '.join(specs)}")
+
+    def _index(self, specs: dict[str, ModelSpec], strict: bool) -> dict[str, str]:
+        names: dict[str, str] = {}
+        for spec in specs.values():
+            for name in spec.names:
+                if name in names and names[name] != spec.id:
+                    message = f"the name {name!r} is used by both {names[name]!r} and {spec.id!r}"
+                    if strict:
+                        raise ModelConfigError(message)
+                    log.warning("%s; keeping the first", message)
+                    continue
+                names[name] = spec.id
+        return names
 
     def ids(self) -> list[str]:
         with self._lock:
@@ -137,19 +210,22 @@ class ModelRegistry:
         with self._lock:
             return [self._specs[key] for key in sorted(self._specs)]
 
-    def find(self, model_id: str) -> ModelSpec | None:
+    def find(self, name: str) -> ModelSpec | None:
+        """The model `name` (an id or an alias) refers to, or None."""
         with self._lock:
-            spec = self._specs.get(model_id)
-        if spec is None and is_valid_model_name(model_id):
+            model_id = self._names.get(name)
+            spec = self._specs.get(model_id) if model_id is not None else None
+        if spec is None and is_valid_model_name(name):
             self.refresh()
             with self._lock:
-                spec = self._specs.get(model_id)
+                model_id = self._names.get(name)
+                spec = self._specs.get(model_id) if model_id is not None else None
         return spec
 
-    def get(self, model_id: str) -> ModelSpec:
-        spec = self.find(model_id)
+    def get(self, name: str) -> ModelSpec:
+        spec = self.find(name)
         if spec is None:
             known = self.ids()
             listing = ", ".join(known) if known else "none"
-            raise ModelNotFound(f"The model '{model_id}' does not exist. Available models: {listing}", param="model")
+            raise ModelNotFound(f"The model '{name}' does not exist. Available models: {listing}", param="model")
         return spec

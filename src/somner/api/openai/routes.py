@@ -7,6 +7,7 @@ open the backend's stream (errors so far become an OpenAI error response), then 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import AsyncIterator, Awaitable
 
 import orjson
@@ -16,10 +17,12 @@ from starlette.routing import BaseRoute, Route
 
 from somner.api.body import read_body
 from somner.api.errors import guarded, internal_error, request_id
+from somner.api.keep_alive import keep_alive
 from somner.api.streaming import event_stream, shielded, until_disconnected
 from somner.core import Chunk, EmbeddingRequest, TokenLogprob, Usage
 from somner.core.streams import gather_all, merge
 from somner.errors import BadRequest, SomnerError
+from somner.models import defaults
 from somner.models.backends.base import ChunkStream, SpeaksOpenAI
 from somner.models.backends.openai_http import PassThrough
 from somner.models.manager import Lease
@@ -27,6 +30,9 @@ from somner.services import Services
 from somner.wire.openai import decode, encode, schemas
 
 log = logging.getLogger(__name__)
+
+
+_MODEL_FIELD = re.compile(rb'"model":"(?:[^"\\]|\\.)*"')
 
 
 def render(error: SomnerError) -> Response:
@@ -72,10 +78,12 @@ async def get_model(request: Request) -> Response:
 def _card(services: Services, model_id: str) -> dict[str, object]:
     spec = services.registry.get(model_id)
     try:
-        created = int(spec.path.stat().st_mtime)
+        created = int(spec.path.stat().st_mtime) if spec.path is not None else int(services.started_at)
     except OSError:
         created = int(services.started_at)
-    return encode.model_card(model_id, created, status=services.manager.state(model_id).value)
+    return encode.model_card(
+        model_id, created, status=services.manager.state(model_id).value, aliases=list(spec.entry.aliases)
+    )
 
 
 async def _collect(stream: ChunkStream) -> tuple[str, Chunk, list[TokenLogprob] | None]:
@@ -108,33 +116,33 @@ async def _pass_through(
     opening: Awaitable[PassThrough],
     model: str,
     include_usage: bool,
+    keep: float | None,
 ) -> Response:
     """Stream an OpenAI-speaking engine's events to an OpenAI client unchanged (but for the model name, when the
     client used another name for it, and the usage event, when the client did not ask for it)."""
     try:
         events = await opening
     except BaseException:
-        lease.release()
+        lease.release(keep)
         raise
-    engine_name = f'"model":"{lease.model_id}"'.encode()
     client_name = orjson.dumps({"model": model})[1:-1]
+
+    def renamed(data: bytes) -> bytes:
+        # The engine may call the model by another name (an alias, an upstream's own name); clients see theirs.
+        return data if client_name in data else _MODEL_FIELD.sub(client_name, data, count=1)
 
     async def body() -> AsyncIterator[bytes]:
         async for data in events:
             if not include_usage and PassThrough.is_usage_only(data):
                 continue
-            yield (
-                b"data: "
-                + (data if client_name == engine_name else data.replace(engine_name, client_name, 1))
-                + b"\n\n"
-            )
+            yield b"data: " + renamed(data) + b"\n\n"
         yield encode.DONE_EVENT
 
     async def done() -> None:
         try:
             await events.aclose()
         finally:
-            lease.release()
+            lease.release(keep)
 
     return event_stream(_ending_in_errors(request, body()), on_close=done)
 
@@ -150,14 +158,16 @@ async def chat_completions(request: Request) -> Response:
     services = services_of(request)
     wire = decode.parse(schemas.ChatCompletionRequest, await _body(request))
     core = decode.chat_request(wire)
+    keep = keep_alive(request, wire.keep_alive)
     include_usage = bool(wire.stream_options and wire.stream_options.include_usage)
     lease = await services.manager.acquire(core.model)
+    defaults.apply_to_chat(core, lease.spec.entry.defaults)
     if core.stream and isinstance(lease.backend, SpeaksOpenAI):
-        return await _pass_through(request, lease, lease.backend.chat_events(core), core.model, include_usage)
+        return await _pass_through(request, lease, lease.backend.chat_events(core), core.model, include_usage, keep)
     try:
         stream = await lease.backend.chat(core)
     except BaseException:
-        lease.release()
+        lease.release(keep)
         raise
     if core.stream:
         encoder = encode.ChatStream(core.model, include_usage=include_usage)
@@ -172,14 +182,14 @@ async def chat_completions(request: Request) -> Response:
             try:
                 await _close(stream)
             finally:
-                lease.release()
+                lease.release(keep)
 
         return event_stream(_ending_in_errors(request, events()), on_close=done)
     try:
         text, last, logprobs = await until_disconnected(request, _collect(stream))
     finally:
         await shielded(lambda: _close(stream))
-        lease.release()
+        lease.release(keep)
     return json_response(encode.chat_completion(core.model, text, last, logprobs))
 
 
@@ -189,10 +199,14 @@ async def completions(request: Request) -> Response:
     wire = decode.parse(schemas.CompletionRequest, await _body(request))
     cores = decode.completion_requests(wire)
     model = wire.model
+    keep = keep_alive(request, wire.keep_alive)
     include_usage = bool(wire.stream_options and wire.stream_options.include_usage)
     lease = await services.manager.acquire(model)
+    for core in cores:
+        defaults.apply_to_completion(core, lease.spec.entry.defaults)
     if wire.stream and len(cores) == 1 and isinstance(lease.backend, SpeaksOpenAI):
-        return await _pass_through(request, lease, lease.backend.complete_events(cores[0]), model, include_usage)
+        opening = lease.backend.complete_events(cores[0])
+        return await _pass_through(request, lease, opening, model, include_usage, keep)
     streams: list[ChunkStream] = []
 
     async def cleanup() -> None:
@@ -204,7 +218,7 @@ async def completions(request: Request) -> Response:
             streams.append(await lease.backend.complete(core))
     except BaseException:
         await shielded(cleanup)
-        lease.release()
+        lease.release(keep)
         raise
 
     if wire.stream:
@@ -224,14 +238,14 @@ async def completions(request: Request) -> Response:
             try:
                 await cleanup()
             finally:
-                lease.release()
+                lease.release(keep)
 
         return event_stream(_ending_in_errors(request, events()), on_close=done)
     try:
         results = await until_disconnected(request, gather_all([_collect(s) for s in streams]))
     finally:
         await shielded(cleanup)
-        lease.release()
+        lease.release(keep)
     return json_response(encode.completion(model, results))
 
 
@@ -240,13 +254,14 @@ async def embeddings(request: Request) -> Response:
     services = services_of(request)
     wire = decode.parse(schemas.EmbeddingRequest, await _body(request))
     inputs = decode.embedding_inputs(wire)
+    keep = keep_alive(request, wire.keep_alive)
     lease = await services.manager.acquire(wire.model)
     try:
         result = await until_disconnected(
             request, lease.backend.embed(EmbeddingRequest(model=wire.model, inputs=inputs, user=wire.user))
         )
     finally:
-        lease.release()
+        lease.release(keep)
     if wire.dimensions is not None and result.embeddings and wire.dimensions != len(result.embeddings[0]):
         raise BadRequest(
             f"This model's embeddings have {len(result.embeddings[0])} dimensions; 'dimensions' cannot change that.",

@@ -49,14 +49,17 @@ def error_from_body(status: int, body: bytes) -> SomnerError:
 
 
 class OpenAIHTTPClient:
-    def __init__(self, client: httpx.AsyncClient, *, label: str) -> None:
+    def __init__(self, client: httpx.AsyncClient, *, label: str, model_name: str | None = None) -> None:
         self._client = client
         self._label = label
+        self._model_name = model_name  # the name the engine knows the model by, when not the client's
 
     async def aclose(self) -> None:
         await self._client.aclose()
 
     async def _open(self, path: str, body: dict[str, Any]) -> httpx.Response:
+        if self._model_name is not None:
+            body["model"] = self._model_name
         request = self._client.build_request(
             "POST", path, content=orjson.dumps(body), headers={"content-type": "application/json"}
         )
@@ -65,7 +68,7 @@ class OpenAIHTTPClient:
         except httpx.TimeoutException as exc:
             raise EngineFailed(f"{self._label} did not answer in time") from exc
         except httpx.HTTPError as exc:
-            raise EngineFailed(f"{self._label} is not reachable") from exc
+            raise EngineFailed(f"{self._label} is not reachable", code="engine_unreachable") from exc
         if response.status_code != 200:
             try:
                 payload = await response.aread()

@@ -41,33 +41,31 @@ class WorkerPaths:
 
 
 def worker_command(spec: ModelSpec, socket_path: Path) -> list[str]:
-    command = [
-        sys.executable,
-        "-m",
-        "somner",
-        "worker",
-        "--model",
-        str(spec.path),
-        "--id",
-        spec.id,
-        "--socket",
-        str(socket_path),
-        "--parallel",
-        str(spec.parallel),
-        "--batch",
-        str(spec.batch),
-        "--gpu-layers",
-        str(spec.gpu_layers),
-        "--exit-with-parent",
-    ]
+    entry = spec.entry
+    assert spec.path is not None
+    command = [sys.executable, "-m", "somner", "worker", "--model", str(spec.path), "--id", spec.id]
+    command += ["--socket", str(socket_path), "--exit-with-parent"]
+    command += ["--parallel", str(spec.parallel), "--batch", str(spec.batch), "--gpu-layers", str(spec.gpu_layers)]
     if spec.ctx is not None:
         command += ["--ctx", str(spec.ctx)]
     if spec.threads is not None:
         command += ["--threads", str(spec.threads)]
-    if spec.template is not None:
-        command += ["--template", spec.template]
-    if spec.cpu_repack:
+    if entry.template is not None:
+        command += ["--template", entry.template]
+    if spec.engine.cpu_repack:
         command.append("--cpu-repack")
+    if entry.cache_type is not None:
+        command += ["--cache-type", entry.cache_type]
+    if entry.rope_base is not None:
+        command += ["--rope-base", str(entry.rope_base)]
+    if entry.rope_scale is not None:
+        command += ["--rope-scale", str(entry.rope_scale)]
+    if entry.tensor_split:
+        command += ["--tensor-split", ",".join(str(x) for x in entry.tensor_split)]
+    for lora in entry.loras:
+        command += ["--lora", f"{lora.path}={lora.scale}"]
+    if entry.embeddings is not None:
+        command += ["--mode", "embed" if entry.embeddings else "generate"]
     return command
 
 
@@ -109,10 +107,11 @@ class WorkerBackend:
         return self._client
 
     async def start(self) -> None:
-        if not self.spec.path.is_file():
+        path = self.spec.path
+        if path is None or not path.is_file():
             raise ModelLoadFailed(f"The model file for '{self.spec.id}' is missing")
         try:
-            await asyncio.to_thread(read_gguf, self.spec.path)
+            await asyncio.to_thread(read_gguf, path)
         except GGUFError as exc:
             raise ModelLoadFailed(f"The model '{self.spec.id}' cannot be loaded: {exc}") from exc
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -137,7 +136,7 @@ class WorkerBackend:
 
     async def _wait_ready(self) -> None:
         assert self._process is not None
-        deadline = time.monotonic() + self.settings.ready_timeout
+        deadline = time.monotonic() + self.spec.ready_timeout
         client = self._http()
         while True:
             if self._process.returncode is not None:
@@ -152,9 +151,7 @@ class WorkerBackend:
                 except (httpx.HTTPError, ValueError):
                     pass
             if time.monotonic() > deadline:
-                raise ModelLoadFailed(
-                    f"The model '{self.spec.id}' did not load within {self.settings.ready_timeout:g}s"
-                )
+                raise ModelLoadFailed(f"The model '{self.spec.id}' did not load within {self.spec.ready_timeout:g}s")
             await asyncio.sleep(_POLL_INTERVAL)
 
     def _failure_message(self, what: str) -> str:

@@ -89,6 +89,7 @@ class _Sampling(_Request):
     repeat_last_n: int | None = Field(default=None, ge=-1)
     grammar: str | None = None
     ignore_eos: bool | None = None
+    keep_alive: float | str | None = None  # Ollama's keep_alive, honoured here too
 
 
 class ChatCompletionRequest(_Sampling):
@@ -114,3 +115,4 @@ class EmbeddingRequest(_Request):
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(default=None, ge=1)
     user: str | None = None
+    keep_alive: float | str | None = None

@@ -2,7 +2,8 @@
 
 Configuration is strict: an unknown key anywhere is an error that names the key. Field descriptions are the
 documentation: they feed `--help`, `config.example.yaml` (see `somner.config_example`) and the README.
-Nothing is read at import time; `load_settings()` builds a `Settings` when asked.
+Nothing is read at import time; `load_settings()` builds a `Settings` when asked. Sections live in submodules:
+`engine` (worker defaults), `models` (model entries), `types` (durations, names).
 """
 
 from __future__ import annotations
@@ -10,109 +11,34 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, field_validator
+from pydantic import ByteSize, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 from pydantic_settings.sources.utils import parse_env_vars
 
-from somner.durations import format_duration, parse_duration
-from somner.models.names import validate_model_name
+from somner.settings.engine import EngineSettings
+from somner.settings.models import Group, ModelEntry
+from somner.settings.types import Duration, ModelName, Section
 
-Duration = Annotated[
-    float,
-    BeforeValidator(parse_duration),
-    PlainSerializer(format_duration, return_type=str, when_used="json"),
+__all__ = [
+    "ConfigFileError",
+    "Duration",
+    "EngineSettings",
+    "Group",
+    "ModelEntry",
+    "ModelName",
+    "Section",
+    "Settings",
+    "deep_merge",
+    "load_settings",
+    "resolve_data_dir",
+    "resolve_models_dir",
 ]
-"""Seconds; accepts `300`, `300s`, `5m`, `1h`."""
-
-ModelName = Annotated[str, BeforeValidator(validate_model_name)]
 
 ENV_PREFIX = "SOMNER_"
 PLATFORM_VOLUMES = (Path("/runpod-volume"), Path("/workspace"))
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class EngineSettings(_Section):
-    """Defaults for every model served by Somner's own engine worker; a `models:` entry may override each."""
-
-    ctx: int | None = Field(
-        default=None,
-        ge=256,
-        description=(
-            "Context length in tokens that EACH concurrent sequence gets (prompt + output). The KV cache is "
-            "sized ctx x parallel, so raising either raises memory use. Default: the model's training "
-            "context, capped at 4096."
-        ),
-    )
-    parallel: int = Field(
-        default=4,
-        ge=1,
-        le=256,
-        description="Sequences decoded together in one batch (slots); further requests wait in a FIFO queue.",
-    )
-    threads: int | None = Field(
-        default=None,
-        ge=1,
-        description="CPU threads for llama.cpp. Default: the number of CPUs this process may use.",
-    )
-    batch: int = Field(
-        default=512,
-        ge=32,
-        description="Prompt tokens processed per scheduling step (chunked prefill budget).",
-    )
-    gpu_layers: int = Field(
-        default=-1,
-        ge=-1,
-        description="Layers offloaded to the GPU when llama.cpp was built with GPU support; -1 means all.",
-    )
-    cpu_repack: bool = Field(
-        default=False,
-        description=(
-            "Let llama.cpp repack weights for faster CPU matrix kernels. Off by default because results then "
-            "depend on batch composition: with it off, identical requests at temperature 0 give identical text "
-            "however they are batched."
-        ),
-    )
-    ready_timeout: Duration = Field(
-        default=120.0, gt=0, description="How long a starting engine may take to load its model."
-    )
-    stop_timeout: Duration = Field(
-        default=10.0, gt=0, description="Grace period between SIGTERM and SIGKILL when an engine stops."
-    )
-    read_timeout: Duration = Field(
-        default=300.0, gt=0, description="Longest silence tolerated from an engine while it generates."
-    )
-
-
-class ModelEntry(_Section):
-    """A model served under `id`. Unset keys fall back to the `engine:` defaults."""
-
-    id: ModelName = Field(description="The model id clients send (letters, digits, '.', '_', '-', ':').")
-    path: Path = Field(description="GGUF file to serve (may live outside the models directory).")
-    ctx: int | None = Field(default=None, ge=256, description="Per-sequence context; see engine.ctx.")
-    parallel: int | None = Field(default=None, ge=1, le=256, description="Slots; see engine.parallel.")
-    threads: int | None = Field(default=None, ge=1, description="CPU threads; see engine.threads.")
-    batch: int | None = Field(default=None, ge=32, description="Prefill chunk; see engine.batch.")
-    gpu_layers: int | None = Field(default=None, ge=-1, description="GPU layers; see engine.gpu_layers.")
-    template: str | None = Field(
-        default=None,
-        description=(
-            "Chat template: a built-in name (gemma, llama3, chatml, mistral, phi3) or a path to a Jinja file. "
-            "Overrides the template stored in the GGUF."
-        ),
-    )
-
-    @field_validator("template")
-    @classmethod
-    def _template_not_blank(cls, value: str | None) -> str | None:
-        if value is not None and not value.strip():
-            raise ValueError("template must be a built-in name or a file path")
-        return value
 
 
 class Settings(BaseSettings):
@@ -148,17 +74,62 @@ class Settings(BaseSettings):
         default=10 * 1024 * 1024, ge=1024, description="Largest request body accepted (413 above it)."
     )
     engine: EngineSettings = Field(default_factory=EngineSettings, description="Engine defaults.")
-    models: list[ModelEntry] = Field(default_factory=list, description="Models served from explicit paths.")
+    models: list[ModelEntry] = Field(
+        default_factory=list,
+        description="Models beyond the *.gguf files of the models directory, or settings for those.",
+    )
+    # -- the model manager --
+    ttl: Duration = Field(
+        default=300.0,
+        description=(
+            "Unload a model after this long without requests (counted from the end of the last one; a request's "
+            "keep_alive overrides it; negative: never)."
+        ),
+    )
+    preload: list[ModelName] = Field(default_factory=list, description="Models loaded at start.")
+    max_loaded: int | None = Field(default=None, ge=1, description="Most models resident at once (default: no limit).")
+    memory_budget: ByteSize | None = Field(
+        default=None,
+        description=(
+            "Memory all loaded models may use together, e.g. '12GiB' (default: 80% of this machine's memory). "
+            "Least recently used idle models are unloaded to make room."
+        ),
+    )
+    groups: dict[str, Group] = Field(default_factory=dict, description="Swap groups, by name (see models' `group`).")
+    dummy_models: list[ModelName] = Field(
+        default_factory=list,
+        description=(
+            "Names that answer with a real model, for clients that insist on one (e.g. gpt-4o): the most recently "
+            "used loaded model, else the --model one, else the first known model."
+        ),
+    )
+    swap_timeout: Duration = Field(
+        default=120.0, gt=0, description="How long a request waits for room to load its model before a 503."
+    )
+    unload_grace: Duration = Field(
+        default=60.0, gt=0, description="How long an unload waits for requests in flight to finish."
+    )
+    max_pull_bytes: ByteSize = Field(
+        default=ByteSize(256 * 1024**3), description="Largest model file `somner models pull` will download."
+    )
 
     @field_validator("models")
     @classmethod
-    def _unique_ids(cls, entries: list[ModelEntry]) -> list[ModelEntry]:
+    def _unique_names(cls, entries: list[ModelEntry]) -> list[ModelEntry]:
         seen: set[str] = set()
         for entry in entries:
-            if entry.id in seen:
-                raise ValueError(f"model id {entry.id!r} appears twice")
-            seen.add(entry.id)
+            for name in (entry.id, *entry.aliases):
+                if name in seen:
+                    raise ValueError(f"model name {name!r} appears twice")
+                seen.add(name)
         return entries
+
+    @model_validator(mode="after")
+    def _groups_exist(self) -> Settings:
+        for entry in self.models:
+            if entry.group is not None and entry.group not in self.groups:
+                raise ValueError(f"model {entry.id!r} names group {entry.group!r}, which `groups:` does not define")
+        return self
 
     @classmethod
     def settings_customise_sources(

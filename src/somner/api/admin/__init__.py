@@ -1,0 +1,1 @@
+"""Admin API: model lifecycle (load, unload, status) and, later, keys and usage."""

@@ -1,0 +1,89 @@
+"""The `upstream` backend: a remote OpenAI-compatible server (another Somner, vLLM, a hosted API).
+
+Nothing to start or stop but connections. With several base URLs, a request goes to the first that accepts the
+connection (engine pools with balancing and health checks are a later step).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import httpx
+
+from somner.core import ChatRequest, CompletionRequest, EmbeddingRequest, EmbeddingResult
+from somner.errors import EngineFailed
+from somner.models.backends.base import ChunkStream
+from somner.models.backends.openai_http import OpenAIHTTPClient, PassThrough
+from somner.models.registry import ModelSpec
+from somner.settings import EngineSettings
+
+T = TypeVar("T")
+
+
+class UpstreamBackend:
+    def __init__(self, spec: ModelSpec, settings: EngineSettings) -> None:
+        self.spec = spec
+        self.settings = settings
+        self._clients: list[OpenAIHTTPClient] = []
+        self._stopped = asyncio.Event()
+
+    @property
+    def alive(self) -> bool:
+        return bool(self._clients) and not self._stopped.is_set()
+
+    async def start(self) -> None:
+        headers = {}
+        if self.spec.entry.api_key is not None:
+            headers["authorization"] = f"Bearer {self.spec.entry.api_key.get_secret_value()}"
+        timeout = httpx.Timeout(connect=10.0, read=self.settings.read_timeout, write=30.0, pool=30.0)
+        model_name = self.spec.entry.upstream_model or self.spec.id
+        for url in self.spec.entry.urls:
+            base = url if url.endswith("/v1") else f"{url}/v1"
+            client = httpx.AsyncClient(
+                base_url=base.removesuffix("/v1"),
+                headers=headers,
+                timeout=timeout,
+                limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
+            )
+            self._clients.append(
+                OpenAIHTTPClient(client, label=f"the upstream for {self.spec.id}", model_name=model_name)
+            )
+        self._stopped.clear()
+
+    async def stop(self) -> None:
+        self._stopped.set()
+        clients, self._clients = self._clients, []
+        for client in clients:
+            await client.aclose()
+
+    async def wait_exit(self) -> int | None:
+        await self._stopped.wait()
+        return None
+
+    async def _first(self, call: Callable[[OpenAIHTTPClient], Awaitable[T]]) -> T:
+        last: EngineFailed | None = None
+        for client in self._clients:
+            try:
+                return await call(client)
+            except EngineFailed as exc:
+                if exc.code != "engine_unreachable":
+                    raise
+                last = exc
+        raise last or EngineFailed(f"no upstream is configured for {self.spec.id}")
+
+    async def chat(self, request: ChatRequest) -> ChunkStream:
+        return await self._first(lambda c: c.chat(request))
+
+    async def complete(self, request: CompletionRequest) -> ChunkStream:
+        return await self._first(lambda c: c.complete(request))
+
+    async def embed(self, request: EmbeddingRequest) -> EmbeddingResult:
+        return await self._first(lambda c: c.embed(request))
+
+    async def chat_events(self, request: ChatRequest) -> PassThrough:
+        return await self._first(lambda c: c.chat_events(request))
+
+    async def complete_events(self, request: CompletionRequest) -> PassThrough:
+        return await self._first(lambda c: c.complete_events(request))

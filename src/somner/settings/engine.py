@@ -1,0 +1,59 @@
+"""`engine:` defaults for every model served by Somner's own worker."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from somner.settings.types import Duration, Section
+
+
+class EngineSettings(Section):
+    """Defaults for every model served by Somner's own engine worker; a `models:` entry may override each."""
+
+    ctx: int | None = Field(
+        default=None,
+        ge=256,
+        description=(
+            "Context length in tokens that EACH concurrent sequence gets (prompt + output). The KV cache is "
+            "sized ctx x parallel, so raising either raises memory use. Default: the model's training "
+            "context, capped at 4096."
+        ),
+    )
+    parallel: int = Field(
+        default=4,
+        ge=1,
+        le=256,
+        description="Sequences decoded together in one batch (slots); further requests wait in a FIFO queue.",
+    )
+    threads: int | None = Field(
+        default=None,
+        ge=1,
+        description="CPU threads for llama.cpp. Default: the number of CPUs this process may use.",
+    )
+    batch: int = Field(
+        default=512,
+        ge=32,
+        description="Prompt tokens processed per scheduling step (chunked prefill budget).",
+    )
+    gpu_layers: int = Field(
+        default=-1,
+        ge=-1,
+        description="Layers offloaded to the GPU when llama.cpp was built with GPU support; -1 means all.",
+    )
+    cpu_repack: bool = Field(
+        default=False,
+        description=(
+            "Let llama.cpp repack weights for faster CPU matrix kernels. Off by default because results then "
+            "depend on batch composition: with it off, identical requests at temperature 0 give identical text "
+            "however they are batched."
+        ),
+    )
+    ready_timeout: Duration = Field(
+        default=120.0, gt=0, description="How long a starting engine may take to load its model."
+    )
+    stop_timeout: Duration = Field(
+        default=10.0, gt=0, description="Grace period between SIGTERM and SIGKILL when an engine stops."
+    )
+    read_timeout: Duration = Field(
+        default=300.0, gt=0, description="Longest silence tolerated from an engine while it generates."
+    )

@@ -1,0 +1,170 @@
+"""`models:` entries: one model each, with its backend, tuning, lifecycle and request defaults.
+
+An entry can also live in its own file, `<models_dir>/<id>.yaml` (the same keys, `id` optional), which is merged
+over the entry of the same id in the main configuration: one place to tune one model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BeforeValidator, ByteSize, Field, SecretStr, field_validator
+
+from somner.settings.types import Duration, ModelName, Section
+
+BackendKind = Literal["worker", "process", "upstream"]
+
+_CACHE_TYPES = {"f16": "f16", "fp16": "f16", "q8_0": "q8_0", "q8": "q8_0", "q4_0": "q4_0", "q4": "q4_0"}
+
+
+def _cache_type(value: object) -> object:
+    if isinstance(value, str) and value.lower() in _CACHE_TYPES:
+        return _CACHE_TYPES[value.lower()]
+    return value
+
+
+CacheType = Annotated[Literal["f16", "q8_0", "q4_0"], BeforeValidator(_cache_type)]
+
+
+class Lora(Section):
+    path: Path = Field(description="LoRA adapter (GGUF).")
+    scale: float = Field(default=1.0, description="Strength of the adapter.")
+
+
+class ModelDefaults(Section):
+    """Request values used when a request leaves them out (in every API dialect)."""
+
+    system: str | None = Field(
+        default=None,
+        description=(
+            "System prompt added when a chat has none. {now} and {date} are replaced by the current time "
+            "(ISO 8601) and date when the request arrives."
+        ),
+    )
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0, description="Sampling temperature.")
+    top_p: float | None = Field(default=None, ge=0.0, le=1.0, description="Nucleus sampling.")
+    top_k: int | None = Field(default=None, ge=0, description="Top-k sampling (0: off).")
+    min_p: float | None = Field(default=None, ge=0.0, le=1.0, description="Min-p sampling.")
+    typical_p: float | None = Field(default=None, gt=0.0, le=1.0, description="Typical sampling.")
+    repeat_penalty: float | None = Field(default=None, gt=0.0, description="Repetition penalty.")
+    presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0, description="Presence penalty.")
+    frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0, description="Frequency penalty.")
+    max_tokens: int | None = Field(default=None, ge=1, description="Output limit.")
+    stop: list[str] | None = Field(default=None, description="Stop strings.")
+
+
+class ModelEntry(Section):
+    """A model served under `id`. Unset keys fall back to the `engine:` and top-level defaults."""
+
+    id: ModelName = Field(description="The model id clients send (letters, digits, '.', '_', '-', ':').")
+    backend: BackendKind | None = Field(
+        default=None,
+        description=(
+            "worker (Somner's engine, for a GGUF `path`), process (any engine started from `command`), or "
+            "upstream (a remote OpenAI-compatible server at `urls`). Default: inferred from the keys given."
+        ),
+    )
+    path: Path | None = Field(default=None, description="GGUF file (may live outside the models directory).")
+    aliases: list[ModelName] = Field(default_factory=list, description="Other names that reach this model.")
+    # -- engine tuning (worker backend) --
+    ctx: int | None = Field(default=None, ge=256, description="Per-sequence context; see engine.ctx.")
+    parallel: int | None = Field(default=None, ge=1, le=256, description="Slots; see engine.parallel.")
+    threads: int | None = Field(default=None, ge=1, description="CPU threads; see engine.threads.")
+    batch: int | None = Field(default=None, ge=32, description="Prefill chunk; see engine.batch.")
+    gpu_layers: int | None = Field(default=None, ge=-1, description="GPU layers; see engine.gpu_layers.")
+    cache_type: CacheType | None = Field(
+        default=None, description="KV cache precision: f16, q8_0 or q4_0 (TabbyAPI's FP16/Q8/Q4 accepted)."
+    )
+    rope_scale: float | None = Field(default=None, gt=0, description="RoPE frequency scale (context extension).")
+    rope_base: float | None = Field(default=None, gt=0, description="RoPE frequency base.")
+    tensor_split: list[float] | None = Field(default=None, description="Share of the model per GPU.")
+    loras: list[Lora] = Field(default_factory=list, description="LoRA adapters applied to every request.")
+    embeddings: bool | None = Field(
+        default=None,
+        description="true: an embedding model (no text generation); false: no embeddings. Default: both.",
+    )
+    template: str | None = Field(
+        default=None,
+        description=(
+            "Chat template: a built-in name (gemma, llama3, chatml, mistral, phi3) or a path to a Jinja file. "
+            "Overrides the template stored in the GGUF."
+        ),
+    )
+    # -- lifecycle --
+    ttl: Duration | None = Field(
+        default=None, description="Unload after this long without requests (overrides the top-level ttl)."
+    )
+    pinned: bool = Field(default=False, description="Never unloaded for idleness or to make room.")
+    group: str | None = Field(default=None, description="Swap group (see `groups:`).")
+    memory: ByteSize | None = Field(
+        default=None,
+        description="Memory this model needs once loaded (default: estimated from the GGUF; process backends "
+        "without a GGUF count as 0).",
+    )
+    defaults: ModelDefaults | None = Field(default=None, description="Request defaults for this model.")
+    # -- process backend --
+    command: list[str] | str | None = Field(
+        default=None,
+        description=(
+            "Engine command line (process backend); {port}, {model_path} and {model_id} are filled in. A string "
+            "is split like a shell would."
+        ),
+    )
+    health_url: str = Field(
+        default="http://127.0.0.1:{port}/health", description="Polled until the process backend answers 200."
+    )
+    ready_timeout: Duration | None = Field(default=None, gt=0, description="See engine.ready_timeout.")
+    env: dict[str, str] = Field(default_factory=dict, description="Extra environment for the process backend.")
+    # -- upstream backend --
+    urls: list[str] = Field(default_factory=list, description="Base URLs of a remote OpenAI-compatible server.")
+    api_key: SecretStr | None = Field(default=None, description="Sent upstream as a bearer token.")
+    upstream_model: str | None = Field(default=None, description="The model name upstream (default: `id`).")
+
+    @field_validator("template")
+    @classmethod
+    def _template_not_blank(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("template must be a built-in name or a file path")
+        return value
+
+    @field_validator("urls")
+    @classmethod
+    def _http_urls(cls, urls: list[str]) -> list[str]:
+        for url in urls:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"{url!r} is not an http(s) URL")
+        return [url.rstrip("/") for url in urls]
+
+    @property
+    def kind(self) -> BackendKind:
+        if self.backend is not None:
+            return self.backend
+        if self.urls:
+            return "upstream"
+        if self.command:
+            return "process"
+        return "worker"
+
+    def missing(self) -> str | None:
+        """What the backend lacks to serve this model, if anything (checked once all sources are merged: a
+        `models:` entry may tune a GGUF of the models directory without repeating its path)."""
+        kind = self.kind
+        if kind == "worker" and self.path is None:
+            return f"model {self.id!r}: the worker backend needs `path` (or give `command` or `urls`)"
+        if kind == "process" and not self.command:
+            return f"model {self.id!r}: the process backend needs `command`"
+        if kind == "upstream" and not self.urls:
+            return f"model {self.id!r}: the upstream backend needs `urls`"
+        return None
+
+
+class Group(Section):
+    exclusive: bool = Field(
+        default=True, description="Loading one member unloads the others (they never share the machine)."
+    )
+
+
+def entry_data(raw: dict[str, Any], model_id: str) -> dict[str, Any]:
+    """A per-model file's mapping, with its id taken from the file name when absent."""
+    return {"id": model_id, **raw}

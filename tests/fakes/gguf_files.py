@@ -1,0 +1,25 @@
+"""Small, valid GGUF files made in the test (F32 tensors), for the reader and for pulls."""
+
+from __future__ import annotations
+
+import struct
+
+
+def _string(value: str) -> bytes:
+    raw = value.encode()
+    return struct.pack("<Q", len(raw)) + raw
+
+
+def make_gguf(tensor_elements: list[int], *, architecture: str = "llama", alignment: int = 32) -> bytes:
+    """A GGUF v3 file with one F32 tensor per entry of `tensor_elements`, its data zeroed."""
+    kv = _string("general.architecture") + struct.pack("<I", 8) + _string(architecture)
+    header = b"GGUF" + struct.pack("<IQQ", 3, len(tensor_elements), 1) + kv
+    infos = b""
+    offset = 0
+    for i, elements in enumerate(tensor_elements):
+        infos += _string(f"t{i}") + struct.pack("<I", 1) + struct.pack("<Q", elements) + struct.pack("<I", 0)
+        infos += struct.pack("<Q", offset)
+        offset += -(-(elements * 4) // alignment) * alignment
+    body = header + infos
+    body += b"\0" * (-len(body) % alignment)
+    return body + b"\0" * offset
