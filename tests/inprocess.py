@@ -15,8 +15,8 @@ from tests.servers import free_port
 
 
 class ThreadedGateway:
-    def __init__(self, settings: Settings) -> None:
-        self.app = create_app(settings)
+    def __init__(self, settings: Settings, services: Services | None = None) -> None:
+        self.app = create_app(settings, services=services)
         self.services: Services = self.app.state.services
         self.port = free_port()
         self.server = Server(server_config(self.app, host="127.0.0.1", port=self.port, timeout_graceful_shutdown=5))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from somner.models.eviction import Newcomer, Resident, plan
+from somner.models.eviction import Decision, Newcomer, Resident, plan
 
 GIB = 1024**3
 
@@ -26,7 +26,7 @@ def decide(
     budget: float = 10,
     max_loaded: int | None = None,
     exclusive: frozenset[str] = frozenset(),
-):  # type: ignore[no-untyped-def]
+) -> Decision:
     return plan(residents, newcomer, budget=int(budget * GIB), max_loaded=max_loaded, exclusive_groups=exclusive)
 
 

@@ -12,10 +12,14 @@ from somner.errors import ModelLoadFailed, ModelNotFound, Unavailable
 from somner.models.manager import FOREVER, ModelManager, ModelState, Policy, retry_delay
 from somner.models.registry import ModelRegistry
 from somner.settings import ModelEntry, Settings
-from tests.fakes.backends import FakeFarm
+from tests.fakes.backends import FakeBackend, FakeFarm
 
 pytestmark = pytest.mark.anyio
 GIB = 1024**3
+
+
+def stopped(backend: FakeBackend) -> bool:
+    return backend.stopped  # a call, so that type narrowing does not outlive an await
 
 
 class Clock:
@@ -43,7 +47,7 @@ def make_manager(
     return ModelManager(
         registry,
         farm.factory,
-        policy=policy or Policy(),
+        policy=policy or Policy(min_residency=0),
         estimate=lambda spec: (sizes or {}).get(spec.id, 0),
         clock=clock or Clock(),
     )
@@ -127,14 +131,14 @@ async def test_crashed_backend_is_replaced_on_next_request(tmp_path: Path) -> No
 async def test_ttl_keep_alive_and_forever(tmp_path: Path) -> None:
     clock = Clock()
     farm = FakeFarm()
-    manager = make_manager(tmp_path, farm, clock, policy=Policy(ttl=300))
+    manager = make_manager(tmp_path, farm, clock, policy=Policy(min_residency=0, ttl=300))
     (await manager.acquire("alpha")).release()  # the default ttl
     clock.now += 299
     assert await manager.reap() == []
     clock.now += 2
     assert await manager.reap() == ["alpha"]
     assert manager.state("alpha") is ModelState.UNLOADED
-    assert farm.backends[0].stopped
+    assert stopped(farm.backends[0])
     (await manager.acquire("alpha")).release(keep_alive=0)  # unload as soon as the request ends
     assert await manager.reap() == ["alpha"]
     (await manager.acquire("alpha")).release(keep_alive=-1)  # never
@@ -148,7 +152,7 @@ async def test_ttl_keep_alive_and_forever(tmp_path: Path) -> None:
 
 async def test_no_expiry_while_a_request_is_in_flight(tmp_path: Path) -> None:
     clock = Clock()
-    manager = make_manager(tmp_path, FakeFarm(), clock, policy=Policy(ttl=2))
+    manager = make_manager(tmp_path, FakeFarm(), clock, policy=Policy(min_residency=0, ttl=2))
     first = await manager.acquire("alpha")
     (await manager.acquire("alpha")).release(keep_alive=0)
     clock.now += 100
@@ -164,7 +168,9 @@ async def test_per_model_ttl_and_pinned(tmp_path: Path) -> None:
         ModelEntry(id="alpha", path=tmp_path / "alpha.gguf", ttl=10),
         ModelEntry(id="beta", path=tmp_path / "beta.gguf", pinned=True),
     ]
-    manager = make_manager(tmp_path, FakeFarm(), clock, policy=Policy(ttl=1000, max_loaded=1), entries=entries)
+    manager = make_manager(
+        tmp_path, FakeFarm(), clock, policy=Policy(min_residency=0, ttl=1000, max_loaded=1), entries=entries
+    )
     (await manager.acquire("alpha")).release()
     clock.now += 11
     assert await manager.reap() == ["alpha"]
@@ -172,14 +178,14 @@ async def test_per_model_ttl_and_pinned(tmp_path: Path) -> None:
     clock.now += 10**6
     assert await manager.reap() == []
     with pytest.raises(Unavailable):  # pinned beta fills max_loaded=1 and is never evicted
-        manager.policy = Policy(max_loaded=1, swap_timeout=0.1)
+        manager.policy = Policy(min_residency=0, max_loaded=1, swap_timeout=0.1)
         await manager.acquire("alpha")
 
 
 async def test_max_loaded_evicts_the_least_recently_used_idle_model(tmp_path: Path) -> None:
     clock = Clock()
     farm = FakeFarm()
-    manager = make_manager(tmp_path, farm, clock, policy=Policy(max_loaded=2), names=("a", "b", "c"))
+    manager = make_manager(tmp_path, farm, clock, policy=Policy(min_residency=0, max_loaded=2), names=("a", "b", "c"))
     for name in ("a", "b"):
         clock.now += 1
         (await manager.acquire(name)).release()
@@ -191,7 +197,11 @@ async def test_max_loaded_evicts_the_least_recently_used_idle_model(tmp_path: Pa
 async def test_memory_budget_and_too_large(tmp_path: Path) -> None:
     sizes = {"alpha": 6 * GIB, "beta": 5 * GIB, "huge": 20 * GIB}
     manager = make_manager(
-        tmp_path, FakeFarm(), policy=Policy(budget=10 * GIB), sizes=sizes, names=("alpha", "beta", "huge")
+        tmp_path,
+        FakeFarm(),
+        policy=Policy(min_residency=0, budget=10 * GIB),
+        sizes=sizes,
+        names=("alpha", "beta", "huge"),
     )
     (await manager.acquire("alpha")).release()
     (await manager.acquire("beta")).release()
@@ -202,7 +212,7 @@ async def test_memory_budget_and_too_large(tmp_path: Path) -> None:
 
 async def test_a_busy_model_is_drained_for_a_swap_and_its_new_requests_wait(tmp_path: Path) -> None:
     farm = FakeFarm()
-    manager = make_manager(tmp_path, farm, policy=Policy(max_loaded=1, swap_timeout=5))
+    manager = make_manager(tmp_path, farm, policy=Policy(min_residency=0, max_loaded=1, swap_timeout=5))
     busy = await manager.acquire("alpha")
     beta = asyncio.create_task(manager.acquire("beta"))
     await asyncio.sleep(0.05)
@@ -210,11 +220,11 @@ async def test_a_busy_model_is_drained_for_a_swap_and_its_new_requests_wait(tmp_
     alpha_again = asyncio.create_task(manager.acquire("alpha"))
     await asyncio.sleep(0.05)
     assert not alpha_again.done()  # a new alpha request waits instead of joining the drain
-    assert not farm.backends[0].stopped
+    assert not stopped(farm.backends[0])
     busy.release()
     beta_lease = await beta
     assert manager.state("beta") is ModelState.LOADED
-    assert farm.backends[0].stopped
+    assert stopped(farm.backends[0])
     assert not alpha_again.done()  # now beta is busy; alpha waits for its turn
     beta_lease.release()
     (await alpha_again).release()
@@ -224,7 +234,9 @@ async def test_a_busy_model_is_drained_for_a_swap_and_its_new_requests_wait(tmp_
 
 async def test_swap_times_out_with_retry_after(tmp_path: Path) -> None:
     entries = [ModelEntry(id="alpha", path=tmp_path / "alpha.gguf", pinned=True)]
-    manager = make_manager(tmp_path, FakeFarm(), policy=Policy(max_loaded=1, swap_timeout=0.2), entries=entries)
+    manager = make_manager(
+        tmp_path, FakeFarm(), policy=Policy(min_residency=0, max_loaded=1, swap_timeout=0.2), entries=entries
+    )
     (await manager.acquire("alpha")).release()
     with pytest.raises(Unavailable) as info:
         await manager.acquire("beta")
@@ -236,7 +248,7 @@ async def test_exclusive_group_swaps_members(tmp_path: Path) -> None:
     manager = make_manager(
         tmp_path,
         FakeFarm(),
-        policy=Policy(exclusive_groups=frozenset({"gpu"})),
+        policy=Policy(min_residency=0, exclusive_groups=frozenset({"gpu"})),
         entries=entries,
         names=("alpha", "beta", "free"),
     )
@@ -254,7 +266,7 @@ async def test_aliases_and_dummy_names(tmp_path: Path) -> None:
     entries = [ModelEntry(id="alpha", path=tmp_path / "alpha.gguf", aliases=["a1"])]
     clock = Clock()
     manager = make_manager(
-        tmp_path, FakeFarm(), clock, policy=Policy(dummy_names=frozenset({"gpt-4o"})), entries=entries
+        tmp_path, FakeFarm(), clock, policy=Policy(min_residency=0, dummy_names=frozenset({"gpt-4o"})), entries=entries
     )
     lease = await manager.acquire("a1")
     assert lease.model_id == "alpha"
@@ -269,14 +281,14 @@ async def test_aliases_and_dummy_names(tmp_path: Path) -> None:
 
 async def test_unload_waits_for_requests_in_flight(tmp_path: Path) -> None:
     farm = FakeFarm()
-    manager = make_manager(tmp_path, farm, policy=Policy(unload_grace=5))
+    manager = make_manager(tmp_path, farm, policy=Policy(min_residency=0, unload_grace=5))
     lease = await manager.acquire("alpha")
     unloading = asyncio.create_task(manager.unload("alpha"))
     await asyncio.sleep(0.05)
-    assert not unloading.done() and not farm.backends[0].stopped
+    assert not unloading.done() and not stopped(farm.backends[0])
     lease.release()
     await unloading
-    assert farm.backends[0].stopped
+    assert stopped(farm.backends[0])
     assert manager.state("alpha") is ModelState.UNLOADED
 
 
@@ -288,7 +300,7 @@ async def test_unload_and_shutdown_stop_backends(tmp_path: Path) -> None:
     await manager.unload("alpha")
     assert manager.state("alpha") is ModelState.UNLOADED
     await manager.shutdown()
-    assert farm.backends[1].stopped
+    assert stopped(farm.backends[1])
     with pytest.raises(Unavailable):
         await manager.acquire("alpha")
 
@@ -298,3 +310,42 @@ async def test_illegal_transition_is_a_bug(tmp_path: Path) -> None:
     record = manager._record("alpha")
     with pytest.raises(RuntimeError, match="illegal"):
         manager._transition(record, ModelState.LOADED)
+
+
+async def test_alternating_demand_for_two_models_never_fails_or_livelocks(tmp_path: Path) -> None:
+    import time
+
+    farm = FakeFarm(start_delay=0.01)
+    manager = make_manager(
+        tmp_path,
+        farm,
+        policy=Policy(max_loaded=1, swap_timeout=10, min_residency=0.02),
+        clock=time.monotonic,  # type: ignore[arg-type]
+    )
+    served: list[str] = []
+
+    async def client(index: int) -> None:
+        for turn in range(10):
+            name = "alpha" if (index + turn) % 2 else "beta"
+            lease = await manager.acquire(name)
+            assert manager.state(name) is ModelState.LOADED
+            await asyncio.sleep(0.005)
+            served.append(lease.model_id)
+            lease.release()
+
+    await asyncio.wait_for(asyncio.gather(*(client(i) for i in range(8))), 30)
+    assert len(served) == 80
+    assert farm.starts >= 3  # they really swapped
+    assert sum(1 for b in farm.backends if not b.stopped) <= 1
+
+
+async def test_a_freshly_loaded_model_is_not_evicted_at_once(tmp_path: Path) -> None:
+    clock = Clock()
+    farm = FakeFarm()
+    manager = make_manager(tmp_path, farm, clock, policy=Policy(max_loaded=1, min_residency=5, swap_timeout=0.3))
+    (await manager.acquire("alpha")).release()
+    with pytest.raises(Unavailable):
+        await manager.acquire("beta")  # alpha was loaded a moment ago
+    clock.now += 6
+    (await manager.acquire("beta")).release()
+    assert manager.state("alpha") is ModelState.UNLOADED

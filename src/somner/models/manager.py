@@ -75,6 +75,7 @@ class Policy:
     swap_timeout: float = 120.0
     unload_grace: float = 60.0
     dummy_names: frozenset[str] = frozenset()
+    min_residency: float = 1.0  # seconds a freshly loaded model is safe from eviction
 
 
 @dataclass
@@ -355,8 +356,10 @@ class ModelManager:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         raise self._no_room(record, decision.reason)
+                    # Re-plan when woken (a request ended, a model left) and at least every min_residency.
+                    step = min(remaining, max(0.05, self.policy.min_residency))
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._room.wait(), remaining)
+                        await asyncio.wait_for(self._room.wait(), step)
                     continue
             results = await asyncio.gather(
                 *(self._drain_and_unload(victim, deadline) for victim in victims), return_exceptions=True
@@ -371,13 +374,18 @@ class ModelManager:
         )
 
     def _residents(self) -> list[Resident]:
+        now = self._clock()
         return [
             Resident(
                 id=r.spec.id,
                 bytes=r.memory,
                 in_flight=r.in_flight,
                 last_used=r.last_used,
-                pinned=r.spec.entry.pinned,
+                # A model still loading, or loaded a moment ago, is not evicted yet: the requests that waited
+                # for it get served first (otherwise two models in demand could evict each other forever).
+                pinned=r.spec.entry.pinned
+                or r.state is ModelState.LOADING
+                or (r.loaded_at is not None and now - r.loaded_at < self.policy.min_residency),
                 group=r.spec.entry.group,
                 leaving=r.leaving or r.state is ModelState.UNLOADING,
             )
@@ -387,6 +395,7 @@ class ModelManager:
 
     @staticmethod
     def _begin_leaving(record: ManagedModel) -> None:
+        log.debug("model %s: leaving (%d in flight)", record.spec.id, record.in_flight)
         record.leaving = True
         record.gone.clear()
 
