@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from somner.models.default_model import ensure_default_model
+from tests.pg import PostgresCluster
 from tests.servers import ServeProcess, start_serve
 
 
@@ -54,3 +55,23 @@ def serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresCluster]:
+    """One PostgreSQL cluster for the session; each test that wants one gets its own database in it."""
+    cluster = PostgresCluster()
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.remove()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest) -> str | None:
+    """Each test of the gateway area runs on SQLite (the default, None here) and on PostgreSQL."""
+    if request.param == "sqlite":
+        return None
+    cluster: PostgresCluster = request.getfixturevalue("postgres")
+    return cluster.create_database()

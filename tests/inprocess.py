@@ -13,6 +13,9 @@ from somner.services import Services
 from somner.settings import Settings
 from tests.servers import free_port
 
+NO_AUTH = {"enabled": False}
+"""Settings for tests that are not about keys: the gateway listens on loopback only, so auth may be off."""
+
 
 class ThreadedGateway:
     def __init__(self, settings: Settings, services: Services | None = None) -> None:

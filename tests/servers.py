@@ -13,6 +13,8 @@ from pathlib import Path
 
 import httpx
 
+ADMIN_KEY = "sk-somner-serve-fixture-admin-key-000000000000000000"
+
 
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -31,6 +33,10 @@ class ServeProcess:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"authorization": f"Bearer {ADMIN_KEY}"}
 
     def log(self) -> str:
         return self.log_path.read_text(encoding="utf-8", errors="replace")
@@ -58,6 +64,7 @@ def start_serve(
     log_path = data_dir / "serve.log"
     data_dir.mkdir(parents=True, exist_ok=True)
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("SOMNER_")}
+    full_env["SOMNER_ADMIN_KEY"] = ADMIN_KEY
     full_env.update(env or {})
     with log_path.open("wb") as log:
         process = subprocess.Popen(
@@ -73,7 +80,7 @@ def start_serve(
             if process.poll() is not None:
                 raise RuntimeError(f"somner serve exited with {process.returncode}:\n{server.log()}")
             try:
-                if httpx.get(f"{server.url}/v1/models", timeout=2).status_code == 200:
+                if httpx.get(f"{server.url}/ready", timeout=2).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass

@@ -1,5 +1,5 @@
 """`create_app(settings)`: the gateway as an ASGI app. Nothing happens at import; the lifespan starts and
-stops the services (and with them every engine process)."""
+stops the services (the database, the usage writer, every engine process)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,14 @@ from collections.abc import AsyncIterator
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 
+from somner.api import health
 from somner.api.admin import routes as admin_routes
+from somner.api.dialects import renderer_for
+from somner.api.guard import GuardMiddleware
 from somner.api.middleware import RequestIdMiddleware
 from somner.api.openai import routes as openai_routes
 from somner.errors import MethodNotAllowed, NotFound
@@ -22,9 +26,10 @@ from somner.settings import Settings
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     status = exc.status_code if isinstance(exc, HTTPException) else 500
+    render = renderer_for(request.url.path)
     if status == 405:
-        return openai_routes.render(MethodNotAllowed(f"Method {request.method} is not allowed on {request.url.path}"))
-    return openai_routes.render(NotFound(f"No such endpoint: {request.method} {request.url.path}"))
+        return render(MethodNotAllowed(f"Method {request.method} is not allowed on {request.url.path}"))
+    return render(NotFound(f"No such endpoint: {request.method} {request.url.path}"))
 
 
 def create_app(settings: Settings, *, services: Services | None = None) -> Starlette:
@@ -38,9 +43,22 @@ def create_app(settings: Settings, *, services: Services | None = None) -> Starl
         finally:
             await services.stop()
 
+    middleware = [Middleware(RequestIdMiddleware)]
+    if settings.auth.cors_origins:
+        origins = settings.auth.cors_origins
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=origins,
+                allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+                allow_headers=["authorization", "content-type", "x-api-key", "x-request-id", "x-somner-keep-alive"],
+                allow_credentials="*" not in origins,  # never a wildcard with credentials
+            )
+        )
+    middleware.append(Middleware(GuardMiddleware, settings=settings, auth=services.auth))
     app = Starlette(
-        routes=[*openai_routes.routes(), *admin_routes.routes()],
-        middleware=[Middleware(RequestIdMiddleware)],
+        routes=[*health.routes(), *openai_routes.routes(), *admin_routes.routes()],
+        middleware=middleware,
         exception_handlers={404: _http_error, 405: _http_error},
         lifespan=lifespan,
     )

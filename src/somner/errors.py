@@ -45,6 +45,36 @@ class ContextLengthExceeded(BadRequest):
     code = "context_length_exceeded"
 
 
+class Unauthorized(SomnerError):
+    """No key, or a key that is not (or no longer) valid."""
+
+    status = 401
+    code = "invalid_api_key"
+    kind = "authentication_error"
+
+
+class Forbidden(SomnerError):
+    """A valid key without the right to do this."""
+
+    status = 403
+    code = "permission_denied"
+    kind = "permission_error"
+
+
+class RateLimited(SomnerError):
+    """Over a rate limit or quota; `Retry-After` says when the request would be accepted."""
+
+    status = 429
+    code = "rate_limit_exceeded"
+    kind = "rate_limit_error"
+
+
+class HeadersTooLarge(SomnerError):
+    status = 431
+    code = "request_headers_too_large"
+    kind = "invalid_request_error"
+
+
 class PayloadTooLarge(SomnerError):
     status = 413
     code = "request_too_large"
@@ -90,6 +120,9 @@ class Unavailable(SomnerError):
 
 _BY_STATUS: dict[int, type[SomnerError]] = {
     400: BadRequest,
+    401: Unauthorized,
+    403: Forbidden,
+    429: RateLimited,
     404: NotFound,
     405: MethodNotAllowed,
     413: PayloadTooLarge,

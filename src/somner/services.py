@@ -5,14 +5,24 @@ There are no module-level singletons: tests build their own `Services` (or a who
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 import logging
+import os
 import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pydantic import SecretStr
+
+from somner.gateway.admission import Gateway
+from somner.gateway.auth import Authenticator
+from somner.gateway.bootstrap import ensure_admin_key
+from somner.gateway.queue import FairQueue
+from somner.gateway.ratelimit import RateLimiter
+from somner.gateway.usage import UsageRecorder
 from somner.models.backends.base import Backend
 from somner.models.backends.process import ProcessBackend
 from somner.models.backends.upstream import UpstreamBackend
@@ -21,6 +31,9 @@ from somner.models.manager import BackendFactory, ModelManager, Policy
 from somner.models.memory import default_budget, estimate_bytes
 from somner.models.registry import ModelRegistry, ModelSpec
 from somner.settings import Settings, resolve_data_dir, resolve_models_dir
+from somner.store.db import Database, sqlite_url
+from somner.store.keys import KeyStore
+from somner.store.usage import UsageStore
 
 log = logging.getLogger(__name__)
 
@@ -74,9 +87,26 @@ class Services:
     paths: Paths
     registry: ModelRegistry
     manager: ModelManager
+    db: Database
+    keys: KeyStore
+    usage: UsageStore
+    recorder: UsageRecorder
+    gateway: Gateway
+    auth: Authenticator
     started_at: float = field(default_factory=time.time)
 
     async def start(self) -> None:
+        await self.db.migrate()
+        if self.settings.auth.enabled:
+            given = self.settings.auth.admin_key or _env_secret("SOMNER_ADMIN_KEY")
+            await ensure_admin_key(self.keys, self.paths.data_dir, given.get_secret_value() if given else None)
+        midnight = dt.datetime.now(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        now = time.time()
+        for key_id, tokens in (await self.usage.tokens_since(midnight)).items():
+            self.gateway.limiter.seed_daily(key_id, tokens, now)
+        if self.settings.log_requests:
+            await self.usage.forget_texts(dt.datetime.now(dt.UTC) - dt.timedelta(days=self.settings.log_retention_days))
+        await self.recorder.start()
         preload = list(self.settings.preload)
         if self.registry.default_id is not None:
             preload.append(self.registry.default_id)
@@ -84,7 +114,20 @@ class Services:
 
     async def stop(self) -> None:
         await self.manager.shutdown()
+        await self.recorder.stop()
+        await self.db.close()
         shutil.rmtree(self.paths.run_dir, ignore_errors=True)
+
+
+def _env_secret(name: str) -> SecretStr | None:
+    value = os.environ.get(name)
+    return SecretStr(value) if value else None
+
+
+def database_url(settings: Settings, paths: Paths) -> str:
+    if settings.database.url is not None:
+        return settings.database.url.get_secret_value()
+    return sqlite_url(paths.data_dir / "somner.db")
 
 
 def build_services(settings: Settings, factory: BackendFactory | None = None) -> Services:
@@ -103,4 +146,27 @@ def build_services(settings: Settings, factory: BackendFactory | None = None) ->
         policy=policy_for(settings),
         estimate=estimate_bytes,
     )
-    return Services(settings=settings, paths=paths, registry=registry, manager=manager)
+    db = Database(database_url(settings, paths))
+    keys = KeyStore(db)
+    usage = UsageStore(db)
+    recorder = UsageRecorder(usage, paths.data_dir / "usage-spool.jsonl", settings.database.batch_interval)
+    limits = settings.limits
+    gateway = Gateway(
+        limits,
+        RateLimiter(),
+        FairQueue(limits.max_concurrent, limits.max_queue, limits.queue_timeout),
+        recorder,
+        log_requests=settings.log_requests,
+    )
+    return Services(
+        settings=settings,
+        paths=paths,
+        registry=registry,
+        manager=manager,
+        db=db,
+        keys=keys,
+        usage=usage,
+        recorder=recorder,
+        gateway=gateway,
+        auth=Authenticator(keys, settings.auth.cache_ttl),
+    )

@@ -13,7 +13,7 @@ import openai
 import orjson
 import pytest
 
-from tests.servers import ServeProcess
+from tests.servers import ADMIN_KEY, ServeProcess
 
 pytestmark = pytest.mark.integration
 
@@ -22,16 +22,17 @@ MODEL = "gemma-3-270m-q4_k_m"
 
 @pytest.fixture(scope="module")
 def client(serve: ServeProcess) -> Iterator[openai.OpenAI]:
-    with openai.OpenAI(base_url=f"{serve.url}/v1", api_key="not-needed-yet", max_retries=0) as sdk:
+    with openai.OpenAI(base_url=f"{serve.url}/v1", api_key=ADMIN_KEY, max_retries=0) as sdk:
         yield sdk
 
 
 def test_default_model_was_provisioned_and_curl_works(serve: ServeProcess) -> None:
     assert (serve.data_dir / "models" / f"{MODEL}.gguf").is_file()
-    model_id = httpx.get(f"{serve.url}/v1/models").json()["data"][0]["id"]
+    model_id = httpx.get(f"{serve.url}/v1/models", headers=serve.headers).json()["data"][0]["id"]
     response = httpx.post(
         f"{serve.url}/v1/chat/completions",
         json={"model": model_id, "messages": [{"role": "user", "content": "Hello!"}], "max_tokens": 8},
+        headers=serve.headers,
         timeout=60,
     )
     assert response.status_code == 200
@@ -210,6 +211,8 @@ def test_the_load_generator_reports_on_a_real_server(serve: ServeProcess) -> Non
             "--max-tokens",
             "5",
             "--chat",
+            "--api-key",
+            ADMIN_KEY,
         ],
         capture_output=True,
         text=True,

@@ -16,7 +16,7 @@ import pytest
 from somner.models.backends.worker import WorkerBackend
 from somner.settings import Settings
 from tests.conftest import link_model
-from tests.inprocess import ThreadedGateway
+from tests.inprocess import NO_AUTH, ThreadedGateway
 from tests.servers import start_serve
 
 pytestmark = pytest.mark.integration
@@ -27,7 +27,7 @@ NO_EOS = {"1": -100, "106": -100, "212": -100}  # keep a base model talking unti
 
 def settings_for(tmp_path: Path, model_path: Path) -> Settings:
     link_model(model_path, tmp_path / "data" / "models")
-    return Settings(data_dir=tmp_path / "data", engine={"ctx": 4096, "parallel": 2, "threads": 2})  # type: ignore[arg-type]
+    return Settings(data_dir=tmp_path / "data", engine={"ctx": 4096, "parallel": 2, "threads": 2}, auth=NO_AUTH)  # type: ignore[arg-type]
 
 
 def worker_of(gateway: ThreadedGateway) -> WorkerBackend:

@@ -12,13 +12,14 @@ from typing import Any
 
 import httpx
 import pytest
+from pydantic import SecretStr
 
 from somner.models.backends.process import ProcessBackend
 from somner.models.backends.worker import WorkerBackend
 from somner.settings import ModelEntry, Settings
 from tests.conftest import link_model
-from tests.inprocess import ThreadedGateway
-from tests.servers import ServeProcess
+from tests.inprocess import NO_AUTH, ThreadedGateway
+from tests.servers import ADMIN_KEY, ServeProcess
 
 pytestmark = pytest.mark.integration
 
@@ -30,7 +31,7 @@ def two_models(tmp_path: Path, model_path: Path, **settings: Any) -> Settings:
     models = tmp_path / "data" / "models"
     link_model(model_path, models, "alpha.gguf")
     link_model(model_path, models, "beta.gguf")
-    return Settings(data_dir=tmp_path / "data", engine=ENGINE, **settings)  # type: ignore[arg-type]
+    return Settings(data_dir=tmp_path / "data", engine=ENGINE, auth=NO_AUTH, **settings)  # type: ignore[arg-type]
 
 
 def ask(client: httpx.Client, model: str, **extra: Any) -> httpx.Response:
@@ -199,6 +200,7 @@ def test_process_backend_starts_on_demand_and_stops_on_ttl(tmp_path: Path, model
     ]
     settings = Settings(
         data_dir=tmp_path / "data",
+        auth=NO_AUTH,  # type: ignore[arg-type]
         ttl=2,
         models=[
             ModelEntry.model_validate({"id": "proc", "path": model_path, "command": command}),
@@ -233,7 +235,12 @@ def test_process_backend_starts_on_demand_and_stops_on_ttl(tmp_path: Path, model
 def test_upstream_backend_serves_through_another_somner(tmp_path: Path, serve: ServeProcess) -> None:
     settings = Settings(
         data_dir=tmp_path / "data",
-        models=[ModelEntry(id="remote", urls=[serve.url], upstream_model="gemma-3-270m-q4_k_m")],
+        auth=NO_AUTH,  # type: ignore[arg-type]
+        models=[
+            ModelEntry(
+                id="remote", urls=[serve.url], upstream_model="gemma-3-270m-q4_k_m", api_key=SecretStr(ADMIN_KEY)
+            )
+        ],
     )
     with ThreadedGateway(settings) as gateway, httpx.Client(base_url=gateway.url, timeout=120) as client:
         reply = ask(client, "remote", max_tokens=4, temperature=0)
@@ -248,6 +255,7 @@ def test_upstream_backend_serves_through_another_somner(tmp_path: Path, serve: S
                 "max_tokens": 4,
                 "temperature": 0,
             },
+            headers=serve.headers,
             timeout=60,
         ).json()
         assert reply.json()["choices"][0]["message"]["content"] == direct["choices"][0]["message"]["content"]

@@ -14,7 +14,7 @@ from somner.settings import Settings
 from tests.fakes.backends import FakeFarm
 from tests.fakes.gguf_files import make_gguf
 from tests.fakes.http_files import FileServer, serving
-from tests.inprocess import ThreadedGateway
+from tests.inprocess import NO_AUTH, ThreadedGateway
 
 runner = CliRunner()
 
@@ -25,7 +25,7 @@ def gateway(tmp_path: Path) -> Iterator[ThreadedGateway]:
     models.mkdir(parents=True)
     for name in ("alpha", "beta"):
         (models / f"{name}.gguf").write_bytes(b"GGUF")
-    settings = Settings(data_dir=tmp_path / "data")
+    settings = Settings(data_dir=tmp_path / "data", auth=NO_AUTH)  # type: ignore[arg-type]
     with ThreadedGateway(settings, services=build_services(settings, factory=FakeFarm().factory)) as running:
         yield running
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import TypeVar
 
 import anyio
@@ -30,9 +30,10 @@ def event_stream(
     body: AsyncIterator[bytes],
     on_close: Callable[[], Awaitable[None]] | None = None,
     media_type: str = "text/event-stream",
+    headers: Mapping[str, str] | None = None,
 ) -> ManagedStream:
     """A streamed response whose `on_close` runs however it ends (finished, failed, or the client left)."""
-    return ManagedStream(body, on_close=on_close, media_type=media_type, headers=SSE_HEADERS)
+    return ManagedStream(body, on_close=on_close, media_type=media_type, headers={**SSE_HEADERS, **(headers or {})})
 
 
 async def shielded(cleanup: Callable[[], Awaitable[None]]) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from somner import __version__
-from somner.cli import config_cmd, models_cmd, serve_cmd, worker_cmd
+from somner.cli import config_cmd, models_cmd, serve_cmd, store_cmd, worker_cmd
 
 app = typer.Typer(
     name="somner",
@@ -36,6 +36,9 @@ app.command("worker", hidden=False)(worker_cmd.worker)
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(models_cmd.app, name="models")
 app.command("ps")(models_cmd.ps)
+app.add_typer(store_cmd.users_app, name="users")
+app.add_typer(store_cmd.keys_app, name="keys")
+app.command("usage")(store_cmd.usage)
 
 
 def main() -> None:

@@ -24,6 +24,9 @@ def serve(
     models_dir: Path | None = typer.Option(None, "--models-dir", help=describe("models_dir")),
     model: str | None = typer.Option(None, "--model", help=describe("model")),
     log_level: str | None = typer.Option(None, "--log-level", help=describe("log_level")),
+    auth_off_anywhere: bool = typer.Option(
+        False, "--i-know-auth-is-off", help="Allow auth.enabled: false on an address other than loopback."
+    ),
 ) -> None:
     """Serve models over the OpenAI-compatible API (loopback only unless --host says otherwise)."""
     settings = load_or_exit(
@@ -39,6 +42,15 @@ def serve(
     )
     configure_logging(settings.log_level)
     warn_unknown_environment()
+    from somner.api.guard import is_loopback
+
+    if not settings.auth.enabled and not is_loopback(settings.host) and not auth_off_anywhere:
+        typer.echo(
+            f"error: auth is off and Somner would listen on {settings.host}: anyone who can reach it could use it. "
+            "Turn auth on, listen on 127.0.0.1, or pass --i-know-auth-is-off.",
+            err=True,
+        )
+        raise typer.Exit(1)
     provision_default_model(settings)
     run(settings)
 

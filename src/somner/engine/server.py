@@ -16,7 +16,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -42,7 +42,7 @@ _INLINE_BODY_BYTES = 16 * 1024
 R = TypeVar("R")
 
 
-def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+def json_response(body: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
     return Response(orjson.dumps(body), status_code=status, media_type=_JSON, headers=headers)
 
 
@@ -147,6 +147,14 @@ def _endpoint(
     return endpoint
 
 
+PROMPT_TOKENS_HEADER = "x-somner-prompt-tokens"
+
+
+def _prompt_header(jobs: list[GenerationJob]) -> dict[str, str]:
+    """Prompt tokens, known before the first output: the gateway records them even if the stream breaks off."""
+    return {PROMPT_TOKENS_HEADER: str(sum(len(job.prompt) for job in jobs))}
+
+
 async def _prepare(
     fn: Callable[[R], GenerationJob], request: R, body_size: int, sampling: SamplingParams
 ) -> GenerationJob:
@@ -177,9 +185,11 @@ async def chat_completions(worker: Worker, request: Request) -> Response:
                 return
             yield encode.DONE_EVENT
 
-        return ManagedStream(body(), on_close=chunks.aclose)
+        return ManagedStream(body(), on_close=chunks.aclose, headers=_prompt_header([job]))
     text, last, logprobs = await _collect(chunks)
-    return json_response(encode.chat_completion(worker.model_id, text, last, logprobs, with_timings=True))
+    return json_response(
+        encode.chat_completion(worker.model_id, text, last, logprobs, with_timings=True), headers=_prompt_header([job])
+    )
 
 
 async def _collect(chunks: JobStream) -> tuple[str, Chunk, list[TokenLogprob] | None]:
@@ -199,6 +209,7 @@ async def _collect(chunks: JobStream) -> tuple[str, Chunk, list[TokenLogprob] | 
 
 async def completions(worker: Worker, request: Request) -> Response:
     streams: list[JobStream] = []
+    jobs: list[GenerationJob] = []
     with worker.engine.scheduler.arriving():
         raw = await request.body()
         wire = decode.parse(schemas.CompletionRequest, raw)
@@ -207,6 +218,7 @@ async def completions(worker: Worker, request: Request) -> Response:
             for core in cores:
                 job = await _prepare(worker.engine.prepare_completion, core, len(raw), core.sampling)
                 streams.append(worker.run(job))
+                jobs.append(job)
         except BaseException:
             for started in streams:
                 await started.aclose()
@@ -231,9 +243,9 @@ async def completions(worker: Worker, request: Request) -> Response:
             for chunks in streams:
                 await chunks.aclose()
 
-        return ManagedStream(body(), on_close=close_all)
+        return ManagedStream(body(), on_close=close_all, headers=_prompt_header(jobs))
     results = await gather_all([_collect(stream) for stream in streams])
-    return json_response(encode.completion(worker.model_id, results, with_timings=True))
+    return json_response(encode.completion(worker.model_id, results, with_timings=True), headers=_prompt_header(jobs))
 
 
 async def embeddings(worker: Worker, request: Request) -> Response:

@@ -359,7 +359,8 @@ class ModelManager:
                     # Re-plan when woken (a request ended, a model left) and at least every min_residency.
                     step = min(remaining, max(0.05, self.policy.min_residency))
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._room.wait(), step)
+                        async with asyncio.timeout(step):
+                            await self._room.wait()
                     continue
             results = await asyncio.gather(
                 *(self._drain_and_unload(victim, deadline) for victim in victims), return_exceptions=True
@@ -408,7 +409,8 @@ class ModelManager:
         """A leaving model: wait for its requests to finish (up to `deadline`), then unload it. If they do not
         finish in time, it stays and serves on, and TimeoutError is raised."""
         try:
-            await asyncio.wait_for(record.idle.wait(), max(0.0, deadline - time.monotonic()))
+            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                await record.idle.wait()
         except TimeoutError:
             self._stay(record)
             raise
@@ -427,7 +429,8 @@ class ModelManager:
         try:
             wait = self.policy.unload_grace if grace is None else grace
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(record.idle.wait(), wait)
+                async with asyncio.timeout(wait):
+                    await record.idle.wait()
             async with record.lock:
                 await self._unload_locked(record)
         finally:
@@ -519,8 +522,10 @@ class ModelManager:
             await self.reap()
             deadline = self._next_expiry()
             timeout = None if deadline is None else max(0.0, deadline - self._clock())
+            # asyncio.timeout, not wait_for: in Python 3.11 wait_for can swallow the cancel that stops this loop.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._expiry_changed.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._expiry_changed.wait()
 
     # -- start and stop -----------------------------------------------------------------------------------
 

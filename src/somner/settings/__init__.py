@@ -19,14 +19,18 @@ from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSetti
 from pydantic_settings.sources.utils import parse_env_vars
 
 from somner.settings.engine import EngineSettings
+from somner.settings.gateway import AuthSettings, DatabaseSettings, LimitSettings
 from somner.settings.models import Group, ModelEntry
 from somner.settings.types import Duration, ModelName, Section
 
 __all__ = [
+    "AuthSettings",
     "ConfigFileError",
+    "DatabaseSettings",
     "Duration",
     "EngineSettings",
     "Group",
+    "LimitSettings",
     "ModelEntry",
     "ModelName",
     "Section",
@@ -109,6 +113,14 @@ class Settings(BaseSettings):
     unload_grace: Duration = Field(
         default=60.0, gt=0, description="How long an unload waits for requests in flight to finish."
     )
+    # -- the gateway --
+    auth: AuthSettings = Field(default_factory=AuthSettings, description="API keys and browser access.")
+    limits: LimitSettings = Field(default_factory=LimitSettings, description="Concurrency, queue and size limits.")
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings, description="Users, keys and usage records.")
+    log_requests: bool = Field(
+        default=False, description="Store prompt and completion text with usage records (off: no text is kept)."
+    )
+    log_retention_days: int = Field(default=30, ge=1, description="Days stored prompt and completion text is kept.")
     max_pull_bytes: ByteSize = Field(
         default=ByteSize(256 * 1024**3), description="Largest model file `somner models pull` will download."
     )
@@ -183,7 +195,7 @@ def environment_layer(environ: Mapping[str, str] | None = None) -> dict[str, Any
 def unknown_environment_keys(environ: Mapping[str, str]) -> list[str]:
     """`SOMNER_*` variables that name no setting (pydantic-settings would silently ignore them)."""
     known = {name.upper() for name in Settings.model_fields}
-    extra = {"ADMIN_KEY"}  # read directly by the key store, not a setting
+    extra = {"ADMIN_KEY"}  # the container convention for auth.admin_key
     unknown = []
     for key in environ:
         if key.startswith(ENV_PREFIX):

@@ -122,21 +122,21 @@ class OpenAIHTTPClient:
             raise error_from_body(500, data)
         return obj
 
-    async def chat(self, request: ChatRequest) -> AsyncIterator[Chunk]:
+    async def chat(self, request: ChatRequest) -> EngineChunks:
         response = await self._open("/v1/chat/completions", encode.chat_request(request))
-        return self._chunks(self._events(response), decode.chat_chunk)
+        return EngineChunks(self._chunks(self._events(response), decode.chat_chunk), _prompt_tokens(response))
 
-    async def complete(self, request: CompletionRequest) -> AsyncIterator[Chunk]:
+    async def complete(self, request: CompletionRequest) -> EngineChunks:
         response = await self._open("/v1/completions", encode.completion_request(request))
-        return self._chunks(self._events(response), decode.completion_chunk)
+        return EngineChunks(self._chunks(self._events(response), decode.completion_chunk), _prompt_tokens(response))
 
     async def chat_events(self, request: ChatRequest) -> PassThrough:
         response = await self._open("/v1/chat/completions", encode.chat_request(request))
-        return PassThrough(self._events(response), self._parse, self._label)
+        return PassThrough(self._events(response), self._parse, self._label, _prompt_tokens(response))
 
     async def complete_events(self, request: CompletionRequest) -> PassThrough:
         response = await self._open("/v1/completions", encode.completion_request(request))
-        return PassThrough(self._events(response), self._parse, self._label)
+        return PassThrough(self._events(response), self._parse, self._label, _prompt_tokens(response))
 
     async def embed(self, request: EmbeddingRequest) -> EmbeddingResult:
         response = await self._open("/v1/embeddings", encode.embedding_request(request.model, request.inputs))
@@ -161,6 +161,30 @@ class OpenAIHTTPClient:
         return orjson.loads(response.content)
 
 
+def _prompt_tokens(response: httpx.Response) -> int | None:
+    value = response.headers.get("x-somner-prompt-tokens", "")
+    return int(value) if value.isdigit() else None
+
+
+class EngineChunks:
+    """An engine's decoded chunks, with the prompt size it reported up front (when it does: Somner's worker)."""
+
+    def __init__(self, chunks: AsyncIterator[Chunk], prompt_tokens: int | None) -> None:
+        self._chunks = chunks
+        self.prompt_tokens = prompt_tokens
+
+    def __aiter__(self) -> EngineChunks:
+        return self
+
+    async def __anext__(self) -> Chunk:
+        return await self._chunks.__anext__()
+
+    async def aclose(self) -> None:
+        aclose = getattr(self._chunks, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
 class PassThrough:
     """An engine's OpenAI events, passed on unparsed when the client speaks the same dialect.
 
@@ -171,17 +195,27 @@ class PassThrough:
     _FINISH = b'"finish_reason":"'
     _USAGE = b'"usage":{'
 
-    def __init__(self, events: AsyncIterator[bytes], parse: Callable[[bytes], dict[str, Any]], label: str) -> None:
+    def __init__(
+        self,
+        events: AsyncIterator[bytes],
+        parse: Callable[[bytes], dict[str, Any]],
+        label: str,
+        prompt_tokens: int | None = None,
+    ) -> None:
         self._events = events
         self._parse = parse
         self._label = label
+        self.prompt_tokens = prompt_tokens
         self.finished = False
         self.usage: Usage | None = None
+        self.content_events = 0  # events carrying generated text (one token each, for Somner's engine)
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         async for data in self._events:
             if data.startswith(b'{"error"'):
                 self._parse(data)  # raises the engine's error
+            if self.has_content(data):
+                self.content_events += 1
             if self._FINISH in data:
                 self.finished = True
             if self._USAGE in data:
@@ -194,6 +228,15 @@ class PassThrough:
         aclose = getattr(self._events, "aclose", None)
         if aclose is not None:
             await aclose()
+
+    @staticmethod
+    def has_content(data: bytes) -> bool:
+        """Whether a chat or completion event carries generated text (a cheap byte test, not a parse)."""
+        for marker in (b'"content":"', b'"text":"'):
+            at = data.find(marker)
+            if at != -1 and data[at + len(marker) : at + len(marker) + 1] != b'"':
+                return True
+        return False
 
     @staticmethod
     def is_usage_only(data: bytes) -> bool:

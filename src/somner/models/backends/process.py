@@ -150,7 +150,8 @@ class ProcessBackend:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(process.pid, signal.SIGTERM)
         try:
-            await asyncio.wait_for(process.wait(), self.settings.stop_timeout)
+            async with asyncio.timeout(self.settings.stop_timeout):
+                await process.wait()
         except TimeoutError:
             log.warning("engine for %s ignored SIGTERM; killing it", self.spec.id)
             with contextlib.suppress(ProcessLookupError, PermissionError):

@@ -181,7 +181,8 @@ class WorkerBackend:
             with contextlib.suppress(ProcessLookupError):
                 process.send_signal(signal.SIGTERM)
             try:
-                await asyncio.wait_for(process.wait(), self.settings.stop_timeout)
+                async with asyncio.timeout(self.settings.stop_timeout):
+                    await process.wait()
             except TimeoutError:
                 log.warning("engine for %s ignored SIGTERM; killing it", self.spec.id)
                 with contextlib.suppress(ProcessLookupError):

@@ -1,0 +1,205 @@
+"""Users and API keys over HTTP (admin keys only): the same operations as `somner users|keys ...`.
+
+A key can never create a key with more rights than its own. Secrets appear once, in the answer that creates them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from somner.api.body import read_body
+from somner.api.openai.routes import openai_endpoint, services_of
+from somner.api.principal import require_admin
+from somner.durations import parse_duration
+from somner.errors import BadRequest
+from somner.gateway.keys import ADMIN, INFERENCE, KeyRecord, KeyRights, UserRecord, check_delegation, parse_import
+from somner.wire.openai.decode import validation_error
+
+_MAX_BODY = 1024 * 1024
+
+
+class UserCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    name: str = Field(min_length=1, max_length=128)
+
+
+class KeyCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    user: str = Field(min_length=1, max_length=128)
+    admin: bool = False
+    models: list[str] | None = None
+    rpm: int | None = Field(default=None, ge=1)
+    tpm: int | None = Field(default=None, ge=1)
+    daily_tokens: int | None = Field(default=None, ge=1)
+    max_concurrent: int | None = Field(default=None, ge=1)
+    expires: str | int | None = None  # a duration from now: "30d", "12h", or seconds
+    name: str | None = None
+
+
+def rights_for(
+    *,
+    admin: bool,
+    models: list[str] | None,
+    rpm: int | None,
+    tpm: int | None,
+    daily_tokens: int | None,
+    max_concurrent: int | None,
+    expires: str | int | None,
+) -> KeyRights:
+    expires_at = None
+    if expires is not None:
+        try:
+            seconds = parse_duration(expires)
+        except ValueError as exc:
+            raise BadRequest(f"Invalid value for 'expires': {exc}", param="expires") from None
+        if seconds <= 0:
+            raise BadRequest("'expires' must lie in the future.", param="expires")
+        expires_at = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=seconds)
+    return KeyRights(
+        scopes=frozenset({ADMIN, INFERENCE} if admin else {INFERENCE}),
+        models=frozenset(models) if models is not None else None,
+        rpm=rpm,
+        tpm=tpm,
+        daily_tokens=daily_tokens,
+        max_concurrent=max_concurrent,
+        expires_at=expires_at,
+    )
+
+
+def key_json(record: KeyRecord, secret: str | None = None) -> dict[str, Any]:
+    rights = record.rights
+    body: dict[str, Any] = {
+        "id": record.id,
+        "user": record.user,
+        "name": record.name,
+        "prefix": record.prefix,
+        "scopes": sorted(rights.scopes),
+        "models": sorted(rights.models) if rights.models is not None else None,
+        "rpm": rights.rpm,
+        "tpm": rights.tpm,
+        "daily_tokens": rights.daily_tokens,
+        "max_concurrent": rights.max_concurrent,
+        "expires_at": rights.expires_at.isoformat() if rights.expires_at else None,
+        "created_at": record.created_at.isoformat(),
+        "revoked_at": record.revoked_at.isoformat() if record.revoked_at else None,
+    }
+    if secret is not None:
+        body["key"] = secret  # shown this once
+    return body
+
+
+def user_json(record: UserRecord) -> dict[str, Any]:
+    return {"name": record.name, "created_at": record.created_at.isoformat(), "keys": record.keys}
+
+
+def _json(body: object, status: int = 200) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+
+
+async def _parsed(request: Request, model: type[BaseModel]) -> Any:
+    try:
+        return model.model_validate_json(await read_body(request, _MAX_BODY))
+    except ValidationError as exc:
+        raise validation_error(exc) from None
+
+
+@openai_endpoint
+async def list_users(request: Request) -> Response:
+    require_admin(request)
+    users = await services_of(request).keys.list_users()
+    return _json({"object": "list", "data": [user_json(u) for u in users]})
+
+
+@openai_endpoint
+async def add_user(request: Request) -> Response:
+    require_admin(request)
+    body: UserCreate = await _parsed(request, UserCreate)
+    return _json(user_json(await services_of(request).keys.add_user(body.name)), 201)
+
+
+@openai_endpoint
+async def remove_user(request: Request) -> Response:
+    require_admin(request)
+    services = services_of(request)
+    await services.keys.remove_user(request.path_params["name"])
+    services.auth.forget()
+    return _json({"deleted": request.path_params["name"]})
+
+
+@openai_endpoint
+async def list_keys(request: Request) -> Response:
+    require_admin(request)
+    keys = await services_of(request).keys.list_keys(include_revoked=request.query_params.get("all") == "true")
+    return _json({"object": "list", "data": [key_json(k) for k in keys]})
+
+
+@openai_endpoint
+async def create_key(request: Request) -> Response:
+    principal = require_admin(request)
+    body: KeyCreate = await _parsed(request, KeyCreate)
+    rights = rights_for(
+        admin=body.admin,
+        models=body.models,
+        rpm=body.rpm,
+        tpm=body.tpm,
+        daily_tokens=body.daily_tokens,
+        max_concurrent=body.max_concurrent,
+        expires=body.expires,
+    )
+    check_delegation(principal.rights, rights)
+    record, secret = await services_of(request).keys.create_key(body.user, rights, name=body.name, create_user=True)
+    return _json(key_json(record, secret), 201)
+
+
+@openai_endpoint
+async def rotate_key(request: Request) -> Response:
+    principal = require_admin(request)
+    services = services_of(request)
+    old = await services.keys.get(request.path_params["key_id"])
+    check_delegation(principal.rights, old.rights)
+    record, secret = await services.keys.rotate(old.id)
+    services.auth.forget(old.id)
+    return _json(key_json(record, secret))
+
+
+@openai_endpoint
+async def revoke_key(request: Request) -> Response:
+    require_admin(request)
+    services = services_of(request)
+    record = await services.keys.revoke(request.path_params["key_id"])
+    services.auth.forget(record.id)
+    return _json(key_json(record))
+
+
+@openai_endpoint
+async def import_keys(request: Request) -> Response:
+    principal = require_admin(request)
+    check_delegation(principal.rights, KeyRights())
+    pairs = parse_import((await read_body(request, _MAX_BODY)).decode("utf-8", errors="replace"))
+    services = services_of(request)
+    created = []
+    for name, secret in pairs:
+        record, _ = await services.keys.create_key(name, KeyRights(), secret=secret, name=name, create_user=True)
+        created.append(key_json(record))
+    return _json({"object": "list", "data": created}, 201)
+
+
+def key_routes() -> list[BaseRoute]:
+    return [
+        Route("/admin/users", list_users, methods=["GET"]),
+        Route("/admin/users", add_user, methods=["POST"]),
+        Route("/admin/users/{name}", remove_user, methods=["DELETE"]),
+        Route("/admin/keys", list_keys, methods=["GET"]),
+        Route("/admin/keys", create_key, methods=["POST"]),
+        Route("/admin/keys/import", import_keys, methods=["POST"]),
+        Route("/admin/keys/{key_id}/rotate", rotate_key, methods=["POST"]),
+        Route("/admin/keys/{key_id}/revoke", revoke_key, methods=["POST"]),
+        Route("/admin/keys/{key_id}", revoke_key, methods=["DELETE"]),
+    ]

@@ -1,0 +1,111 @@
+"""Model management over HTTP: `/admin/models...`, and the seed proxy's `/status` and `/unload`.
+
+Times are Unix timestamps (the manager keeps monotonic ones; they are converted here). Errors use the OpenAI
+envelope, like the rest of Somner's own API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from somner.api.openai.routes import openai_endpoint, services_of
+from somner.api.principal import require_admin
+from somner.models.manager import FOREVER, ModelStatus
+
+
+def _wall(moment: float | None) -> float | None:
+    """A monotonic-clock moment as a Unix timestamp."""
+    if moment is None or moment == FOREVER:
+        return None
+    return round(time.time() - (time.monotonic() - moment), 3)
+
+
+def status_json(status: ModelStatus, aliases: list[str]) -> dict[str, Any]:
+    return {
+        "id": status.id,
+        "aliases": aliases,
+        "state": status.state.value,
+        "backend": status.backend,
+        "memory_estimate": status.memory,
+        "in_flight": status.in_flight,
+        "loaded_at": _wall(status.loaded_at),
+        "last_used": _wall(status.last_used),
+        "expires_at": _wall(status.expires_at),
+        "keep_loaded": status.pinned or status.expires_at == FOREVER,
+        "pinned": status.pinned,
+        "loads": status.loads,
+        "error": status.error,
+    }
+
+
+def _json(body: object, status: int = 200) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+
+
+def _statuses(request: Request) -> list[dict[str, Any]]:
+    services = services_of(request)
+    aliases = {spec.id: list(spec.entry.aliases) for spec in services.registry.specs()}
+    return [status_json(s, aliases.get(s.id, [])) for s in services.manager.statuses()]
+
+
+@openai_endpoint
+async def list_models(request: Request) -> Response:
+    require_admin(request)
+    services_of(request).registry.refresh()
+    return _json({"object": "list", "data": _statuses(request)})
+
+
+def _one(request: Request, model_id: str) -> dict[str, Any]:
+    return next(s for s in _statuses(request) if s["id"] == model_id)
+
+
+@openai_endpoint
+async def load_model(request: Request) -> Response:
+    require_admin(request)
+    manager = services_of(request).manager
+    spec = manager.resolve(request.path_params["model_id"])
+    await manager.load(spec.id)
+    return _json(_one(request, spec.id))
+
+
+@openai_endpoint
+async def unload_model(request: Request) -> Response:
+    require_admin(request)
+    manager = services_of(request).manager
+    spec = manager.resolve(request.path_params["model_id"])
+    await manager.unload(spec.id)
+    return _json(_one(request, spec.id))
+
+
+@openai_endpoint
+async def status(request: Request) -> Response:
+    require_admin(request)
+    statuses = _statuses(request)
+    loaded = [s["id"] for s in statuses if s["state"] == "loaded"]
+    return _json({"status": "ok", "loaded": loaded, "models": statuses})
+
+
+@openai_endpoint
+async def unload_all(request: Request) -> Response:
+    require_admin(request)
+    manager = services_of(request).manager
+    loaded = [s.id for s in manager.statuses() if s.state.value in ("loaded", "failed")]
+    await asyncio.gather(*(manager.unload(model_id) for model_id in loaded))
+    return _json({"unloaded": loaded})
+
+
+def model_routes() -> list[BaseRoute]:
+    return [
+        Route("/admin/models", list_models, methods=["GET"]),
+        Route("/admin/models/{model_id:path}/load", load_model, methods=["POST"]),
+        Route("/admin/models/{model_id:path}/unload", unload_model, methods=["POST"]),
+        Route("/status", status, methods=["GET"]),
+        Route("/unload", unload_all, methods=["POST"]),
+    ]

@@ -1,0 +1,215 @@
+"""`somner users ...`, `somner keys ...`, `somner usage`: offline, on the database the server uses (found through
+the same settings as `serve`: --config, --data-dir, SOMNER_DATA_DIR, SOMNER_DATABASE__URL)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import typer
+
+from somner.cli.common import load_or_exit
+from somner.errors import SomnerError
+from somner.settings import resolve_data_dir
+from somner.store.db import Database, StoreUnavailable, sqlite_url
+from somner.store.keys import KeyStore
+from somner.store.usage import UsageStore
+
+T = TypeVar("T")
+
+users_app = typer.Typer(help="Manage users (offline, on the server's database).", no_args_is_help=True)
+keys_app = typer.Typer(help="Manage API keys (offline, on the server's database).", no_args_is_help=True)
+
+ConfigOption = typer.Option(None, "--config", "-c", help="YAML configuration file.")
+DataDirOption = typer.Option(None, "--data-dir", help="Data directory (see `somner serve --help`).")
+
+
+def _run(config: Path | None, data_dir: Path | None, work: Callable[[KeyStore, UsageStore], Awaitable[T]]) -> T:
+    settings = load_or_exit(config, {"data_dir": data_dir})
+    directory = resolve_data_dir(settings)
+    directory.mkdir(parents=True, exist_ok=True)
+    url = settings.database.url.get_secret_value() if settings.database.url else sqlite_url(directory / "somner.db")
+
+    async def main() -> T:
+        db = Database(url)
+        try:
+            await db.migrate()
+            return await work(KeyStore(db), UsageStore(db))
+        finally:
+            await db.close()
+
+    try:
+        return asyncio.run(main())
+    except SomnerError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(1) from None
+    except StoreUnavailable as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows)
+
+
+@users_app.command("add")
+def users_add(name: str, config: Path | None = ConfigOption, data_dir: Path | None = DataDirOption) -> None:
+    """Add a user."""
+    _run(config, data_dir, lambda keys, _: keys.add_user(name))
+    typer.echo(f"user {name} added")
+
+
+@users_app.command("list")
+def users_list(config: Path | None = ConfigOption, data_dir: Path | None = DataDirOption) -> None:
+    """List users and how many active keys each has."""
+    users = _run(config, data_dir, lambda keys, _: keys.list_users())
+    rows = [["NAME", "KEYS", "CREATED"]] + [[u.name, str(u.keys), u.created_at.strftime("%Y-%m-%d")] for u in users]
+    typer.echo(_table(rows))
+
+
+@users_app.command("rm")
+def users_rm(name: str, config: Path | None = ConfigOption, data_dir: Path | None = DataDirOption) -> None:
+    """Remove a user and their keys."""
+    _run(config, data_dir, lambda keys, _: keys.remove_user(name))
+    typer.echo(f"user {name} removed (and their keys)")
+
+
+@keys_app.command("create")
+def keys_create(
+    user: str = typer.Option(..., "--user", help="The key's user (created if new)."),
+    admin: bool = typer.Option(False, "--admin", help="Admin scope: everything, including key management."),
+    models: str | None = typer.Option(None, "--models", help="Comma-separated models the key may use."),
+    rpm: int | None = typer.Option(None, "--rpm", min=1, help="Requests per minute."),
+    tpm: int | None = typer.Option(None, "--tpm", min=1, help="Tokens per minute (prompt + completion)."),
+    daily_tokens: int | None = typer.Option(None, "--daily-tokens", min=1, help="Tokens per UTC day."),
+    max_concurrent: int | None = typer.Option(None, "--max-concurrent", min=1, help="Requests at once."),
+    expires: str | None = typer.Option(None, "--expires", help="Lifetime, e.g. 30d or 12h."),
+    name: str | None = typer.Option(None, "--name", help="A label for the key."),
+    config: Path | None = ConfigOption,
+    data_dir: Path | None = DataDirOption,
+) -> None:
+    """Create an API key and print it (the only time it is shown)."""
+    from somner.api.admin.keys import rights_for
+
+    try:
+        rights = rights_for(
+            admin=admin,
+            models=[m.strip() for m in models.split(",") if m.strip()] if models else None,
+            rpm=rpm,
+            tpm=tpm,
+            daily_tokens=daily_tokens,
+            max_concurrent=max_concurrent,
+            expires=expires,
+        )
+    except SomnerError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(1) from None
+    record, secret = _run(config, data_dir, lambda keys, _: keys.create_key(user, rights, name=name, create_user=True))
+    typer.echo(f"{record.id} ({record.user}): {secret}")
+    typer.echo("Store this key now: it cannot be shown again.", err=True)
+
+
+def _limits(r: Any) -> str:
+    parts = [f"{n}={getattr(r, n)}" for n in ("rpm", "tpm", "daily_tokens", "max_concurrent") if getattr(r, n)]
+    return ",".join(parts) or "-"
+
+
+@keys_app.command("list")
+def keys_list(
+    all_keys: bool = typer.Option(False, "--all", help="Include revoked keys."),
+    config: Path | None = ConfigOption,
+    data_dir: Path | None = DataDirOption,
+) -> None:
+    """List keys (prefixes only: secrets are never stored)."""
+    keys = _run(config, data_dir, lambda store, _: store.list_keys(include_revoked=all_keys))
+    rows = [["ID", "PREFIX", "USER", "SCOPES", "MODELS", "LIMITS", "EXPIRES", "STATE"]]
+    for k in keys:
+        r = k.rights
+        rows.append(
+            [
+                k.id,
+                k.prefix + "...",
+                k.user,
+                ",".join(sorted(r.scopes)),
+                ",".join(sorted(r.models)) if r.models is not None else "all",
+                _limits(r),
+                r.expires_at.strftime("%Y-%m-%d %H:%M") if r.expires_at else "never",
+                "revoked" if k.revoked_at else "active",
+            ]
+        )
+    typer.echo(_table(rows))
+
+
+@keys_app.command("rotate")
+def keys_rotate(key_id: str, config: Path | None = ConfigOption, data_dir: Path | None = DataDirOption) -> None:
+    """Replace a key's secret (same user and limits); the old secret stops working."""
+    record, secret = _run(config, data_dir, lambda keys, _: keys.rotate(key_id))
+    typer.echo(f"{record.id} ({record.user}): {secret}")
+    typer.echo(f"{key_id} is revoked. Store the new key now: it cannot be shown again.", err=True)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: str, config: Path | None = ConfigOption, data_dir: Path | None = DataDirOption) -> None:
+    """Revoke a key."""
+    _run(config, data_dir, lambda keys, _: keys.revoke(key_id))
+    typer.echo(f"{key_id} revoked")
+
+
+@keys_app.command("import")
+def keys_import(
+    file: Path = typer.Argument(..., exists=True, dir_okay=False, help="Lines key_id:api_key."),
+    config: Path | None = ConfigOption,
+    data_dir: Path | None = DataDirOption,
+) -> None:
+    """Import keys from lines `key_id:api_key` (each key_id becomes a user with an inference key)."""
+    from somner.gateway.keys import KeyRights, parse_import
+
+    try:
+        pairs = parse_import(file.read_text(encoding="utf-8"))
+    except SomnerError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(1) from None
+
+    async def work(keys: KeyStore, _: UsageStore) -> int:
+        for name, secret in pairs:
+            await keys.create_key(name, KeyRights(), secret=secret, name=name, create_user=True)
+        return len(pairs)
+
+    count = _run(config, data_dir, work)
+    typer.echo(f"imported {count} keys")
+
+
+def usage(
+    since: str = typer.Option("7d", "--since", help="How far back, e.g. 24h or 7d."),
+    by: str = typer.Option("user", "--by", help="Group by user, key, model or day."),
+    config: Path | None = ConfigOption,
+    data_dir: Path | None = DataDirOption,
+) -> None:
+    """Requests and tokens per user, key, model or day."""
+    from somner.api.admin.usage import GROUPS, since_of
+
+    if by not in GROUPS:
+        typer.echo(f"error: --by is one of {', '.join(GROUPS)}", err=True)
+        raise typer.Exit(1)
+    try:
+        start = since_of(since)
+    except SomnerError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(1) from None
+    rows = _run(config, data_dir, lambda _, store: store.summary(start, by))  # type: ignore[arg-type]
+    table = [[by.upper(), "REQUESTS", "PROMPT", "COMPLETION", "CACHED", "ERRORS"]]
+    for row in rows:
+        table.append(
+            [
+                str(row[by]),
+                str(row["requests"]),
+                str(row["prompt_tokens"]),
+                str(row["completion_tokens"]),
+                str(row["cached_tokens"]),
+                str(row["errors"]),
+            ]
+        )
+    typer.echo(_table(table))

@@ -1,0 +1,158 @@
+"""Admission: the checks a request passes before any engine work, and the ticket that follows it to the end.
+
+`Gateway.admit` checks the key's scope and model allow-list, the size limits, the key's rate limits and quotas
+(429), then waits for a turn in the fair queue (503 when full or too long). The returned `Ticket` is finished
+exactly once, however the request ends: it frees the turn, charges the tokens to the key's limits, and writes the
+one usage record of the request.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from somner.core import Usage
+from somner.errors import BadRequest, RateLimited, SomnerError
+from somner.gateway.keys import INFERENCE, Principal
+from somner.gateway.queue import FairQueue, Permit
+from somner.gateway.ratelimit import RateLimiter, Reservation
+from somner.gateway.usage import UsageRecorder
+from somner.settings import LimitSettings
+from somner.store.usage import UsageRecord
+
+
+@dataclass(eq=False)
+class Ticket:
+    gateway: Gateway
+    principal: Principal
+    request_id: str
+    model: str
+    dialect: str
+    route: str
+    bytes_in: int
+    permit: Permit
+    headers: dict[str, str] = field(default_factory=dict)
+    started: float = field(default_factory=time.perf_counter)
+    wall_start: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
+    usage: Usage = field(default_factory=Usage)
+    ttft_ms: float | None = None
+    bytes_out: int = 0
+    finished: bool = False
+
+    def first_token(self) -> None:
+        if self.ttft_ms is None:
+            self.ttft_ms = (time.perf_counter() - self.started) * 1000.0
+
+    def finish(
+        self,
+        status: int,
+        *,
+        usage: Usage | None = None,
+        disconnected: bool = False,
+        prompt_text: str | None = None,
+        completion_text: str | None = None,
+    ) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        if usage is not None:
+            self.usage = usage
+        self.gateway._finish(self, status, disconnected, prompt_text, completion_text)
+
+
+class Gateway:
+    def __init__(
+        self,
+        limits: LimitSettings,
+        limiter: RateLimiter,
+        queue: FairQueue,
+        recorder: UsageRecorder,
+        *,
+        log_requests: bool,
+    ) -> None:
+        self.limits = limits
+        self.limiter = limiter
+        self.queue = queue
+        self.recorder = recorder
+        self.log_requests = log_requests
+        self.in_flight = 0
+
+    def check_request(
+        self, principal: Principal, models: tuple[str, ...], max_tokens: int | None, messages: int = 0
+    ) -> None:
+        """What can be refused from the request alone: scope, model allow-list, size limits (no quota spent)."""
+        principal.require(INFERENCE)
+        if not any(principal.rights.may_use(name) for name in models):
+            principal.require_model(models[0])
+        ceiling = self.limits.max_tokens
+        if ceiling is not None and max_tokens is not None and max_tokens > ceiling:
+            raise BadRequest(f"max_tokens may be at most {ceiling} on this server.", param="max_tokens")
+        if messages > self.limits.max_messages:
+            raise BadRequest(f"At most {self.limits.max_messages} messages per request.", param="messages")
+
+    async def admit(
+        self,
+        principal: Principal,
+        *,
+        lane: str,
+        request_id: str,
+        model: str,
+        dialect: str,
+        route: str,
+        bytes_in: int,
+    ) -> Ticket:
+        """Rate limits, then a turn in the queue. `lane` is the fairness unit (the key, or the client address)."""
+        reservation: Reservation | None = None
+        headers: dict[str, str] = {}
+        if principal.key_id is not None:
+            verdict, reservation = self.limiter.admit(principal.key_id, principal.rights, time.time())
+            headers = verdict.headers
+            if not verdict.allowed:
+                retry = str(max(1, round(verdict.retry_after + 0.5)))
+                raise RateLimited(verdict.reason, headers={**headers, "Retry-After": retry})
+        try:
+            permit = await self.queue.enter(lane, principal.rights.max_concurrent)
+        except BaseException:
+            if reservation is not None:
+                self.limiter.refund(reservation)  # refused for concurrency: no quota spent
+            raise
+        self.in_flight += 1
+        return Ticket(self, principal, request_id, model, dialect, route, bytes_in, permit, headers)
+
+    def _finish(
+        self, ticket: Ticket, status: int, disconnected: bool, prompt: str | None, completion: str | None
+    ) -> None:
+        self.in_flight -= 1
+        self.queue.leave(ticket.permit)
+        usage = ticket.usage
+        if ticket.principal.key_id is not None:
+            self.limiter.charge(ticket.principal.key_id, usage.prompt_tokens + usage.completion_tokens, time.time())
+        self.recorder.record(
+            UsageRecord(
+                record_id=uuid.uuid4().hex,
+                request_id=ticket.request_id,
+                time=ticket.wall_start,
+                user_name=ticket.principal.user,
+                key_id=ticket.principal.key_id,
+                model=ticket.model,
+                dialect=ticket.dialect,
+                route=ticket.route,
+                status=status,
+                prompt_tokens=usage.prompt_tokens,
+                completion_tokens=usage.completion_tokens,
+                cached_tokens=usage.cached_tokens,
+                ttft_ms=ticket.ttft_ms,
+                latency_ms=(time.perf_counter() - ticket.started) * 1000.0,
+                bytes_in=ticket.bytes_in,
+                bytes_out=ticket.bytes_out,
+                disconnected=disconnected,
+                prompt_text=prompt if self.log_requests else None,
+                completion_text=completion if self.log_requests else None,
+            )
+        )
+
+
+def status_of(error: BaseException) -> int:
+    return error.status if isinstance(error, SomnerError) else 500

@@ -1,0 +1,168 @@
+"""Per-key rate limits and quotas: requests per minute, tokens per minute, tokens per UTC day.
+
+The arithmetic is pure (sliding windows over (time, amount) events, time passed in); `RateLimiter` keeps one
+key's windows in memory and decides with no await between checking and reserving, so limits are exact under
+concurrency in one process. (Several replicas share these counters through Redis instead.)
+
+A request is checked and reserves its place in the requests-per-minute window when it arrives; if it is then
+refused for concurrency (queue full or timed out), the reservation is refunded. Tokens are charged when the
+request ends, with the counts of its real generation.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+
+from somner.gateway.keys import KeyRights
+
+MINUTE = 60.0
+DAY = 86400.0
+
+
+def reset_text(seconds: float) -> str:
+    """OpenAI's spelling of a reset time: 850ms, 12s, 1m30s, 2h3m."""
+    if seconds < 1:
+        return f"{max(0, round(seconds * 1000))}ms"
+    whole = math.ceil(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    text = f"{hours}h" if hours else ""
+    text += f"{minutes}m" if minutes else ""
+    text += f"{secs}s" if secs or not text else ""
+    return text
+
+
+@dataclass
+class Window:
+    """Amounts within the last `span` seconds."""
+
+    span: float
+    events: deque[tuple[float, int]] = field(default_factory=deque)
+    total: int = 0
+
+    def prune(self, now: float) -> None:
+        while self.events and self.events[0][0] <= now - self.span:
+            self.total -= self.events.popleft()[1]
+
+    def sum(self, now: float) -> int:
+        self.prune(now)
+        return self.total
+
+    def add(self, now: float, amount: int) -> None:
+        self.events.append((now, amount))
+        self.total += amount
+
+    def remove(self, when: float, amount: int) -> None:
+        try:
+            self.events.remove((when, amount))
+            self.total -= amount
+        except ValueError:
+            pass  # already slid out of the window
+
+    def free_at(self, now: float, limit: int) -> float:
+        """Seconds until the window's total drops below `limit`."""
+        self.prune(now)
+        excess = self.total - limit + 1
+        for when, amount in self.events:
+            excess -= amount
+            if excess <= 0:
+                return max(0.0, when + self.span - now)
+        return 0.0
+
+
+@dataclass
+class KeyCounters:
+    requests: Window = field(default_factory=lambda: Window(MINUTE))
+    tokens: Window = field(default_factory=lambda: Window(MINUTE))
+    day: int = -1
+    day_tokens: int = 0
+
+    def today(self, now: float) -> int:
+        day = int(now // DAY)
+        if day != self.day:
+            self.day, self.day_tokens = day, 0
+        return self.day_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    allowed: bool
+    retry_after: float = 0.0
+    reason: str = ""
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    key_id: str
+    when: float
+
+
+def headers_for(counters: KeyCounters, rights: KeyRights, now: float) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    if rights.rpm is not None:
+        used = counters.requests.sum(now)
+        headers["x-ratelimit-limit-requests"] = str(rights.rpm)
+        headers["x-ratelimit-remaining-requests"] = str(max(0, rights.rpm - used))
+        headers["x-ratelimit-reset-requests"] = reset_text(counters.requests.free_at(now, rights.rpm) if used else 0)
+    if rights.tpm is not None:
+        used = counters.tokens.sum(now)
+        headers["x-ratelimit-limit-tokens"] = str(rights.tpm)
+        headers["x-ratelimit-remaining-tokens"] = str(max(0, rights.tpm - used))
+        headers["x-ratelimit-reset-tokens"] = reset_text(counters.tokens.free_at(now, rights.tpm) if used else 0)
+    return headers
+
+
+def judge(counters: KeyCounters, rights: KeyRights, now: float) -> Verdict:
+    """Whether one more request fits the key's limits now (pure but for pruning the windows)."""
+    headers = headers_for(counters, rights, now)
+    if rights.rpm is not None and counters.requests.sum(now) >= rights.rpm:
+        wait = counters.requests.free_at(now, rights.rpm)
+        return Verdict(False, wait, f"Rate limit reached: {rights.rpm} requests per minute.", headers)
+    if rights.tpm is not None and counters.tokens.sum(now) >= rights.tpm:
+        wait = counters.tokens.free_at(now, rights.tpm)
+        return Verdict(False, wait, f"Rate limit reached: {rights.tpm} tokens per minute.", headers)
+    if rights.daily_tokens is not None and counters.today(now) >= rights.daily_tokens:
+        wait = (counters.day + 1) * DAY - now
+        return Verdict(False, wait, f"Daily quota of {rights.daily_tokens} tokens used up.", headers)
+    return Verdict(True, headers=headers)
+
+
+class RateLimiter:
+    """In-memory counters per key (one process)."""
+
+    def __init__(self) -> None:
+        self._keys: dict[str, KeyCounters] = {}
+
+    def _counters(self, key_id: str) -> KeyCounters:
+        counters = self._keys.get(key_id)
+        if counters is None:
+            counters = self._keys[key_id] = KeyCounters()
+        return counters
+
+    def admit(self, key_id: str, rights: KeyRights, now: float) -> tuple[Verdict, Reservation | None]:
+        counters = self._counters(key_id)
+        verdict = judge(counters, rights, now)
+        if not verdict.allowed:
+            return verdict, None
+        counters.requests.add(now, 1)
+        return verdict, Reservation(key_id, now)
+
+    def refund(self, reservation: Reservation) -> None:
+        self._counters(reservation.key_id).requests.remove(reservation.when, 1)
+
+    def charge(self, key_id: str, tokens: int, now: float) -> None:
+        if tokens <= 0:
+            return
+        counters = self._counters(key_id)
+        counters.tokens.add(now, tokens)
+        counters.today(now)
+        counters.day_tokens += tokens
+
+    def seed_daily(self, key_id: str, tokens: int, now: float) -> None:
+        """Tokens this key already used today (from the usage records, at start)."""
+        counters = self._counters(key_id)
+        counters.today(now)
+        counters.day_tokens = tokens

@@ -1,0 +1,99 @@
+"""Recording usage: exactly one record per admitted request, written in batches, never dropped.
+
+Records are queued in memory and written in one transaction per batch. If the database cannot take them, the
+batch is appended to a spool file (JSON lines) and replayed once the database answers again; replays are
+idempotent (records carry their request id, and a present id is skipped). Stopping flushes everything: to the
+database, or else to the spool, before the gateway acknowledges shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from pathlib import Path
+
+from somner.store.db import StoreUnavailable
+from somner.store.usage import UsageRecord, UsageStore
+
+log = logging.getLogger(__name__)
+
+
+class UsageRecorder:
+    def __init__(self, store: UsageStore, spool: Path, interval: float, batch_size: int = 500) -> None:
+        self.store = store
+        self.spool = spool
+        self.interval = interval
+        self.batch_size = batch_size
+        self._pending: list[UsageRecord] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+        self.written = 0
+        self.spooled = 0
+
+    def record(self, record: UsageRecord) -> None:
+        self._pending.append(record)
+        if len(self._pending) >= self.batch_size:
+            self._wake.set()
+
+    async def start(self) -> None:
+        await self.flush()  # replays a spool left by an earlier outage or shutdown
+        self._task = asyncio.create_task(self._run(), name="usage-writer")
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.interval):  # (not wait_for: in 3.11 it can swallow a cancel)
+                    await self._wake.wait()
+            self._wake.clear()
+            await self.flush()
+
+    async def flush(self) -> None:
+        async with self._lock:
+            batch, self._pending = self._pending, []
+            try:
+                await self._replay()
+                await self.store.insert(batch)
+                self.written += len(batch)
+            except StoreUnavailable as exc:
+                if batch:
+                    log.warning(
+                        "database unavailable (%s); spooling %d usage records to %s", exc, len(batch), self.spool
+                    )
+                    self._append(batch)
+
+    def _append(self, batch: list[UsageRecord]) -> None:
+        self.spool.parent.mkdir(parents=True, exist_ok=True)
+        with self.spool.open("a", encoding="utf-8") as out:
+            for record in batch:
+                row = record.row()
+                row["time"] = record.time.isoformat()
+                out.write(json.dumps(row) + "\n")
+            out.flush()
+        self.spooled += len(batch)
+
+    async def _replay(self) -> None:
+        if not self.spool.exists():
+            return
+        lines = self.spool.read_text(encoding="utf-8").splitlines()
+        records = []
+        for line in lines:
+            try:
+                records.append(UsageRecord.from_row(json.loads(line)))
+            except (ValueError, TypeError):
+                log.error("skipping an unreadable spooled usage record")
+        for start in range(0, len(records), self.batch_size):
+            await self.store.insert(records[start : start + self.batch_size])
+        self.spool.unlink()
+        if records:
+            log.info("replayed %d spooled usage records", len(records))
+            self.written += len(records)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.flush()

@@ -1,0 +1,57 @@
+"""The gateway's sections: who may ask (`auth`), how much and when (`limits`), where records go (`database`)."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+
+from somner.settings.types import Duration, Section
+
+
+class AuthSettings(Section):
+    enabled: bool = Field(
+        default=True,
+        description=(
+            "Require an API key on every route but /ping, /health and /ready. Turning it off is refused unless "
+            "Somner listens on loopback only (or `somner serve --i-know-auth-is-off` is given)."
+        ),
+    )
+    cache_ttl: Duration = Field(
+        default=5.0,
+        ge=0,
+        description="How long a key lookup is trusted before the database is asked again (a revocation elsewhere "
+        "takes effect within this time).",
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host names accepted in the Host header besides localhost and loopback addresses, when listening "
+        "on loopback (a guard against DNS rebinding).",
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list, description="Browser origins allowed to call the API (CORS is off when empty)."
+    )
+    admin_key: SecretStr | None = Field(
+        default=None,
+        description="The first admin key, instead of a generated one (usually from SOMNER_AUTH__ADMIN_KEY or "
+        "SOMNER_ADMIN_KEY in containers). Must start with 'sk-somner-'.",
+    )
+
+
+class LimitSettings(Section):
+    max_concurrent: int = Field(default=32, ge=1, description="Requests served at once, over all keys.")
+    max_queue: int = Field(default=256, ge=0, description="Requests waiting for a turn; more get a 503.")
+    queue_timeout: Duration = Field(default=60.0, gt=0, description="Longest wait for a turn before a 503.")
+    max_headers: int = Field(default=100, ge=8, description="Most request headers accepted (431 above).")
+    max_header_bytes: int = Field(default=16384, ge=1024, description="Largest total size of request headers.")
+    max_tokens: int | None = Field(default=None, ge=1, description="Ceiling on max_tokens a request may ask for.")
+    max_messages: int = Field(default=1024, ge=1, description="Most chat messages in one request.")
+
+
+class DatabaseSettings(Section):
+    url: SecretStr | None = Field(
+        default=None,
+        description="SQLAlchemy URL: postgresql+asyncpg://user:password@host/db for PostgreSQL. Default: SQLite "
+        "at <data_dir>/somner.db.",
+    )
+    batch_interval: Duration = Field(
+        default=0.5, gt=0, description="Usage records are written in batches at least this often."
+    )

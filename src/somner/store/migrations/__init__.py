@@ -1,0 +1,1 @@
+"""Alembic migrations, run by `somner.store.db.Database.migrate` at start (and by the offline CLI)."""
