@@ -5,6 +5,8 @@ There are no module-level singletons: tests build their own `Services` (or a who
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
 import itertools
 import logging
@@ -31,7 +33,7 @@ from somner.models.manager import BackendFactory, ModelManager, Policy
 from somner.models.memory import default_budget, estimate_bytes
 from somner.models.registry import ModelRegistry, ModelSpec
 from somner.settings import Settings, resolve_data_dir, resolve_models_dir
-from somner.store.db import Database, sqlite_url
+from somner.store.db import Database, StoreUnavailable, sqlite_url
 from somner.store.keys import KeyStore
 from somner.store.usage import UsageStore
 
@@ -94,6 +96,7 @@ class Services:
     gateway: Gateway
     auth: Authenticator
     started_at: float = field(default_factory=time.time)
+    _housekeeping: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await self.db.migrate()
@@ -105,14 +108,28 @@ class Services:
         for key_id, tokens in (await self.usage.tokens_since(midnight)).items():
             self.gateway.limiter.seed_daily(key_id, tokens, now)
         if self.settings.log_requests:
-            await self.usage.forget_texts(dt.datetime.now(dt.UTC) - dt.timedelta(days=self.settings.log_retention_days))
+            self._housekeeping = asyncio.create_task(self._forget_old_texts(), name="usage-retention")
         await self.recorder.start()
         preload = list(self.settings.preload)
         if self.registry.default_id is not None:
             preload.append(self.registry.default_id)
         await self.manager.start(preload)
 
+    async def _forget_old_texts(self) -> None:
+        """Stored prompt and completion text older than log_retention_days goes, at start and daily after."""
+        while True:
+            cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(days=self.settings.log_retention_days)
+            try:
+                await self.usage.forget_texts(cutoff)
+            except StoreUnavailable as exc:
+                log.warning("cannot prune stored request text now: %s", exc)
+            await asyncio.sleep(86400)
+
     async def stop(self) -> None:
+        if self._housekeeping is not None:
+            self._housekeeping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._housekeeping
         await self.manager.shutdown()
         await self.recorder.stop()
         await self.db.close()

@@ -114,3 +114,11 @@ def test_serve_without_any_model_explains_what_to_do(tmp_path: Path, monkeypatch
     result = runner.invoke(app, ["serve", "--data-dir", str(tmp_path)])
     assert result.exit_code == 1
     assert "pip install" in result.output
+
+
+def test_serve_refuses_auth_off_beyond_loopback(tmp_path: Path) -> None:
+    config = tmp_path / "open.yaml"
+    config.write_text("auth:\n  enabled: false\n")
+    result = runner.invoke(app, ["serve", "--config", str(config), "--host", "0.0.0.0", "--data-dir", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "--i-know-auth-is-off" in result.output
