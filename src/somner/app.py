@@ -4,7 +4,7 @@ stops the services (the database, the usage writer, every engine process)."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -12,13 +12,18 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import BaseRoute
 
 from somner.api import health
 from somner.api.admin import routes as admin_routes
+from somner.api.anthropic import routes as anthropic_routes
 from somner.api.dialects import renderer_for
 from somner.api.guard import GuardMiddleware
+from somner.api.kobold import routes as kobold_routes
 from somner.api.middleware import RequestIdMiddleware
+from somner.api.ollama import routes as ollama_routes
 from somner.api.openai import routes as openai_routes
+from somner.api.openai import tokenizer
 from somner.errors import MethodNotAllowed, NotFound
 from somner.services import Services, build_services
 from somner.settings import Settings
@@ -30,6 +35,17 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     if status == 405:
         return render(MethodNotAllowed(f"Method {request.method} is not allowed on {request.url.path}"))
     return render(NotFound(f"No such endpoint: {request.method} {request.url.path}"))
+
+
+def dialect_routes(enabled: list[str]) -> list[BaseRoute]:
+    """The routes of the enabled API dialects (`api_servers`)."""
+    by_dialect: dict[str, Callable[[], list[BaseRoute]]] = {
+        "openai": lambda: [*openai_routes.routes(), *tokenizer.routes()],
+        "anthropic": anthropic_routes.routes,
+        "kobold": kobold_routes.routes,
+        "ollama": ollama_routes.routes,
+    }
+    return [route for name, make in by_dialect.items() if name in enabled for route in make()]
 
 
 def create_app(settings: Settings, *, services: Services | None = None) -> Starlette:
@@ -57,7 +73,7 @@ def create_app(settings: Settings, *, services: Services | None = None) -> Starl
         )
     middleware.append(Middleware(GuardMiddleware, settings=settings, auth=services.auth))
     app = Starlette(
-        routes=[*health.routes(), *openai_routes.routes(), *admin_routes.routes()],
+        routes=[*health.routes(), *dialect_routes(list(settings.api_servers)), *admin_routes.routes()],
         middleware=middleware,
         exception_handlers={404: _http_error, 405: _http_error},
         lifespan=lifespan,

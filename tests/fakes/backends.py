@@ -3,13 +3,19 @@
 Requests whose last message (or prompt) contains a trigger word misbehave on purpose:
 FAIL_BEFORE (error before the stream), FAIL_MIDWAY (error after two chunks), BOOM (an unexpected exception),
 SLOW (pauses between chunks).
+
+A chat request that forces a tool call (tool_choice "required" or a named function) gets a call of that tool
+(the first one for "required") with the arguments `{"word": <first word of the last message>}`, streamed in two
+pieces as engines that stream arguments do. The tokenizer is one token per word (ids are word lengths).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from somner.core import (
     ChatRequest,
@@ -19,6 +25,8 @@ from somner.core import (
     EmbeddingResult,
     FinishReason,
     TokenLogprob,
+    ToolCallDelta,
+    ToolChoiceMode,
     Usage,
 )
 from somner.errors import BadRequest, EngineFailed, ModelLoadFailed
@@ -95,7 +103,30 @@ class FakeBackend:
     async def chat(self, request: ChatRequest) -> AsyncIterator[Chunk]:
         self.requests.append(request)
         text = request.messages[-1].content
+        choice = request.tool_choice
+        if request.tools and choice.mode in (ToolChoiceMode.REQUIRED, ToolChoiceMode.FUNCTION):
+            name = choice.name or request.tools[0].name
+            return self._tool_call(name, (text.split() or ["none"])[0], len(request.messages))
         return await self._stream(text, len(request.messages), request.sampling.max_tokens, request.sampling.logprobs)
+
+    async def _tool_call(self, name: str, word: str, prompt_tokens: int) -> AsyncIterator[Chunk]:
+        arguments = json.dumps({"word": word})
+        yield Chunk(tool_calls=[ToolCallDelta(index=0, id="call_fake0", name=name, arguments=arguments[:5])])
+        yield Chunk(tool_calls=[ToolCallDelta(index=0, arguments=arguments[5:])])
+        usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=2)
+        yield Chunk(finish_reason=FinishReason.TOOL_CALLS, usage=usage)
+
+    async def tokenize(self, text: str, *, add_special: bool = False, with_pieces: bool = False) -> list[Any]:
+        ids = [len(word) for word in text.split()]
+        if with_pieces:
+            return [{"id": i, "piece": word} for i, word in zip(ids, text.split(), strict=True)]
+        return ids
+
+    async def detokenize(self, tokens: list[int]) -> str:
+        return " ".join("x" * t for t in tokens)
+
+    async def apply_template(self, request: ChatRequest) -> str:
+        return " ".join(f"{m.role}: {m.content}" for m in request.messages)
 
     async def complete(self, request: CompletionRequest) -> AsyncIterator[Chunk]:
         self.requests.append(request)

@@ -43,7 +43,8 @@ async def test_keys_round_trip_without_their_secrets(db: Database) -> None:
     keys = KeyStore(db)
     record, secret = await keys.create_key("ann", KeyRights(models=frozenset({"m"}), rpm=5), create_user=True)
     found = await keys.find(secret)
-    assert found is not None and found.id == record.id and found.rights.rpm == 5 and found.rights.models == frozenset({"m"})
+    assert found is not None and found.id == record.id
+    assert found.rights.rpm == 5 and found.rights.models == frozenset({"m"})
     assert await keys.find(secret + "x") is None
     assert await keys.find("not-a-key") is None
     listed = await keys.list_keys()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -22,11 +23,8 @@ def test_users_and_keys(tmp_path: Path) -> None:
     assert code == 1 and "already exists" in out
     code, out = run(tmp_path, "keys", "create", "--user", "ann", "--models", "a,b", "--rpm", "5", "--expires", "30d")
     assert code == 0
-    key_id, secret = (
-        out.split()[0],
-        out.split()[-2] if out.split()[-1].startswith("Store") else out.split(": ")[1].split()[0],
-    )
-    assert secret.startswith("sk-somner-")
+    key_id = re.search(r"\bkey_[0-9a-f]{12}\b", out).group(0)  # type: ignore[union-attr]
+    secret = re.search(r"\bsk-somner-[A-Za-z0-9_-]{43}\b", out).group(0)  # type: ignore[union-attr]
     code, listing = run(tmp_path, "keys", "list")
     assert code == 0 and key_id in listing and "a,b" in listing and "rpm=5" in listing
     assert secret not in listing and secret[:16] in listing

@@ -10,6 +10,7 @@ import functools
 import logging
 from collections.abc import Awaitable, Callable
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -20,6 +21,20 @@ log = logging.getLogger("somner.api")
 
 Renderer = Callable[[SomnerError], Response]
 Handler = Callable[[Request], Awaitable[Response]]
+
+
+def json_renderer(error_body: Callable[[SomnerError], object]) -> Renderer:
+    """A dialect's renderer: its error body as JSON, with the error's status and headers (Retry-After)."""
+
+    def render(error: SomnerError) -> Response:
+        return Response(
+            orjson.dumps(error_body(error)),
+            status_code=error.status,
+            media_type="application/json",
+            headers=error.headers,
+        )
+
+    return render
 
 
 def request_id(request: Request) -> str:

@@ -1,7 +1,7 @@
 """The guard in front of every route (pure ASGI): header limits, the Host check, and authentication.
 
-Every route needs a valid API key except the public ones (`/ping`, `/health`, `/ready`, and `/metrics` when
-configured public). The caller's `Principal` is left in the request's state for the routes. Errors are answered
+Every route needs a valid API key except the public ones (`/`, `/ping`, `/health`, `/ready`, and `/metrics`
+when configured public). The caller's `Principal` is left in the request's state for the routes. Errors are answered
 here, in the shape of the dialect the path belongs to.
 """
 
@@ -20,7 +20,8 @@ from somner.settings import Settings
 
 log = logging.getLogger(__name__)
 
-PUBLIC_PATHS = frozenset({"/ping", "/health", "/ready"})
+# "/" answers Ollama's probe ("Ollama is running") and nothing else.
+PUBLIC_PATHS = frozenset({"/", "/ping", "/health", "/ready"})
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
 
 

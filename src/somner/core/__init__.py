@@ -4,6 +4,7 @@ Nothing here knows a wire format: dialects translate to and from these types at 
 Plain dataclasses, no validation: values are checked where they enter (wire schemas, settings).
 """
 
+from somner.core.tool_calls import ToolCallAssembler, check_tools
 from somner.core.types import (
     ChatRequest,
     Chunk,
@@ -15,6 +16,11 @@ from somner.core.types import (
     SamplingParams,
     Timings,
     TokenLogprob,
+    Tool,
+    ToolCall,
+    ToolCallDelta,
+    ToolChoice,
+    ToolChoiceMode,
     TopLogprob,
     Usage,
 )
@@ -30,6 +36,13 @@ __all__ = [
     "SamplingParams",
     "Timings",
     "TokenLogprob",
+    "Tool",
+    "ToolCall",
+    "ToolCallAssembler",
+    "ToolCallDelta",
+    "ToolChoice",
+    "ToolChoiceMode",
     "TopLogprob",
     "Usage",
+    "check_tools",
 ]

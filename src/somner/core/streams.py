@@ -1,11 +1,16 @@
-"""Running several chunk streams at once (one per prompt of a multi-prompt completion)."""
+"""Consuming chunk streams: collecting one into a whole reply, running several at once (one per prompt of a
+multi-prompt completion)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
+
+from somner.core.tool_calls import ToolCallAssembler
+from somner.core.types import Chunk, FinishReason, TokenLogprob, Usage
 
 T = TypeVar("T")
 
@@ -64,3 +69,37 @@ async def gather_all(awaitables: list[Coroutine[Any, Any, T]]) -> list[T]:
     except BaseExceptionGroup as group_error:
         raise group_error.exceptions[0] from None
     return [task.result() for task in tasks]
+
+
+@dataclass(slots=True)
+class Collected:
+    """A whole generation: its text, tool calls, logprobs, and final chunk (finish reason, usage, timings)."""
+
+    text: str = ""
+    last: Chunk = field(default_factory=Chunk)
+    logprobs: list[TokenLogprob] | None = None
+    tool_calls: ToolCallAssembler = field(default_factory=ToolCallAssembler)
+
+    @property
+    def finish_reason(self) -> FinishReason:
+        return self.last.finish_reason or FinishReason.STOP
+
+    @property
+    def usage(self) -> Usage:
+        return self.last.usage or Usage()
+
+
+async def collect(chunks: AsyncIterator[Chunk], observe: Callable[[Chunk], None] | None = None) -> Collected:
+    """Read a stream to its end (calling `observe` on each chunk) and put the reply together."""
+    parts: list[str] = []
+    result = Collected()
+    async for chunk in chunks:
+        if observe is not None:
+            observe(chunk)
+        parts.append(chunk.text)
+        if chunk.logprobs:
+            result.logprobs = (result.logprobs or []) + chunk.logprobs
+        result.tool_calls.add(chunk.tool_calls)
+        result.last = chunk
+    result.text = "".join(parts)
+    return result

@@ -12,6 +12,7 @@ class FinishReason(enum.StrEnum):
 
     STOP = "stop"  # end-of-generation token or a stop string
     LENGTH = "length"  # max_tokens reached, or the context is full
+    TOOL_CALLS = "tool_calls"  # the model called one or more tools
 
 
 @dataclass(slots=True)
@@ -44,12 +45,59 @@ class SamplingParams:
 
 
 @dataclass(slots=True)
+class Tool:
+    """A function the model may call: its name, what it does, and its parameters as a JSON schema."""
+
+    name: str
+    description: str | None = None
+    parameters: dict[str, Any] = field(default_factory=lambda: {"type": "object", "properties": {}})
+
+
+class ToolChoiceMode(enum.StrEnum):
+    AUTO = "auto"  # the model decides
+    NONE = "none"  # no tool calls (the tools are not offered)
+    REQUIRED = "required"  # at least one call, constrained by grammar
+    FUNCTION = "function"  # a call of the named function, constrained by grammar
+
+
+@dataclass(slots=True)
+class ToolChoice:
+    mode: ToolChoiceMode = ToolChoiceMode.AUTO
+    name: str | None = None  # for FUNCTION
+
+
+@dataclass(slots=True)
+class ToolCall:
+    """A complete call: `arguments` is JSON text (an object), as OpenAI carries it."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(slots=True)
+class ToolCallDelta:
+    """A piece of the call at `index` in a stream: the first piece carries id and name, later ones add
+    argument text (engines that stream arguments); Somner's engine sends each call whole in one piece."""
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
+@dataclass(slots=True)
 class Message:
-    """One chat message. `content` is plain text; parts were joined by the dialect adapter."""
+    """One chat message. `content` is plain text; parts were joined by the dialect adapter.
+
+    An assistant message may carry the tool calls it made; a `tool` message answers the call `tool_call_id`.
+    """
 
     role: str
     content: str
     name: str | None = None
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    tool_call_id: str | None = None
 
 
 @dataclass(slots=True)
@@ -59,6 +107,9 @@ class ChatRequest:
     sampling: SamplingParams = field(default_factory=SamplingParams)
     stream: bool = False
     user: str | None = None
+    tools: list[Tool] = field(default_factory=list)
+    tool_choice: ToolChoice = field(default_factory=ToolChoice)
+    parallel_tool_calls: bool = True
 
 
 @dataclass(slots=True)
@@ -135,6 +186,7 @@ class Chunk:
 
     text: str = ""
     logprobs: list[TokenLogprob] | None = None
+    tool_calls: list[ToolCallDelta] | None = None
     finish_reason: FinishReason | None = None
     usage: Usage | None = None
     timings: Timings | None = None

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from somner.core import ChatRequest, CompletionRequest, EmbeddingResult, SamplingParams
+from somner.core import ChatRequest, CompletionRequest, EmbeddingResult, SamplingParams, ToolChoiceMode, check_tools
+from somner.engine import tools as tooling
 from somner.engine.grammar import grammar_for
 from somner.engine.jobs import EmbeddingJob, GenerationJob, Sink
 from somner.engine.llama import ContextShape, LlamaContext, LlamaModel
@@ -180,12 +181,23 @@ class Engine:
         add_bos = self.model.add_bos and not (self.model.bos_text and text.startswith(self.model.bos_text))
         return self.model.tokenize(text, add_special=add_bos, parse_special=True)
 
-    def prepare_chat(self, request: ChatRequest) -> GenerationJob:
+    def render_chat(self, request: ChatRequest) -> str:
+        """The prompt text of a chat request: its messages and tools through the chat template."""
         template = self._generates()
         if not request.messages:
             raise BadRequest("messages must not be empty", param="messages")
-        prompt = template.render(request.messages)
-        return self._job(self.tokenize_prompt(prompt), request.sampling, "messages")
+        check_tools(request.tools, request.tool_choice)
+        return template.render(request.messages, tools=request.tools, tool_choice=request.tool_choice)
+
+    def prepare_chat(self, request: ChatRequest) -> GenerationJob:
+        prompt = self.render_chat(request)
+        grammar = None
+        if request.tool_choice.mode in (ToolChoiceMode.REQUIRED, ToolChoiceMode.FUNCTION):
+            if request.sampling.grammar is not None:
+                raise BadRequest("A forced tool call cannot be combined with 'grammar'.", param="grammar")
+            shown = tooling.offered(request.tools, request.tool_choice)
+            grammar = tooling.forced_grammar(shown, parallel=request.parallel_tool_calls)
+        return self._job(self.tokenize_prompt(prompt), request.sampling, "messages", grammar=grammar)
 
     def prepare_completion(self, request: CompletionRequest) -> GenerationJob:
         self._generates()
@@ -200,7 +212,10 @@ class Engine:
             raise BadRequest("the prompt is empty", param="prompt")
         return self._job(tokens, request.sampling, "prompt")
 
-    def _job(self, tokens: list[int], sampling: SamplingParams, param: str) -> GenerationJob:
+    def _job(
+        self, tokens: list[int], sampling: SamplingParams, param: str, *, grammar: str | None = None
+    ) -> GenerationJob:
+        """A job for `tokens`; `grammar` (a forced tool call) replaces the request's own constraint."""
         if len(tokens) >= self.n_ctx:
             raise ContextLengthExceeded(
                 f"This model's maximum context length is {self.n_ctx} tokens. However, your request has "
@@ -209,7 +224,8 @@ class Engine:
             )
         room = self.n_ctx - len(tokens)
         max_tokens = room if sampling.max_tokens is None else min(sampling.max_tokens, room)
-        sampler = Sampler(self.model, sampling, grammar=grammar_for(sampling), prompt_tokens=tokens)
+        grammar = grammar if grammar is not None else grammar_for(sampling)
+        sampler = Sampler(self.model, sampling, grammar=grammar, prompt_tokens=tokens)
         return GenerationJob(
             prompt=tokens,
             sampler=sampler,

@@ -26,8 +26,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from somner.core import Chunk, SamplingParams, TokenLogprob, Usage
-from somner.core.streams import gather_all, merge
+from somner.core import Chunk, SamplingParams, Usage
+from somner.core.streams import Collected, collect, gather_all, merge
+from somner.engine import tools
 from somner.engine.jobs import GenerationJob, Output
 from somner.engine.runtime import Engine, EngineConfig
 from somner.engine.scheduler import Scheduler
@@ -155,13 +156,14 @@ def _prompt_header(jobs: list[GenerationJob]) -> dict[str, str]:
     return {PROMPT_TOKENS_HEADER: str(sum(len(job.prompt) for job in jobs))}
 
 
-async def _prepare(
-    fn: Callable[[R], GenerationJob], request: R, body_size: int, sampling: SamplingParams
-) -> GenerationJob:
+async def _prepare(fn: Callable[[R], GenerationJob], request: R, *, heavy: bool) -> GenerationJob:
     """Render, tokenize and check a request. Small ones inline (a thread hop costs more than the work, and
     under load it delays the request's arrival); large prompts and grammars in a thread, off the event loop."""
-    heavy = body_size > _INLINE_BODY_BYTES or sampling.grammar is not None or sampling.json_schema is not None
     return await asyncio.to_thread(fn, request) if heavy else fn(request)
+
+
+def _is_heavy(body_size: int, sampling: SamplingParams, *, tools: bool = False) -> bool:
+    return body_size > _INLINE_BODY_BYTES or tools or sampling.grammar is not None or sampling.json_schema is not None
 
 
 async def chat_completions(worker: Worker, request: Request) -> Response:
@@ -169,8 +171,14 @@ async def chat_completions(worker: Worker, request: Request) -> Response:
         raw = await request.body()
         wire = decode.parse(schemas.ChatCompletionRequest, raw)
         core = decode.chat_request(wire)
-        job = await _prepare(worker.engine.prepare_chat, core, len(raw), core.sampling)
-        chunks = worker.run(job)
+        job = await _prepare(
+            worker.engine.prepare_chat, core, heavy=_is_heavy(len(raw), core.sampling, tools=bool(core.tools))
+        )
+        job_stream = worker.run(job)
+    chunks: AsyncIterator[Chunk] = job_stream
+    offered = tools.offered(core.tools, core.tool_choice)
+    if offered:
+        chunks = tools.with_tool_calls(job_stream, tools.ToolCallParser(offered, parallel=core.parallel_tool_calls))
     include_usage = bool(wire.stream_options and wire.stream_options.include_usage)
     if core.stream:
         stream = encode.ChatStream(worker.model_id, include_usage=include_usage, with_timings=True)
@@ -185,26 +193,27 @@ async def chat_completions(worker: Worker, request: Request) -> Response:
                 return
             yield encode.DONE_EVENT
 
-        return ManagedStream(body(), on_close=chunks.aclose, headers=_prompt_header([job]))
-    text, last, logprobs = await _collect(chunks)
-    return json_response(
-        encode.chat_completion(worker.model_id, text, last, logprobs, with_timings=True), headers=_prompt_header([job])
-    )
-
-
-async def _collect(chunks: JobStream) -> tuple[str, Chunk, list[TokenLogprob] | None]:
-    parts: list[str] = []
-    logprobs: list[TokenLogprob] | None = None
-    last = Chunk()
+        return ManagedStream(body(), on_close=job_stream.aclose, headers=_prompt_header([job]))
     try:
-        async for chunk in chunks:
-            parts.append(chunk.text)
-            if chunk.logprobs:
-                logprobs = (logprobs or []) + chunk.logprobs
-            last = chunk
+        collected = await collect(chunks)
+    finally:
+        await job_stream.aclose()  # (also when `chunks` is the tool-call filter over it)
+    reply = encode.chat_completion(
+        worker.model_id,
+        collected.text,
+        collected.last,
+        collected.logprobs,
+        calls=collected.tool_calls.calls(),
+        with_timings=True,
+    )
+    return json_response(reply, headers=_prompt_header([job]))
+
+
+async def _collect(chunks: JobStream) -> Collected:
+    try:
+        return await collect(chunks)
     finally:
         await chunks.aclose()
-    return "".join(parts), last, logprobs
 
 
 async def completions(worker: Worker, request: Request) -> Response:
@@ -216,7 +225,7 @@ async def completions(worker: Worker, request: Request) -> Response:
         cores = decode.completion_requests(wire)
         try:
             for core in cores:
-                job = await _prepare(worker.engine.prepare_completion, core, len(raw), core.sampling)
+                job = await _prepare(worker.engine.prepare_completion, core, heavy=_is_heavy(len(raw), core.sampling))
                 streams.append(worker.run(job))
                 jobs.append(job)
         except BaseException:
@@ -274,13 +283,22 @@ async def tokenize(worker: Worker, request: Request) -> Response:
     content = body.get("content")
     if not isinstance(content, str):
         raise BadRequest("'content' must be a string.", param="content")
-    add_special = bool(body.get("add_special", False))
-    tokens = worker.engine.model.tokenize(content, add_special=add_special, parse_special=True)
+    if body.get("add_special"):
+        tokens = worker.engine.tokenize_prompt(content)  # (no second BOS when the text starts with one)
+    else:
+        tokens = worker.engine.model.tokenize(content, add_special=False, parse_special=True)
     if body.get("with_pieces"):
         model = worker.engine.model
         pieces = [{"id": t, "piece": model.piece(t, special=True).decode("utf-8", "replace")} for t in tokens]
         return json_response({"tokens": pieces})
     return json_response({"tokens": tokens})
+
+
+async def apply_template(worker: Worker, request: Request) -> Response:
+    """The prompt a chat request renders to (llama-server's `/apply-template`), tools included."""
+    wire = decode.parse(schemas.ChatCompletionRequest, await request.body())
+    core = decode.chat_request(wire)
+    return json_response({"prompt": worker.engine.render_chat(core)})
 
 
 async def detokenize(worker: Worker, request: Request) -> Response:
@@ -325,6 +343,7 @@ def create_worker_app(engine: Engine, router: JobRouter, model_id: str) -> Starl
         Route("/v1/embeddings", _endpoint(embeddings), methods=["POST"]),
         Route("/tokenize", _endpoint(tokenize), methods=["POST"]),
         Route("/detokenize", _endpoint(detokenize), methods=["POST"]),
+        Route("/apply-template", _endpoint(apply_template), methods=["POST"]),
     ]
 
     @contextlib.asynccontextmanager

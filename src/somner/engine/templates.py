@@ -17,7 +17,8 @@ from typing import Any, NoReturn
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from somner.core import Message
+from somner.core import Message, Tool, ToolCall, ToolChoice
+from somner.engine import tools as tooling
 from somner.errors import BadRequest
 
 BUILTINS = ("gemma", "llama3", "chatml", "mistral", "phi3")
@@ -106,21 +107,54 @@ class ChatTemplate:
         self.bos_token = bos_token
         self.eos_token = eos_token
 
-    def render(self, messages: list[Message], *, add_generation_prompt: bool = True) -> str:
-        items: list[dict[str, Any]] = []
-        for message in messages:
-            item: dict[str, Any] = {"role": message.role, "content": message.content}
-            if message.name:
-                item["name"] = message.name
-            items.append(item)
+        self.knows_tools = self._probe_tools()
+
+    def _probe_tools(self) -> bool:
+        """Whether the template renders tools and tool calls itself (else the generic prompt is used)."""
+        probe = Tool(name="somner_probe_tool", description="probe", parameters={"type": "object", "properties": {}})
+        messages = [
+            Message(role="user", content="probe"),
+            Message(role="assistant", content="", tool_calls=[ToolCall("call_probe", "somner_probe_call", "{}")]),
+            Message(role="tool", content="somner_probe_result", tool_call_id="call_probe"),
+        ]
+        try:
+            text = self._render(tooling.template_messages(messages), tooling.openai_tools([probe]), True)
+        except BadRequest:
+            return False
+        return all(word in text for word in ("somner_probe_tool", "somner_probe_call", "somner_probe_result"))
+
+    def render(
+        self,
+        messages: list[Message],
+        *,
+        tools: list[Tool] | None = None,
+        tool_choice: ToolChoice | None = None,
+        add_generation_prompt: bool = True,
+    ) -> str:
+        """The prompt for `messages`, offering `tools` (natively when the template knows tools, else with the
+        generic prompt)."""
+        choice = tool_choice or ToolChoice()
+        shown = tooling.offered(tools or [], choice)
+        has_calls = any(m.tool_calls or m.role == "tool" for m in messages)
+        if self.knows_tools or not (shown or has_calls):
+            listing = tooling.openai_tools(shown) if shown else None
+            return self._render(tooling.template_messages(messages), listing, add_generation_prompt)
+        generic = tooling.generic_messages(messages, shown, choice)
+        return self._render(tooling.template_messages(generic), None, add_generation_prompt)
+
+    def _render(
+        self, items: list[dict[str, Any]], tools: list[dict[str, Any]] | None, add_generation_prompt: bool
+    ) -> str:
+        extra: dict[str, Any] = {"tools": tools} if tools else {}
         try:
             return self._template.render(
                 messages=items,
                 add_generation_prompt=add_generation_prompt,
                 bos_token=self.bos_token,
                 eos_token=self.eos_token,
+                **extra,
             )
         except TemplateTextError:
             raise
-        except (jinja2.TemplateError, TypeError, ValueError, KeyError, IndexError) as exc:
+        except (jinja2.TemplateError, TypeError, ValueError, KeyError, IndexError, AttributeError) as exc:
             raise TemplateTextError(f"The chat template cannot render these messages: {exc}", param="messages") from exc

@@ -45,6 +45,10 @@ ENV_PREFIX = "SOMNER_"
 PLATFORM_VOLUMES = (Path("/runpod-volume"), Path("/workspace"))
 
 
+ApiServer = Literal["openai", "ollama", "kobold", "anthropic"]
+API_SERVERS: tuple[ApiServer, ...] = ("openai", "ollama", "kobold", "anthropic")
+
+
 class Settings(BaseSettings):
     """Everything `somner serve` reads."""
 
@@ -74,6 +78,13 @@ class Settings(BaseSettings):
         description="A model id or a path to a GGUF file to serve and load at start.",
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field(default="info", description="Log verbosity.")
+    api_servers: list[ApiServer] = Field(
+        default_factory=lambda: list(API_SERVERS),
+        description=(
+            "API dialects served on the port: openai (/v1/...), ollama (/api/...), kobold (/api/v1, /api/extra), "
+            "anthropic (/v1/messages). All by default."
+        ),
+    )
     max_request_bytes: int = Field(
         default=10 * 1024 * 1024, ge=1024, description="Largest request body accepted (413 above it)."
     )

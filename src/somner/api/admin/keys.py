@@ -20,7 +20,7 @@ from somner.api.principal import require_admin
 from somner.durations import parse_duration
 from somner.errors import BadRequest
 from somner.gateway.keys import ADMIN, INFERENCE, KeyRecord, KeyRights, UserRecord, check_delegation, parse_import
-from somner.wire.openai.decode import validation_error
+from somner.wire.body import validation_error
 
 _MAX_BODY = 1024 * 1024
 

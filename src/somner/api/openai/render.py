@@ -2,17 +2,7 @@
 
 from __future__ import annotations
 
-import orjson
-from starlette.responses import Response
-
-from somner.errors import SomnerError
+from somner.api.errors import json_renderer
 from somner.wire.openai import encode
 
-
-def render(error: SomnerError) -> Response:
-    return Response(
-        orjson.dumps(encode.error_body(error)),
-        status_code=error.status,
-        media_type="application/json",
-        headers=error.headers,
-    )
+render = json_renderer(encode.error_body)

@@ -1,6 +1,6 @@
 """OpenAI-compatible routes: models, chat completions, completions, embeddings.
 
-Each handler parses the body into its wire schema and a core request, then `serving.begin` admits it and leases
+Each handler parses the body into its wire schema and a core request, then `serving` admits it and leases
 the model. Streams from an engine that speaks OpenAI pass through unparsed; other engines' chunks are encoded here.
 However a request ends, its `Call` is closed once (lease released, usage recorded).
 """
@@ -16,18 +16,18 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from somner.api import serving
 from somner.api.body import read_body
-from somner.api.errors import guarded, internal_error, request_id
+from somner.api.errors import guarded
 from somner.api.keep_alive import keep_alive
 from somner.api.openai.render import render
 from somner.api.principal import principal_of
 from somner.api.serving import Call, begin, fail
-from somner.api.streaming import event_stream, until_disconnected
-from somner.core import Chunk, EmbeddingRequest, TokenLogprob, Usage
-from somner.core.streams import gather_all, merge
-from somner.errors import BadRequest, SomnerError
-from somner.models import defaults
-from somner.models.backends.base import ChunkStream, SpeaksOpenAI
+from somner.api.streaming import until_disconnected
+from somner.core import Chunk, EmbeddingRequest, Usage
+from somner.core.streams import collect, gather_all, merge
+from somner.errors import BadRequest
+from somner.models.backends.base import SpeaksOpenAI
 from somner.models.backends.openai_http import PassThrough
 from somner.services import Services
 from somner.wire.openai import decode, encode, schemas
@@ -48,7 +48,7 @@ def json_response(body: object, headers: dict[str, str] | None = None) -> Respon
     return Response(orjson.dumps(body), media_type="application/json", headers=headers)
 
 
-async def _body(request: Request) -> bytes:
+async def read_request(request: Request) -> bytes:
     return await read_body(request, services_of(request).settings.max_request_bytes)
 
 
@@ -80,36 +80,8 @@ def _card(services: Services, model_id: str) -> dict[str, object]:
     )
 
 
-async def _ending_in_errors(request: Request, call: Call, events: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    """The events, counted, then `[DONE]`; if they fail, one final error event instead (a stream cannot change
-    its status any more)."""
-    try:
-        async for data in events:
-            call.ticket.bytes_out += len(data)
-            yield data
-        call.completed = True
-        call.ticket.bytes_out += len(encode.DONE_EVENT)
-        yield encode.DONE_EVENT
-    except SomnerError as exc:
-        call.error_status = exc.status
-        yield encode.error_event(exc)
-    except Exception:
-        log.exception("stream failed [%s]", request_id(request))
-        call.error_status = 500
-        yield encode.error_event(internal_error(request))
-
-
-def _stream(
-    request: Request, call: Call, events: AsyncIterator[bytes], *closers: ChunkStream | PassThrough
-) -> Response:
-    async def done() -> None:
-        try:
-            for closer in closers:
-                await closer.aclose()  # type: ignore[union-attr]
-        finally:
-            call.close_stream()
-
-    return event_stream(_ending_in_errors(request, call, events), on_close=done, headers=call.ticket.headers)
+def _stream(request: Request, call: Call, events: AsyncIterator[bytes], *closers: object) -> Response:
+    return serving.streamed(request, call, events, *closers, error_event=encode.error_event, trailer=encode.DONE_EVENT)
 
 
 async def _pass_through(
@@ -142,114 +114,59 @@ async def _pass_through(
     return _stream(request, call, body(), events)
 
 
-async def _collect(call: Call, stream: ChunkStream) -> tuple[str, Chunk, list[TokenLogprob] | None]:
-    parts: list[str] = []
-    logprobs: list[TokenLogprob] | None = None
-    last = Chunk()
-    async for chunk in stream:
-        call.observe(chunk)
-        parts.append(chunk.text)
-        if chunk.logprobs:
-            logprobs = (logprobs or []) + chunk.logprobs
-        last = chunk
-    return "".join(parts), last, logprobs
-
-
-async def _close(stream: ChunkStream) -> None:
-    aclose = getattr(stream, "aclose", None)
-    if aclose is not None:
-        await aclose()
-
-
-def _prompt_tokens(call: Call, stream: ChunkStream) -> None:
-    known = getattr(stream, "prompt_tokens", None)
-    if isinstance(known, int):
-        call.ticket.usage.prompt_tokens += known
-
-
 @openai_endpoint
 async def chat_completions(request: Request) -> Response:
     services = services_of(request)
-    raw = await _body(request)
+    raw = await read_request(request)
     wire = decode.parse(schemas.ChatCompletionRequest, raw)
     core = decode.chat_request(wire)
     include_usage = bool(wire.stream_options and wire.stream_options.include_usage)
-    call = await begin(
-        request,
-        services,
-        model=core.model,
+    admission = serving.Admission(
         dialect="openai",
         route="chat",
         bytes_in=len(raw),
-        max_tokens=core.sampling.max_tokens,
-        messages=len(core.messages),
         keep=keep_alive(request, wire.keep_alive),
         prompt_text=orjson.dumps([{"role": m.role, "content": m.content} for m in core.messages]).decode(),
     )
-    defaults.apply_to_chat(core, call.spec.entry.defaults)
+    call = await serving.begin_chat(request, services, core, admission)
     backend = call.lease.backend
     if core.stream and isinstance(backend, SpeaksOpenAI) and call.prompt_text is None:
         return await _pass_through(request, call, backend.chat_events(core), core.model, include_usage)
-    try:
-        stream = await backend.chat(core)
-    except BaseException as exc:
-        fail(call, exc)
-        raise
-    _prompt_tokens(call, stream)
+    stream = await serving.open_chat(call, core)
     if core.stream:
         encoder = encode.ChatStream(core.model, include_usage=include_usage)
 
         async def events() -> AsyncIterator[bytes]:
             yield encoder.start()
-            async for chunk in stream:
-                call.observe(chunk)
+            async for chunk in serving.observed(call, stream):
                 yield encoder.chunk(chunk)
 
         return _stream(request, call, events(), stream)
-    try:
-        text, last, logprobs = await until_disconnected(request, _collect(call, stream))
-    except BaseException as exc:
-        await _close(stream)
-        fail(call, exc)
-        raise
-    call.close(200)
-    return json_response(encode.chat_completion(core.model, text, last, logprobs), call.ticket.headers)
+    reply = await serving.collected(request, call, stream)
+    body = encode.chat_completion(core.model, reply.text, reply.last, reply.logprobs, calls=reply.tool_calls.calls())
+    return json_response(body, call.ticket.headers)
 
 
 @openai_endpoint
 async def completions(request: Request) -> Response:
     services = services_of(request)
-    raw = await _body(request)
+    raw = await read_request(request)
     wire = decode.parse(schemas.CompletionRequest, raw)
     cores = decode.completion_requests(wire)
     model = wire.model
     include_usage = bool(wire.stream_options and wire.stream_options.include_usage)
-    call = await begin(
-        request,
-        services,
-        model=model,
+    admission = serving.Admission(
         dialect="openai",
         route="completions",
         bytes_in=len(raw),
-        max_tokens=wire.max_tokens,
         keep=keep_alive(request, wire.keep_alive),
         prompt_text=orjson.dumps([c.prompt for c in cores]).decode(),
     )
-    for core in cores:
-        defaults.apply_to_completion(core, call.spec.entry.defaults)
+    call = await serving.begin_completion(request, services, cores, admission)
     backend = call.lease.backend
     if wire.stream and len(cores) == 1 and isinstance(backend, SpeaksOpenAI) and call.prompt_text is None:
         return await _pass_through(request, call, backend.complete_events(cores[0]), model, include_usage)
-    streams: list[ChunkStream] = []
-    try:
-        for core in cores:
-            streams.append(await backend.complete(core))
-            _prompt_tokens(call, streams[-1])
-    except BaseException as exc:
-        for stream in streams:
-            await _close(stream)
-        fail(call, exc)
-        raise
+    streams = await serving.open_completions(call, cores)
     if wire.stream:
         encoder = encode.CompletionStream(model, include_usage=include_usage)
 
@@ -267,15 +184,15 @@ async def completions(request: Request) -> Response:
 
         return _stream(request, call, events(), *streams)
     try:
-        results = await until_disconnected(request, gather_all([_collect(call, s) for s in streams]))
+        results = await until_disconnected(request, gather_all([collect(s, call.observe) for s in streams]))
     except BaseException as exc:
         for stream in streams:
-            await _close(stream)
-        fail(call, exc)
+            await serving.close_stream(stream)
+        serving.fail(call, exc)
         raise
     total = Usage()
-    for _, last, _ in results:
-        total.add(last.usage)
+    for result in results:
+        total.add(result.last.usage)
     call.ticket.usage = total
     call.close(200)
     return json_response(encode.completion(model, results), call.ticket.headers)
@@ -284,7 +201,7 @@ async def completions(request: Request) -> Response:
 @openai_endpoint
 async def embeddings(request: Request) -> Response:
     services = services_of(request)
-    raw = await _body(request)
+    raw = await read_request(request)
     wire = decode.parse(schemas.EmbeddingRequest, raw)
     inputs = decode.embedding_inputs(wire)
     call = await begin(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from somner.core import ChatRequest, Chunk, CompletionRequest, EmbeddingRequest, EmbeddingResult
 
@@ -47,3 +47,15 @@ class SpeaksOpenAI(Protocol):
     async def chat_events(self, request: ChatRequest) -> PassThrough: ...
 
     async def complete_events(self, request: CompletionRequest) -> PassThrough: ...
+
+
+@runtime_checkable
+class Tokenizes(Protocol):
+    """A backend whose engine exposes its tokenizer and chat template (llama-server's `/tokenize`,
+    `/detokenize`, `/apply-template`). Engines that lack them answer with a clear 400."""
+
+    async def tokenize(self, text: str, *, add_special: bool = False, with_pieces: bool = False) -> list[Any]: ...
+
+    async def detokenize(self, tokens: list[int]) -> str: ...
+
+    async def apply_template(self, request: ChatRequest) -> str: ...

@@ -22,7 +22,7 @@ from somner.core import (
     EmbeddingResult,
     Usage,
 )
-from somner.errors import EngineFailed, SomnerError, error_from_status
+from somner.errors import BadRequest, EngineFailed, NotFound, SomnerError, error_from_status
 from somner.wire import sse
 from somner.wire.openai import decode, encode
 
@@ -57,8 +57,8 @@ class OpenAIHTTPClient:
     async def aclose(self) -> None:
         await self._client.aclose()
 
-    async def _open(self, path: str, body: dict[str, Any]) -> httpx.Response:
-        if self._model_name is not None:
+    async def _open(self, path: str, body: dict[str, Any], *, rename_model: bool = True) -> httpx.Response:
+        if self._model_name is not None and rename_model:
             body["model"] = self._model_name
         request = self._client.build_request(
             "POST", path, content=orjson.dumps(body), headers={"content-type": "application/json"}
@@ -155,6 +155,45 @@ class OpenAIHTTPClient:
             raise EngineFailed(f"{self._label} sent a malformed embedding response") from exc
         return EmbeddingResult(embeddings=vectors, prompt_tokens=prompt_tokens)
 
+    async def _post_json(self, path: str, body: dict[str, Any], what: str) -> dict[str, Any]:
+        """A small JSON call (tokenizer endpoints). An engine without the endpoint says so clearly."""
+        try:
+            response = await self._open(path, body, rename_model=False)
+        except NotFound:
+            raise BadRequest(f"The engine serving this model does not offer {what}.", code="unsupported") from None
+        try:
+            payload = await response.aread()
+        except httpx.HTTPError as exc:
+            raise EngineFailed(f"{self._label} stopped while answering") from exc
+        finally:
+            await response.aclose()
+        try:
+            data = orjson.loads(payload)
+        except orjson.JSONDecodeError as exc:
+            raise EngineFailed(f"{self._label} sent a malformed {what} response") from exc
+        if not isinstance(data, dict):
+            raise EngineFailed(f"{self._label} sent a malformed {what} response")
+        return data
+
+    async def tokenize(self, text: str, *, add_special: bool = False, with_pieces: bool = False) -> list[Any]:
+        """Token ids of `text` (or {"id", "piece"} objects `with_pieces`), llama-server's `/tokenize`."""
+        body = {"content": text, "add_special": add_special, "with_pieces": with_pieces}
+        data = await self._post_json("/tokenize", body, "tokenization")
+        tokens = data.get("tokens")
+        if not isinstance(tokens, list):
+            raise EngineFailed(f"{self._label} sent a malformed tokenization response")
+        return tokens
+
+    async def detokenize(self, tokens: list[int]) -> str:
+        data = await self._post_json("/detokenize", {"tokens": tokens}, "detokenization")
+        return str(data.get("content", ""))
+
+    async def apply_template(self, request: ChatRequest) -> str:
+        """The prompt the engine's chat template makes of a chat request (llama-server's `/apply-template`)."""
+        body = encode.chat_request(request)
+        data = await self._post_json("/apply-template", body, "chat templates")
+        return str(data.get("prompt", ""))
+
     async def get_json(self, path: str, *, deadline: float) -> Any:
         response = await self._client.get(path, timeout=deadline)
         response.raise_for_status()
@@ -231,7 +270,9 @@ class PassThrough:
 
     @staticmethod
     def has_content(data: bytes) -> bool:
-        """Whether a chat or completion event carries generated text (a cheap byte test, not a parse)."""
+        """Whether a chat or completion event carries generated text or a tool call (a byte test, not a parse)."""
+        if b'"tool_calls":[{' in data:
+            return True
         for marker in (b'"content":"', b'"text":"'):
             at = data.find(marker)
             if at != -1 and data[at + len(marker) : at + len(marker) + 1] != b'"':
@@ -242,3 +283,34 @@ class PassThrough:
     def is_usage_only(data: bytes) -> bool:
         """The trailing usage event (no choices), which a client that did not ask for usage must not get."""
         return b'"choices":[]' in data and PassThrough._USAGE in data
+
+
+class ServedOverHTTP:
+    """The request methods of a backend whose engine is reached through one `OpenAIHTTPClient` (`_http()`)."""
+
+    def _http(self) -> OpenAIHTTPClient:
+        raise NotImplementedError
+
+    async def chat(self, request: ChatRequest) -> EngineChunks:
+        return await self._http().chat(request)
+
+    async def complete(self, request: CompletionRequest) -> EngineChunks:
+        return await self._http().complete(request)
+
+    async def embed(self, request: EmbeddingRequest) -> EmbeddingResult:
+        return await self._http().embed(request)
+
+    async def chat_events(self, request: ChatRequest) -> PassThrough:
+        return await self._http().chat_events(request)
+
+    async def complete_events(self, request: CompletionRequest) -> PassThrough:
+        return await self._http().complete_events(request)
+
+    async def tokenize(self, text: str, *, add_special: bool = False, with_pieces: bool = False) -> list[Any]:
+        return await self._http().tokenize(text, add_special=add_special, with_pieces=with_pieces)
+
+    async def detokenize(self, tokens: list[int]) -> str:
+        return await self._http().detokenize(tokens)
+
+    async def apply_template(self, request: ChatRequest) -> str:
+        return await self._http().apply_template(request)

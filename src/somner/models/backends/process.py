@@ -22,10 +22,8 @@ from pathlib import Path
 
 import httpx
 
-from somner.core import ChatRequest, CompletionRequest, EmbeddingRequest, EmbeddingResult
 from somner.errors import ModelLoadFailed
-from somner.models.backends.base import ChunkStream
-from somner.models.backends.openai_http import OpenAIHTTPClient, PassThrough
+from somner.models.backends.openai_http import OpenAIHTTPClient, ServedOverHTTP
 from somner.models.backends.worker import log_tail
 from somner.models.registry import ModelSpec
 from somner.settings import EngineSettings
@@ -59,7 +57,7 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
             ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
-class ProcessBackend:
+class ProcessBackend(ServedOverHTTP):
     def __init__(self, spec: ModelSpec, log_dir: Path, settings: EngineSettings) -> None:
         self.spec = spec
         self.settings = settings
@@ -76,7 +74,7 @@ class ProcessBackend:
     def alive(self) -> bool:
         return self._process is not None and self._process.returncode is None
 
-    def _http(self) -> OpenAIHTTPClient:
+    def _http(self) -> OpenAIHTTPClient:  # (ServedOverHTTP)
         if self._client is None:
             timeout = httpx.Timeout(connect=5.0, read=self.settings.read_timeout, write=30.0, pool=30.0)
             client = httpx.AsyncClient(
@@ -157,18 +155,3 @@ class ProcessBackend:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(process.pid, signal.SIGKILL)
             await process.wait()
-
-    async def chat(self, request: ChatRequest) -> ChunkStream:
-        return await self._http().chat(request)
-
-    async def complete(self, request: CompletionRequest) -> ChunkStream:
-        return await self._http().complete(request)
-
-    async def embed(self, request: EmbeddingRequest) -> EmbeddingResult:
-        return await self._http().embed(request)
-
-    async def chat_events(self, request: ChatRequest) -> PassThrough:
-        return await self._http().chat_events(request)
-
-    async def complete_events(self, request: CompletionRequest) -> PassThrough:
-        return await self._http().complete_events(request)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx
 
@@ -87,3 +87,12 @@ class UpstreamBackend:
 
     async def complete_events(self, request: CompletionRequest) -> PassThrough:
         return await self._first(lambda c: c.complete_events(request))
+
+    async def tokenize(self, text: str, *, add_special: bool = False, with_pieces: bool = False) -> list[Any]:
+        return await self._first(lambda c: c.tokenize(text, add_special=add_special, with_pieces=with_pieces))
+
+    async def detokenize(self, tokens: list[int]) -> str:
+        return await self._first(lambda c: c.detokenize(tokens))
+
+    async def apply_template(self, request: ChatRequest) -> str:
+        return await self._first(lambda c: c.apply_template(request))

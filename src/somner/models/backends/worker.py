@@ -20,10 +20,8 @@ from pathlib import Path
 
 import httpx
 
-from somner.core import ChatRequest, CompletionRequest, EmbeddingRequest, EmbeddingResult
 from somner.errors import ModelLoadFailed
-from somner.models.backends.base import ChunkStream
-from somner.models.backends.openai_http import OpenAIHTTPClient, PassThrough
+from somner.models.backends.openai_http import OpenAIHTTPClient, ServedOverHTTP
 from somner.models.gguf import GGUFError, read_gguf
 from somner.models.registry import ModelSpec
 from somner.settings import EngineSettings
@@ -80,7 +78,7 @@ def log_tail(path: Path, limit: int = _LOG_TAIL_BYTES) -> str:
         return ""
 
 
-class WorkerBackend:
+class WorkerBackend(ServedOverHTTP):
     def __init__(self, spec: ModelSpec, paths: WorkerPaths, settings: EngineSettings, index: int) -> None:
         self.spec = spec
         self.settings = settings
@@ -97,7 +95,7 @@ class WorkerBackend:
     def alive(self) -> bool:
         return self._process is not None and self._process.returncode is None
 
-    def _http(self) -> OpenAIHTTPClient:
+    def _http(self) -> OpenAIHTTPClient:  # (ServedOverHTTP)
         if self._client is None:
             transport = httpx.AsyncHTTPTransport(uds=str(self.socket_path))
             timeout = httpx.Timeout(connect=5.0, read=self.settings.read_timeout, write=30.0, pool=30.0)
@@ -192,18 +190,3 @@ class WorkerBackend:
             process.stdin.close()
         with contextlib.suppress(FileNotFoundError):
             self.socket_path.unlink()
-
-    async def chat(self, request: ChatRequest) -> ChunkStream:
-        return await self._http().chat(request)
-
-    async def complete(self, request: CompletionRequest) -> ChunkStream:
-        return await self._http().complete(request)
-
-    async def embed(self, request: EmbeddingRequest) -> EmbeddingResult:
-        return await self._http().embed(request)
-
-    async def chat_events(self, request: ChatRequest) -> PassThrough:
-        return await self._http().chat_events(request)
-
-    async def complete_events(self, request: CompletionRequest) -> PassThrough:
-        return await self._http().complete_events(request)

@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-import logging
-import re
-from typing import Any, TypeVar
-
-from pydantic import BaseModel, ValidationError
+from typing import Any
 
 from somner.core import (
     ChatRequest,
@@ -18,57 +14,20 @@ from somner.core import (
     SamplingParams,
     Timings,
     TokenLogprob,
+    Tool,
+    ToolCall,
+    ToolCallDelta,
+    ToolChoice,
+    ToolChoiceMode,
     TopLogprob,
     Usage,
+    check_tools,
 )
 from somner.errors import BadRequest
+from somner.wire.body import parse, validation_error
 from somner.wire.openai import schemas
 
-log = logging.getLogger(__name__)
-
-RequestT = TypeVar("RequestT", bound=BaseModel)
-_TYPE_TAG = re.compile(r"[^a-z0-9_]|^(str|int|float|bool|list|dict|none)$")
-
-
-def _param(loc: tuple[int | str, ...]) -> str | None:
-    parts: list[str] = []
-    for item in loc:
-        if isinstance(item, int):
-            parts.append(str(item))
-        elif _TYPE_TAG.search(item):
-            break  # a union member tag, not a field
-        else:
-            parts.append(item)
-    return ".".join(parts) or None
-
-
-def validation_error(exc: ValidationError) -> BadRequest:
-    """The first problem of a pydantic error as OpenAI words it, naming the parameter."""
-    first = exc.errors(include_url=False)[0]
-    kind = first["type"]
-    if kind == "json_invalid":
-        return BadRequest(
-            "We could not parse the JSON body of your request. The body must be valid JSON.",
-            code="invalid_json",
-        )
-    param = _param(tuple(first["loc"]))
-    if kind == "model_type" and param is None:
-        return BadRequest("The request body must be a JSON object.", code="invalid_type")
-    if kind == "missing":
-        return BadRequest(f"Missing required parameter: '{param}'.", param=param, code="missing_required_parameter")
-    code = "invalid_type" if kind.endswith("_type") or kind.startswith("union") else "invalid_value"
-    return BadRequest(f"Invalid value for '{param}': {first['msg']}.", param=param, code=code)
-
-
-def parse(model: type[RequestT], body: bytes) -> RequestT:
-    """Validate a request body; BadRequest (400) naming the parameter otherwise."""
-    try:
-        parsed = model.model_validate_json(body)
-    except ValidationError as exc:
-        raise validation_error(exc) from None
-    if parsed.model_extra and log.isEnabledFor(logging.DEBUG):
-        log.debug("ignoring unknown fields: %s", ", ".join(sorted(parsed.model_extra)))
-    return parsed
+__all__ = ["parse", "validation_error"]  # (re-exported: each dialect's decode offers them)
 
 
 def _stop_list(stop: str | list[str] | None) -> list[str]:
@@ -147,18 +106,53 @@ def _text_of(message: schemas.ChatMessage, index: int) -> str:
     return "".join(texts)
 
 
+def _message(message: schemas.ChatMessage, index: int) -> Message:
+    calls = [ToolCall(id=c.id, name=c.function.name, arguments=c.function.arguments) for c in message.tool_calls or []]
+    return Message(
+        role=message.role,
+        content=_text_of(message, index),
+        name=message.name,
+        tool_calls=calls,
+        tool_call_id=message.tool_call_id,
+    )
+
+
+def tool_choice(choice: schemas.ToolChoiceInput | None) -> ToolChoice:
+    if choice is None:
+        return ToolChoice()
+    if isinstance(choice, str):
+        return ToolChoice(mode=ToolChoiceMode(choice))
+    return ToolChoice(mode=ToolChoiceMode.FUNCTION, name=choice.function.name)
+
+
+def tools(items: list[schemas.ChatTool] | None) -> list[Tool]:
+    out = []
+    for item in items or []:
+        function = item.function
+        tool = Tool(name=function.name, description=function.description)
+        if function.parameters is not None:
+            tool.parameters = function.parameters
+        out.append(tool)
+    return out
+
+
 def chat_request(req: schemas.ChatCompletionRequest) -> ChatRequest:
     if req.top_logprobs is not None and not req.logprobs:
         raise BadRequest("'top_logprobs' requires 'logprobs' to be true.", param="top_logprobs")
     logprobs = (req.top_logprobs or 0) if req.logprobs else None
     max_tokens = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
-    messages = [Message(role=m.role, content=_text_of(m, i), name=m.name) for i, m in enumerate(req.messages)]
+    choice = tool_choice(req.tool_choice)
+    offered = tools(req.tools)
+    check_tools(offered, choice)
     return ChatRequest(
         model=req.model,
-        messages=messages,
+        messages=[_message(m, i) for i, m in enumerate(req.messages)],
         sampling=_sampling(req, max_tokens, logprobs),
         stream=bool(req.stream),
         user=req.user,
+        tools=offered,
+        tool_choice=choice,
+        parallel_tool_calls=req.parallel_tool_calls is not False,
     )
 
 
@@ -268,6 +262,27 @@ def _completion_logprobs(data: Any) -> list[TokenLogprob] | None:
     ]
 
 
+def _tool_call_deltas(data: Any) -> list[ToolCallDelta] | None:
+    if not isinstance(data, list) or not data:
+        return None
+    deltas = []
+    for position, item in enumerate(data):
+        if not isinstance(item, dict):
+            continue
+        function = item["function"] if isinstance(item.get("function"), dict) else {}
+        arguments = function.get("arguments")
+        index = item.get("index")
+        deltas.append(
+            ToolCallDelta(
+                index=index if isinstance(index, int) else position,
+                id=item.get("id") if isinstance(item.get("id"), str) else None,
+                name=function.get("name") if isinstance(function.get("name"), str) else None,
+                arguments=arguments if isinstance(arguments, str) else "",
+            )
+        )
+    return deltas or None
+
+
 def chat_chunk(data: dict[str, Any]) -> Chunk:
     """A `chat.completion.chunk` (choice 0) as a core chunk."""
     chunk = Chunk(usage=_usage(data.get("usage")), timings=_timings(data.get("timings")))
@@ -276,6 +291,7 @@ def chat_chunk(data: dict[str, Any]) -> Chunk:
         choice = choices[0]
         delta = choice.get("delta") or {}
         chunk.text = delta.get("content") or ""
+        chunk.tool_calls = _tool_call_deltas(delta.get("tool_calls"))
         chunk.finish_reason = _finish(choice.get("finish_reason"))
         chunk.logprobs = _chat_logprobs(choice.get("logprobs"))
     return chunk

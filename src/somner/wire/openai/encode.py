@@ -22,8 +22,14 @@ from somner.core import (
     SamplingParams,
     Timings,
     TokenLogprob,
+    Tool,
+    ToolCall,
+    ToolCallDelta,
+    ToolChoice,
+    ToolChoiceMode,
     Usage,
 )
+from somner.core.streams import Collected
 from somner.errors import SomnerError
 from somner.wire.sse import DONE, event
 
@@ -76,15 +82,44 @@ def sampling_fields(params: SamplingParams) -> dict[str, Any]:
     return body
 
 
+def tool_calls(calls: list[ToolCall]) -> list[dict[str, Any]]:
+    return [{"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}} for c in calls]
+
+
+def tools(items: list[Tool]) -> list[dict[str, Any]]:
+    out = []
+    for tool in items:
+        function: dict[str, Any] = {"name": tool.name, "parameters": tool.parameters}
+        if tool.description is not None:
+            function["description"] = tool.description
+        out.append({"type": "function", "function": function})
+    return out
+
+
+def tool_choice(choice: ToolChoice) -> str | dict[str, Any]:
+    if choice.mode is ToolChoiceMode.FUNCTION:
+        return {"type": "function", "function": {"name": choice.name}}
+    return choice.mode.value
+
+
 def chat_request(req: ChatRequest) -> dict[str, Any]:
     messages = []
     for m in req.messages:
         item: dict[str, Any] = {"role": m.role, "content": m.content}
         if m.name:
             item["name"] = m.name
+        if m.tool_calls:
+            item["tool_calls"] = tool_calls(m.tool_calls)
+        if m.tool_call_id is not None:
+            item["tool_call_id"] = m.tool_call_id
         messages.append(item)
     body: dict[str, Any] = {"model": req.model, "messages": messages}
     body.update(sampling_fields(req.sampling))
+    if req.tools:
+        body["tools"] = tools(req.tools)
+        body["tool_choice"] = tool_choice(req.tool_choice)
+        if not req.parallel_tool_calls:
+            body["parallel_tool_calls"] = False
     if req.sampling.logprobs is not None:
         body["logprobs"] = True
         body["top_logprobs"] = req.sampling.logprobs
@@ -221,6 +256,9 @@ class ChatStream(_EventStream):
 
     def chunk(self, chunk: Chunk) -> bytes:
         out = b""
+        if chunk.tool_calls:
+            delta = {"tool_calls": tool_call_deltas(chunk.tool_calls)}
+            out += self._event([{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}])
         if chunk.text or chunk.logprobs:
             out += self._event(
                 [
@@ -243,6 +281,21 @@ class ChatStream(_EventStream):
             if self.include_usage and chunk.usage is not None:
                 out += self._event([], usage=usage(chunk.usage))
         return out
+
+
+def tool_call_deltas(deltas: list[ToolCallDelta]) -> list[dict[str, Any]]:
+    out = []
+    for delta in deltas:
+        item: dict[str, Any] = {"index": delta.index}
+        function: dict[str, Any] = {"arguments": delta.arguments}
+        if delta.id is not None:
+            item["id"] = delta.id
+            item["type"] = "function"
+        if delta.name is not None:
+            function = {"name": delta.name, **function}
+        item["function"] = function
+        out.append(item)
+    return out
 
 
 class CompletionStream(_EventStream):
@@ -274,9 +327,19 @@ class CompletionStream(_EventStream):
 
 
 def chat_completion(
-    model: str, text: str, chunk: Chunk, logprobs: list[TokenLogprob] | None, *, with_timings: bool = False
+    model: str,
+    text: str,
+    chunk: Chunk,
+    logprobs: list[TokenLogprob] | None,
+    *,
+    calls: list[ToolCall] | None = None,
+    with_timings: bool = False,
 ) -> dict[str, Any]:
-    """A whole `chat.completion` from the collected text and the final chunk."""
+    """A whole `chat.completion` from the collected text, tool calls and the final chunk."""
+    message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None}
+    if calls:
+        message["content"] = text or None
+        message["tool_calls"] = tool_calls(calls)
     body: dict[str, Any] = {
         "id": new_id("chatcmpl"),
         "object": "chat.completion",
@@ -286,7 +349,7 @@ def chat_completion(
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": text, "refusal": None},
+                "message": message,
                 "logprobs": chat_logprobs(logprobs) if logprobs is not None else None,
                 "finish_reason": (chunk.finish_reason or FinishReason.STOP).value,
             }
@@ -298,20 +361,18 @@ def chat_completion(
     return body
 
 
-def completion(
-    model: str, results: list[tuple[str, Chunk, list[TokenLogprob] | None]], *, with_timings: bool = False
-) -> dict[str, Any]:
+def completion(model: str, results: Sequence[Collected], *, with_timings: bool = False) -> dict[str, Any]:
     """A whole `text_completion`, one choice per prompt."""
     total = Usage()
     choices = []
-    for index, (text, last, logprobs) in enumerate(results):
-        total.add(last.usage)
+    for index, result in enumerate(results):
+        total.add(result.last.usage)
         choices.append(
             {
-                "text": text,
+                "text": result.text,
                 "index": index,
-                "logprobs": CompletionLogprobs().encode(logprobs) if logprobs is not None else None,
-                "finish_reason": (last.finish_reason or FinishReason.STOP).value,
+                "logprobs": CompletionLogprobs().encode(result.logprobs) if result.logprobs is not None else None,
+                "finish_reason": result.finish_reason.value,
             }
         )
     body: dict[str, Any] = {
@@ -323,8 +384,8 @@ def completion(
         "choices": choices,
         "usage": usage(total),
     }
-    if with_timings and len(results) == 1 and results[0][1].timings is not None:
-        body["timings"] = timings(results[0][1].timings, total)
+    if with_timings and len(results) == 1 and results[0].last.timings is not None:
+        body["timings"] = timings(results[0].last.timings, total)
     return body
 
 

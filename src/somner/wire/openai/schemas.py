@@ -8,33 +8,27 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from somner.wire.body import RequestBody, WireObject
 
 
-class _Wire(BaseModel):
-    model_config = ConfigDict(strict=True, extra="ignore", populate_by_name=True)
-
-
-class _Request(BaseModel):
-    model_config = ConfigDict(strict=True, extra="allow", populate_by_name=True)
-
-
-class TextPart(_Wire):
+class TextPart(WireObject):
     type: Literal["text"]
     text: str
 
 
-class ImagePart(_Wire):
+class ImagePart(WireObject):
     type: Literal["image_url"]
     image_url: dict[str, Any]
 
 
-class AudioPart(_Wire):
+class AudioPart(WireObject):
     type: Literal["input_audio"]
     input_audio: dict[str, Any]
 
 
-class FilePart(_Wire):
+class FilePart(WireObject):
     type: Literal["file"]
     file: dict[str, Any]
 
@@ -42,29 +36,69 @@ class FilePart(_Wire):
 ContentPart = Annotated[TextPart | ImagePart | AudioPart | FilePart, Field(discriminator="type")]
 
 
-class ChatMessage(_Wire):
+FUNCTION_NAME = r"^[A-Za-z0-9_.-]{1,64}$"
+
+
+class FunctionCall(WireObject):
+    name: str
+    arguments: str
+
+
+class MessageToolCall(WireObject):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
+class ChatMessage(WireObject):
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: str | list[ContentPart] | None = None
     name: str | None = None
+    tool_calls: list[MessageToolCall] | None = None
+    tool_call_id: str | None = None
 
 
-class StreamOptions(_Wire):
+class FunctionDefinition(WireObject):
+    name: str = Field(pattern=FUNCTION_NAME)
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class ChatTool(WireObject):
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class NamedFunction(WireObject):
+    name: str
+
+
+class NamedToolChoice(WireObject):
+    type: Literal["function"]
+    function: NamedFunction
+
+
+ToolChoiceInput = Literal["none", "auto", "required"] | NamedToolChoice
+
+
+class StreamOptions(WireObject):
     include_usage: bool = False
 
 
-class JsonSchemaFormat(_Wire):
+class JsonSchemaFormat(WireObject):
     name: str = "response"
     description: str | None = None
     schema_: dict[str, Any] | None = Field(default=None, alias="schema")
     strict: bool | None = None
 
 
-class ResponseFormat(_Wire):
+class ResponseFormat(WireObject):
     type: Literal["text", "json_object", "json_schema"]
     json_schema: JsonSchemaFormat | None = None
 
 
-class _Sampling(_Request):
+class _Sampling(RequestBody):
     """Fields shared by chat and text completions."""
 
     model: str = Field(min_length=1)
@@ -96,6 +130,9 @@ class ChatCompletionRequest(_Sampling):
     messages: list[ChatMessage] = Field(min_length=1)
     logprobs: bool | None = None
     max_completion_tokens: int | None = Field(default=None, ge=1)
+    parallel_tool_calls: bool | None = None
+    tool_choice: ToolChoiceInput | None = None
+    tools: Annotated[list[ChatTool], Field(max_length=128)] | None = None
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
 
 
@@ -109,10 +146,25 @@ class CompletionRequest(_Sampling):
     suffix: str | None = None
 
 
-class EmbeddingRequest(_Request):
+class EmbeddingRequest(RequestBody):
     model: str = Field(min_length=1)
     input: PromptInput
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(default=None, ge=1)
     user: str | None = None
     keep_alive: float | str | None = None
+
+
+# Extensions: llama-server's tokenizer endpoints, plus `model` to pick the engine (default: the server's model).
+
+
+class TokenizeRequest(RequestBody):
+    model: str | None = Field(default=None, min_length=1)
+    content: str
+    add_special: bool = False
+    with_pieces: bool = False
+
+
+class DetokenizeRequest(RequestBody):
+    model: str | None = Field(default=None, min_length=1)
+    tokens: list[Annotated[int, Field(ge=0)]]

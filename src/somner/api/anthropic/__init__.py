@@ -1,0 +1,1 @@
+"""The Anthropic-compatible API (`/v1/messages`)."""

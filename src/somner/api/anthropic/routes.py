@@ -1,0 +1,9 @@
+"""The anthropic routes (being written)."""
+
+from __future__ import annotations
+
+from starlette.routing import BaseRoute
+
+
+def routes() -> list[BaseRoute]:
+    return []

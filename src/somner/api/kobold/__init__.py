@@ -1,0 +1,1 @@
+"""The KoboldAI-compatible API (`/api/v1/...`, `/api/extra/...`)."""

@@ -1,0 +1,1 @@
+"""The Ollama-compatible API (`/api/...`, NDJSON streaming)."""

@@ -1,0 +1,53 @@
+"""`POST /tokenize` and `POST /detokenize`, with llama-server's names and bodies, plus `model` to pick the engine
+(default: the server's model). They need a key like every other route and count against its rate limit."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from somner.api import serving
+from somner.api.openai.routes import json_response, openai_endpoint, read_request, services_of
+from somner.api.streaming import until_disconnected
+from somner.wire.openai import decode, schemas
+
+
+@openai_endpoint
+async def tokenize(request: Request) -> Response:
+    services = services_of(request)
+    raw = await read_request(request)
+    wire = decode.parse(schemas.TokenizeRequest, raw)
+    call = await serving.tokenizing(request, services, wire.model, "openai", len(raw))
+    try:
+        tokenizer = serving.tokenizer_of(call)
+        tokens = await until_disconnected(
+            request, tokenizer.tokenize(wire.content, add_special=wire.add_special, with_pieces=wire.with_pieces)
+        )
+    except BaseException as exc:
+        serving.fail(call, exc)
+        raise
+    call.close(200)
+    return json_response({"tokens": tokens}, call.ticket.headers)
+
+
+@openai_endpoint
+async def detokenize(request: Request) -> Response:
+    services = services_of(request)
+    raw = await read_request(request)
+    wire = decode.parse(schemas.DetokenizeRequest, raw)
+    call = await serving.tokenizing(request, services, wire.model, "openai", len(raw))
+    try:
+        content = await until_disconnected(request, serving.tokenizer_of(call).detokenize(wire.tokens))
+    except BaseException as exc:
+        serving.fail(call, exc)
+        raise
+    call.close(200)
+    return json_response({"content": content}, call.ticket.headers)
+
+
+def routes() -> list[BaseRoute]:
+    return [
+        Route("/tokenize", tokenize, methods=["POST"]),
+        Route("/detokenize", detokenize, methods=["POST"]),
+    ]
