@@ -22,8 +22,8 @@ from somner.api.guard import GuardMiddleware
 from somner.api.kobold import routes as kobold_routes
 from somner.api.middleware import RequestIdMiddleware
 from somner.api.ollama import routes as ollama_routes
+from somner.api.openai import responses, tokenizer
 from somner.api.openai import routes as openai_routes
-from somner.api.openai import tokenizer
 from somner.errors import MethodNotAllowed, NotFound
 from somner.services import Services, build_services
 from somner.settings import Settings
@@ -40,7 +40,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 def dialect_routes(enabled: list[str]) -> list[BaseRoute]:
     """The routes of the enabled API dialects (`api_servers`)."""
     by_dialect: dict[str, Callable[[], list[BaseRoute]]] = {
-        "openai": lambda: [*openai_routes.routes(), *tokenizer.routes()],
+        "openai": lambda: [*openai_routes.routes(), *responses.routes(), *tokenizer.routes()],
         "anthropic": anthropic_routes.routes,
         "kobold": kobold_routes.routes,
         "ollama": ollama_routes.routes,

@@ -188,5 +188,6 @@ class Chunk:
     logprobs: list[TokenLogprob] | None = None
     tool_calls: list[ToolCallDelta] | None = None
     finish_reason: FinishReason | None = None
+    stop_sequence: str | None = None  # with finish_reason STOP: the stop string that ended the text, if one did
     usage: Usage | None = None
     timings: Timings | None = None

@@ -451,7 +451,9 @@ class Scheduler:
         first = slot.first_token_at or now
         usage = Usage(prompt_tokens=len(job.prompt), completion_tokens=slot.generated, cached_tokens=slot.cached)
         timings = Timings(prompt_ms=(first - slot.started_at) * 1000.0, predicted_ms=(now - first) * 1000.0)
-        outputs.append((job, Chunk(text=text, logprobs=logprobs, finish_reason=reason, usage=usage, timings=timings)))
+        chunk = Chunk(text=text, logprobs=logprobs, finish_reason=reason, usage=usage, timings=timings)
+        chunk.stop_sequence = slot.stops.matched
+        outputs.append((job, chunk))
         self._release(slot)
         with self.stats.lock:
             self.stats.finished += 1

@@ -32,13 +32,14 @@ class StopMatcher:
     including) the stop string is never returned. `flush` releases the held-back tail at the end of a stream.
     """
 
-    __slots__ = ("_held", "_max_len", "_stops", "stopped")
+    __slots__ = ("_held", "_max_len", "_stops", "matched", "stopped")
 
     def __init__(self, stops: list[str]) -> None:
         self._stops = [s for s in stops if s]
         self._max_len = max((len(s) for s in self._stops), default=0)
         self._held = ""
         self.stopped = False
+        self.matched: str | None = None  # the stop string that was found
 
     def feed(self, text: str) -> tuple[str, bool]:
         if self.stopped:
@@ -50,7 +51,7 @@ class StopMatcher:
         for stop in self._stops:
             at = pending.find(stop)
             if at != -1 and (first == -1 or at < first):
-                first = at
+                first, self.matched = at, stop
         if first != -1:
             self._held = ""
             self.stopped = True

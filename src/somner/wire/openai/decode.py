@@ -197,6 +197,12 @@ def embedding_inputs(req: schemas.EmbeddingRequest) -> list[str] | list[list[int
 # -- responses ------------------------------------------------------------------------------------------
 
 
+def _stop_reason(choice: dict[str, Any]) -> str | None:
+    """vLLM's `stop_reason` extension: the stop string that ended the choice (a token id there is ignored)."""
+    value = choice.get("stop_reason")
+    return value if isinstance(value, str) else None
+
+
 def _finish(value: Any) -> FinishReason | None:
     if value is None:
         return None
@@ -293,6 +299,7 @@ def chat_chunk(data: dict[str, Any]) -> Chunk:
         chunk.text = delta.get("content") or ""
         chunk.tool_calls = _tool_call_deltas(delta.get("tool_calls"))
         chunk.finish_reason = _finish(choice.get("finish_reason"))
+        chunk.stop_sequence = _stop_reason(choice)
         chunk.logprobs = _chat_logprobs(choice.get("logprobs"))
     return chunk
 
@@ -305,5 +312,6 @@ def completion_chunk(data: dict[str, Any]) -> Chunk:
         choice = choices[0]
         chunk.text = choice.get("text") or ""
         chunk.finish_reason = _finish(choice.get("finish_reason"))
+        chunk.stop_sequence = _stop_reason(choice)
         chunk.logprobs = _completion_logprobs(choice.get("logprobs"))
     return chunk

@@ -274,13 +274,18 @@ class ChatStream(_EventStream):
             extra: dict[str, Any] = {}
             if self.with_timings and chunk.timings is not None and chunk.usage is not None:
                 extra["timings"] = timings(chunk.timings, chunk.usage)
-            out += self._event(
-                [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": chunk.finish_reason.value}],
-                **extra,
-            )
+            choice = {"index": 0, "delta": {}, "logprobs": None, "finish_reason": chunk.finish_reason.value}
+            out += self._event([with_stop_reason(choice, chunk)], **extra)
             if self.include_usage and chunk.usage is not None:
                 out += self._event([], usage=usage(chunk.usage))
         return out
+
+
+def with_stop_reason(choice: dict[str, Any], chunk: Chunk) -> dict[str, Any]:
+    """The choice, with vLLM's `stop_reason` extension (the stop string that ended it) when one did."""
+    if chunk.stop_sequence is not None:
+        choice["stop_reason"] = chunk.stop_sequence
+    return choice
 
 
 def tool_call_deltas(deltas: list[ToolCallDelta]) -> list[dict[str, Any]]:
@@ -318,9 +323,8 @@ class CompletionStream(_EventStream):
         finish = chunk.finish_reason.value if chunk.finish_reason is not None else None
         if not chunk.text and logprobs is None and finish is None:
             return b""
-        return self._event(
-            [{"text": chunk.text, "index": index, "logprobs": logprobs, "finish_reason": finish}], **extra
-        )
+        choice = {"text": chunk.text, "index": index, "logprobs": logprobs, "finish_reason": finish}
+        return self._event([with_stop_reason(choice, chunk)], **extra)
 
     def usage_event(self, total: Usage) -> bytes:
         return self._event([], usage=usage(total)) if self.include_usage else b""
@@ -347,12 +351,15 @@ def chat_completion(
         "model": model,
         "system_fingerprint": None,
         "choices": [
-            {
-                "index": 0,
-                "message": message,
-                "logprobs": chat_logprobs(logprobs) if logprobs is not None else None,
-                "finish_reason": (chunk.finish_reason or FinishReason.STOP).value,
-            }
+            with_stop_reason(
+                {
+                    "index": 0,
+                    "message": message,
+                    "logprobs": chat_logprobs(logprobs) if logprobs is not None else None,
+                    "finish_reason": (chunk.finish_reason or FinishReason.STOP).value,
+                },
+                chunk,
+            )
         ],
         "usage": usage(chunk.usage or Usage()),
     }
@@ -367,14 +374,13 @@ def completion(model: str, results: Sequence[Collected], *, with_timings: bool =
     choices = []
     for index, result in enumerate(results):
         total.add(result.last.usage)
-        choices.append(
-            {
-                "text": result.text,
-                "index": index,
-                "logprobs": CompletionLogprobs().encode(result.logprobs) if result.logprobs is not None else None,
-                "finish_reason": result.finish_reason.value,
-            }
-        )
+        choice = {
+            "text": result.text,
+            "index": index,
+            "logprobs": CompletionLogprobs().encode(result.logprobs) if result.logprobs is not None else None,
+            "finish_reason": result.finish_reason.value,
+        }
+        choices.append(with_stop_reason(choice, result.last))
     body: dict[str, Any] = {
         "id": new_id("cmpl"),
         "object": "text_completion",
