@@ -12,6 +12,7 @@ import numpy as np
 import openai
 import orjson
 import pytest
+from openai.types.chat import ChatCompletionFunctionToolParam
 
 from tests.servers import ADMIN_KEY, ServeProcess
 
@@ -126,6 +127,81 @@ def test_json_schema_response_validates(client: openai.OpenAI) -> None:
     content = reply.choices[0].message.content
     assert content is not None
     jsonschema.validate(orjson.loads(content), schema)
+
+
+WEATHER_TOOL: ChatCompletionFunctionToolParam = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Current weather in a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}, "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}},
+            "required": ["city", "unit"],
+        },
+    },
+}
+TIME_TOOL: ChatCompletionFunctionToolParam = {
+    "type": "function",
+    "function": {"name": "get_time", "parameters": {"type": "object", "properties": {}}},
+}
+
+
+def test_required_tool_choice_returns_a_call_that_validates(client: openai.OpenAI) -> None:
+    completion = client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "What is the weather in Paris?"}],
+        tools=[WEATHER_TOOL, TIME_TOOL],
+        tool_choice="required",
+        parallel_tool_calls=False,
+        temperature=0,
+        max_tokens=60,
+    )
+    choice = completion.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    calls = choice.message.tool_calls or []
+    assert len(calls) == 1 and calls[0].id.startswith("call_")
+    function = calls[0].function  # type: ignore[union-attr]
+    tool = {"get_weather": WEATHER_TOOL, "get_time": TIME_TOOL}[function.name]
+    jsonschema.validate(orjson.loads(function.arguments), tool["function"].get("parameters", {}))
+
+
+def test_named_tool_choice_streams_the_call(client: openai.OpenAI) -> None:
+    stream = client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Weather in Rome, in celsius."}],
+        tools=[WEATHER_TOOL, TIME_TOOL],
+        tool_choice={"type": "function", "function": {"name": "get_weather"}},
+        temperature=0,
+        max_tokens=60,
+        stream=True,
+    )
+    names, arguments, finishes = [], "", []
+    for chunk in stream:
+        if not chunk.choices:
+            continue
+        for delta in chunk.choices[0].delta.tool_calls or []:
+            assert delta.index == 0
+            if delta.function is not None:
+                names.append(delta.function.name)
+                arguments += delta.function.arguments or ""
+        finishes.append(chunk.choices[0].finish_reason)
+    assert "get_weather" in names and finishes[-1] == "tool_calls"
+    jsonschema.validate(orjson.loads(arguments), WEATHER_TOOL["function"].get("parameters", {}))
+
+
+def test_tokenize_round_trips_and_counts_like_usage(client: openai.OpenAI, serve: ServeProcess) -> None:
+    text = "The capital of France is"
+    tokens = httpx.post(f"{serve.url}/tokenize", json={"content": text}, headers=serve.headers).json()["tokens"]
+    assert tokens and all(isinstance(t, int) for t in tokens)
+    back = httpx.post(f"{serve.url}/detokenize", json={"tokens": tokens}, headers=serve.headers).json()
+    assert back["content"].strip() == text
+    with_bos = httpx.post(
+        f"{serve.url}/tokenize", json={"content": text, "add_special": True}, headers=serve.headers
+    ).json()["tokens"]
+    completion = client.completions.create(model=MODEL, prompt=text, max_tokens=1)
+    assert completion.usage is not None and completion.usage.prompt_tokens == len(with_bos) == len(tokens) + 1
+    assert httpx.post(f"{serve.url}/tokenize", json={"content": text}).status_code == 401
 
 
 def test_greedy_and_seeded_sampling_repeat(client: openai.OpenAI) -> None:

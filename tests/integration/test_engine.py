@@ -14,7 +14,19 @@ import numpy as np
 import orjson
 import pytest
 
-from somner.core import ChatRequest, Chunk, CompletionRequest, FinishReason, Message, SamplingParams, Usage
+from somner.core import (
+    ChatRequest,
+    Chunk,
+    CompletionRequest,
+    FinishReason,
+    Message,
+    SamplingParams,
+    Tool,
+    ToolChoice,
+    ToolChoiceMode,
+    Usage,
+)
+from somner.engine.tools import ToolCallParser
 from somner.errors import BadRequest, ContextLengthExceeded
 from tests.integration.conftest import EngineHarness, text_of
 
@@ -134,6 +146,47 @@ def test_json_schema_output_validates(harness: EngineHarness) -> None:
     chunks = harness.chunks(harness.submit(job))
     assert chunks[-1].finish_reason is FinishReason.STOP
     jsonschema.validate(orjson.loads(text_of(chunks)), schema)
+
+
+def test_a_forced_tool_call_always_parses_and_validates(harness: EngineHarness) -> None:
+    point = {
+        "type": "object",
+        "properties": {"x": {"type": "integer"}, "y": {"type": "integer"}},
+        "required": ["x", "y"],
+    }
+    move = Tool(
+        name="move",
+        description="Move the robot",
+        parameters={
+            "type": "object",
+            "properties": {"to": {"$ref": "#/$defs/point"}, "speed": {"enum": ["slow", "fast"]}},
+            "required": ["to", "speed"],
+            "$defs": {"point": point},
+        },
+    )
+    stop = Tool(name="stop", description="Stop the robot", parameters={"type": "object", "properties": {}})
+    for choice, parallel in (
+        (ToolChoice(ToolChoiceMode.FUNCTION, "move"), False),
+        (ToolChoice(ToolChoiceMode.REQUIRED), True),
+    ):
+        request = ChatRequest(
+            model="gemma",
+            messages=[Message("user", "Move the robot to 3, 4.")],
+            sampling=SamplingParams(temperature=0, max_tokens=80),
+            tools=[move, stop],
+            tool_choice=choice,
+            parallel_tool_calls=parallel,
+        )
+        text = text_of(harness.chunks(harness.submit(harness.engine.prepare_chat(request))))
+        parser = ToolCallParser([move, stop], parallel=parallel)
+        assert parser.feed(text) == ""
+        rest, calls = parser.finish()
+        assert rest == "" and calls, text
+        for call in calls:
+            if choice.mode is ToolChoiceMode.FUNCTION:
+                assert call.name == "move"
+            schema = {**move.parameters} if call.name == "move" else stop.parameters
+            jsonschema.validate(orjson.loads(call.arguments), schema)
 
 
 def test_logit_bias_and_logprobs(harness: EngineHarness) -> None:

@@ -187,7 +187,11 @@ def forced_grammar(tools: list[Tool], *, parallel: bool) -> str:
     if len(tools) == 1:
         schema = _call_schema(tools[0], "#")
     else:
-        schema = {"anyOf": [_call_schema(tool, f"#/anyOf/{i}") for i, tool in enumerate(tools)]}
+        # Each call schema under a named definition: the converter resolves refs through mappings, not lists.
+        schema = {
+            "anyOf": [{"$ref": f"#/$defs/call-{i}"} for i in range(len(tools))],
+            "$defs": {f"call-{i}": _call_schema(tool, f"#/$defs/call-{i}") for i, tool in enumerate(tools)},
+        }
     converter = SchemaConverter(  # type: ignore[no-untyped-call]
         prop_order={"name": 0, "arguments": 1}, allow_fetch=False, dotall=False, raw_pattern=False
     )

@@ -107,6 +107,10 @@ def _text_of(message: schemas.ChatMessage, index: int) -> str:
 
 
 def _message(message: schemas.ChatMessage, index: int) -> Message:
+    if message.role == "tool" and message.tool_call_id is None:
+        raise BadRequest(
+            f"Missing required parameter: 'messages[{index}].tool_call_id'.", param=f"messages[{index}].tool_call_id"
+        )
     calls = [ToolCall(id=c.id, name=c.function.name, arguments=c.function.arguments) for c in message.tool_calls or []]
     return Message(
         role=message.role,
