@@ -78,6 +78,36 @@ class Settings(BaseSettings):
         description="A model id or a path to a GGUF file to serve and load at start.",
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field(default="info", description="Log verbosity.")
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="Log lines as text, or as JSON objects (one per line) for log shippers."
+    )
+    log_max_bytes: ByteSize = Field(
+        default=ByteSize(20 * 1024**2),
+        description="Size at which a log file under <data_dir>/logs is rotated (a new, time-stamped file begins).",
+    )
+    log_keep: int = Field(default=10, ge=1, description="Log files kept per kind (server, each model's engine).")
+    health_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description=(
+            "A second port serving only /ping, /health and /ready, without a key and without touching engines, "
+            "so a platform's health checks never keep a scale-to-zero machine awake."
+        ),
+    )
+    ready_requires_model: bool = Field(
+        default=False, description="/ready answers 503 until at least one model is loaded."
+    )
+    metrics_public: bool = Field(default=False, description="Serve /metrics without a key.")
+    metrics_per_key: bool = Field(
+        default=False,
+        description="Label request metrics with the key's id (off: label sets stay bounded, no key or user ids).",
+    )
+    drain_timeout: Duration = Field(
+        default=30.0,
+        gt=0,
+        description="On stop (SIGTERM, `somner stop`), how long requests in flight may take to finish.",
+    )
     api_servers: list[ApiServer] = Field(
         default_factory=lambda: list(API_SERVERS),
         description=(
