@@ -1,0 +1,1 @@
+"""The Ollama dialect: request schemas (`schemas`), wire → core (`decode`), core → wire (`encode`)."""

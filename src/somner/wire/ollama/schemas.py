@@ -1,0 +1,148 @@
+"""Ollama request bodies as pydantic models, in the order Ollama's API documents their fields.
+
+Tolerant of clients: unknown fields are ignored. Strict about types: a string where a number belongs is a 400
+naming the parameter (`options.temperature`). Fields Ollama accepts but Somner cannot honour are declared (so a
+wrong type is still caught) and either ignored or refused in `decode`, as each field's comment says.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from somner.wire.body import RequestBody, WireObject
+
+
+class Options(WireObject):
+    """Ollama's `options`. Sampling options map onto Somner's sampling parameters; the rest configure how Ollama
+    loads a model, which Somner's configuration decides, so they are accepted and ignored."""
+
+    # Sampling (honoured):
+    num_predict: int | None = None  # -1: unlimited, -2: until the context is full
+    temperature: float | None = Field(default=None, ge=0.0)
+    top_k: int | None = Field(default=None, ge=0)
+    top_p: float | None = Field(default=None, ge=0.0, le=1.0)
+    min_p: float | None = Field(default=None, ge=0.0, le=1.0)
+    typical_p: float | None = Field(default=None, gt=0.0, le=1.0)
+    repeat_penalty: float | None = Field(default=None, gt=0.0)
+    repeat_last_n: int | None = Field(default=None, ge=-1)
+    presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
+    frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    # Load-time and legacy options (ignored: the model's configuration in Somner sets these):
+    num_ctx: int | None = Field(default=None, ge=1)
+    num_keep: int | None = None
+    num_batch: int | None = None
+    num_gpu: int | None = None
+    main_gpu: int | None = None
+    num_thread: int | None = None
+    numa: bool | None = None
+    low_vram: bool | None = None
+    use_mmap: bool | None = None
+    use_mlock: bool | None = None
+    tfs_z: float | None = None
+    mirostat: int | None = None
+    mirostat_tau: float | None = None
+    mirostat_eta: float | None = None
+    penalize_newline: bool | None = None
+
+
+FormatInput = str | dict[str, Any]
+KeepAlive = float | str | None
+
+
+class FunctionCall(WireObject):
+    name: str
+    arguments: dict[str, Any] = Field(default_factory=dict)  # an object, not JSON text (unlike OpenAI)
+
+
+class ToolCall(WireObject):
+    id: str | None = None  # newer Ollama versions send one
+    function: FunctionCall
+
+
+class ChatMessage(WireObject):
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str = ""
+    thinking: str | None = None  # a thinking model's reasoning, from an earlier turn (dropped: not re-sent)
+    images: list[str] | None = None
+    tool_calls: list[ToolCall] | None = None
+    tool_name: str | None = None  # on role "tool": the tool whose result this is
+    tool_call_id: str | None = None
+
+
+class FunctionDefinition(WireObject):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+
+
+class ChatTool(WireObject):
+    type: Literal["function"] = "function"
+    function: FunctionDefinition
+
+
+class _Generation(RequestBody):
+    model: str = Field(min_length=1)
+    format: FormatInput | None = None
+    options: Options | None = None
+    stream: bool = True  # Ollama streams unless told not to
+    keep_alive: KeepAlive = None
+    think: bool | str | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+
+
+class ChatRequest(_Generation):
+    messages: list[ChatMessage] = Field(default_factory=list)
+    tools: list[ChatTool] | None = None
+
+
+class GenerateRequest(_Generation):
+    prompt: str = ""
+    suffix: str | None = None
+    system: str | None = None
+    template: str | None = None
+    context: list[int] | None = None
+    raw: bool = False
+    images: list[str] | None = None
+
+
+class EmbedRequest(RequestBody):
+    model: str = Field(min_length=1)
+    input: str | list[str] = Field(default_factory=list)
+    truncate: bool = True
+    dimensions: int | None = Field(default=None, ge=1)
+    options: Options | None = None
+    keep_alive: KeepAlive = None
+
+
+class EmbeddingsRequest(RequestBody):
+    """The legacy `/api/embeddings`: one prompt, one vector."""
+
+    model: str = Field(min_length=1)
+    prompt: str = ""
+    options: Options | None = None
+    keep_alive: KeepAlive = None
+
+
+class ModelRequest(RequestBody):
+    """`/api/show` and `/api/delete`: `model`, or the older `name`."""
+
+    model: str | None = Field(default=None, min_length=1)
+    name: str | None = Field(default=None, min_length=1)
+    verbose: bool = False
+
+
+class PullRequest(RequestBody):
+    model: str | None = Field(default=None, min_length=1)
+    name: str | None = Field(default=None, min_length=1)
+    insecure: bool = False
+    stream: bool = True
+
+
+class CopyRequest(RequestBody):
+    source: str = Field(min_length=1)
+    destination: str = Field(min_length=1)
