@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 from somner.api.errors import json_renderer
-from somner.errors import SomnerError
+from somner.wire.kobold.encode import error_body
 
-
-def error_body(error: SomnerError) -> dict[str, dict[str, str]]:
-    return {"detail": {"msg": error.message, "type": error.code}}
-
+__all__ = ["error_body", "render"]
 
 render = json_renderer(error_body)
