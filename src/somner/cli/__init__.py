@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from somner import __version__
-from somner.cli import config_cmd, models_cmd, serve_cmd, store_cmd, worker_cmd
+from somner.cli import config_cmd, daemon_cmd, models_cmd, serve_cmd, store_cmd, worker_cmd
 
 app = typer.Typer(
     name="somner",
@@ -32,6 +32,10 @@ def root(
 
 
 app.command("serve")(serve_cmd.serve)
+app.command("start")(daemon_cmd.start)
+app.command("stop")(daemon_cmd.stop)
+app.command("restart")(daemon_cmd.restart)
+app.command("status")(daemon_cmd.status)
 app.command("worker", hidden=False)(worker_cmd.worker)
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(models_cmd.app, name="models")

@@ -1,8 +1,15 @@
-"""`somner serve`: the gateway, serving every model it knows over HTTP."""
+"""`somner serve`: the gateway, serving every model it knows over HTTP.
+
+Logs go to stderr and to `<data_dir>/logs/<UTC timestamp>-server.log` (rotated). SIGTERM or SIGINT drains: the
+port stops accepting connections, requests in flight (streams included) get up to `drain_timeout` to finish,
+then usage records are flushed, engines stopped, and the process exits 0.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 from pathlib import Path
 
 import typer
@@ -10,25 +17,40 @@ import typer
 from somner.cli.common import describe, load_or_exit, warn_unknown_environment
 from somner.errors import SomnerError
 from somner.models.registry import ModelConfigError
-from somner.observability.logging import configure_logging
+from somner.observability.logging import close_log_files, configure_server_logging
 from somner.settings import Settings, resolve_data_dir, resolve_models_dir
 
 log = logging.getLogger(__name__)
 
 
+# The options `somner serve` and `somner start` share (start passes them on to serve).
+ConfigOption = typer.Option(None, "--config", "-c", help="YAML configuration file.")
+HostOption = typer.Option(None, "--host", help=describe("host"))
+PortOption = typer.Option(None, "--port", help=describe("port"))
+DataDirOption = typer.Option(None, "--data-dir", help=describe("data_dir"))
+ModelsDirOption = typer.Option(None, "--models-dir", help=describe("models_dir"))
+ModelOption = typer.Option(None, "--model", help=describe("model"))
+LogLevelOption = typer.Option(None, "--log-level", help=describe("log_level"))
+AuthOffOption = typer.Option(
+    False, "--i-know-auth-is-off", help="Allow auth.enabled: false on an address other than loopback."
+)
+
+
 def serve(
-    config: Path | None = typer.Option(None, "--config", "-c", help="YAML configuration file."),
-    host: str | None = typer.Option(None, "--host", help=describe("host")),
-    port: int | None = typer.Option(None, "--port", help=describe("port")),
-    data_dir: Path | None = typer.Option(None, "--data-dir", help=describe("data_dir")),
-    models_dir: Path | None = typer.Option(None, "--models-dir", help=describe("models_dir")),
-    model: str | None = typer.Option(None, "--model", help=describe("model")),
-    log_level: str | None = typer.Option(None, "--log-level", help=describe("log_level")),
-    auth_off_anywhere: bool = typer.Option(
-        False, "--i-know-auth-is-off", help="Allow auth.enabled: false on an address other than loopback."
-    ),
+    config: Path | None = ConfigOption,
+    host: str | None = HostOption,
+    port: int | None = PortOption,
+    data_dir: Path | None = DataDirOption,
+    models_dir: Path | None = ModelsDirOption,
+    model: str | None = ModelOption,
+    log_level: str | None = LogLevelOption,
+    auth_off_anywhere: bool = AuthOffOption,
+    log_stderr: bool = typer.Option(True, "--log-stderr/--no-log-stderr", hidden=True),
+    pid_file: Path | None = typer.Option(None, "--pid-file", hidden=True),
 ) -> None:
     """Serve models over the OpenAI-compatible API (loopback only unless --host says otherwise)."""
+    # --no-log-stderr and --pid-file are for `somner start`: its server logs to files only (its stderr, kept in
+    # a console file, then holds just what bypasses logging), and removes the pid file start wrote when it exits.
     settings = load_or_exit(
         config,
         {
@@ -40,7 +62,37 @@ def serve(
             "log_level": log_level,
         },
     )
-    configure_logging(settings.log_level)
+    log_dir = resolve_data_dir(settings) / "logs"
+    try:
+        configure_server_logging(
+            settings.log_level,
+            log_dir,
+            log_format=settings.log_format,
+            max_bytes=int(settings.log_max_bytes),
+            keep=settings.log_keep,
+            to_stderr=log_stderr,
+        )
+    except OSError as exc:
+        typer.echo(f"error: cannot write log files in {log_dir}: {exc.strerror or exc}", err=True)
+        raise typer.Exit(1) from None
+    try:
+        _serve(settings, auth_off_anywhere)
+    except Exception:
+        log.exception("somner serve failed")  # the traceback goes to the log file too, not only to stderr
+        raise typer.Exit(1) from None
+    finally:
+        close_log_files()
+        if pid_file is not None:
+            _remove_own_pid_file(pid_file)
+
+
+def _remove_own_pid_file(path: Path) -> None:
+    with contextlib.suppress(OSError, ValueError):
+        if int(path.read_text(encoding="utf-8").strip()) == os.getpid():
+            path.unlink()
+
+
+def _serve(settings: Settings, auth_off_anywhere: bool) -> None:
     warn_unknown_environment()
     from somner.api.guard import is_loopback
 
@@ -106,4 +158,5 @@ def run(settings: Settings) -> None:
         settings.port,
         app.state.services.paths.data_dir,
     )
-    serve(app, host=settings.host, port=settings.port, timeout_graceful_shutdown=10)
+    serve(app, host=settings.host, port=settings.port, timeout_graceful_shutdown=settings.drain_timeout)
+    log.info("stopped")

@@ -1,11 +1,58 @@
-"""Process-wide logging set-up, done once by the CLI (never at import)."""
+"""Process-wide logging set-up, done once by the CLI (never at import).
+
+`configure_logging` sends every record to stderr and, for the gateway, to a rotating file under
+`<data_dir>/logs/` (`<UTC timestamp>-server.log`, see `logfiles`). Lines are text, or with `log_format: json`
+one JSON object per line: `ts`, `level`, `logger`, `message`, every `extra` field the caller passed (the request
+logger passes request_id, route, model, status, tokens, latency_ms, ...), and `exception` with the formatted
+traceback. Tracebacks go to the log only; clients never see them.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import sys
+from pathlib import Path
+from typing import Literal
+
+import orjson
+
+from somner.observability.logfiles import DEFAULT_KEEP, DEFAULT_MAX_BYTES, RotatingFile
 
 FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+SERVER_LOG = "server"
+
+LogFormat = Literal["text", "json"]
+
+# Attributes every LogRecord has: anything else on a record came from `extra=`.
+_RECORD_FIELDS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record. Extra fields never replace the four base keys."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        moment = dt.datetime.fromtimestamp(record.created, dt.UTC)
+        body: dict[str, object] = {
+            "ts": moment.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key, value in record.__dict__.items():
+            if key not in _RECORD_FIELDS and key not in body and not key.startswith("_"):
+                body[key] = value
+        if record.exc_info:
+            body["exception"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            body["exception"] = record.exc_text
+        if record.stack_info:
+            body["stack"] = self.formatStack(record.stack_info)
+        return orjson.dumps(body, default=str, option=orjson.OPT_NON_STR_KEYS).decode("utf-8")
+
+
+def formatter_for(log_format: LogFormat) -> logging.Formatter:
+    return JsonFormatter() if log_format == "json" else logging.Formatter(FORMAT)
 
 
 class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -20,13 +67,75 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
         pass
 
 
-def configure_logging(level: str = "info") -> None:
-    handler = _StderrHandler()
-    handler.setFormatter(logging.Formatter(FORMAT))
+class RotatingFileHandler(logging.Handler):
+    """Writes each formatted record, one line, to a `RotatingFile` (logging's lock serialises writers)."""
+
+    def __init__(self, files: RotatingFile) -> None:
+        super().__init__()
+        self.files = files
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.files.write((self.format(record) + "\n").encode("utf-8", errors="replace"))
+        except Exception:
+            self.handleError(record)
+
+    def close(self) -> None:
+        self.files.close()
+        super().close()
+
+
+def configure_logging(
+    level: str = "info",
+    *,
+    log_format: LogFormat = "text",
+    files: RotatingFile | None = None,
+    to_stderr: bool = True,
+) -> None:
+    """Replace the root logger's handlers: stderr (unless `to_stderr` is false) and `files` when given.
+
+    Handlers this replaces are closed, so calling it twice leaves no file open.
+    """
+    formatter = formatter_for(log_format)
+    handlers: list[logging.Handler] = []
+    if to_stderr:
+        handlers.append(_StderrHandler())
+    if files is not None:
+        handlers.append(RotatingFileHandler(files))
+    for handler in handlers:
+        handler.setFormatter(formatter)
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    old, root.handlers[:] = list(root.handlers), handlers
+    for handler in old:
+        if isinstance(handler, RotatingFileHandler):
+            handler.close()
     root.setLevel(level.upper())
     # Third-party chatter stays at warning unless we debug.
     quiet = logging.DEBUG if level == "debug" else logging.WARNING
     for name in ("httpx", "httpcore", "uvicorn.access"):
         logging.getLogger(name).setLevel(quiet)
+
+
+def configure_server_logging(
+    level: str,
+    log_dir: Path,
+    *,
+    log_format: LogFormat = "text",
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    keep: int = DEFAULT_KEEP,
+    to_stderr: bool = True,
+) -> RotatingFile:
+    """The gateway's logging: stderr plus `<log_dir>/<ts>-server.log`, begun now. Returns the rotating file."""
+    files = RotatingFile(log_dir, SERVER_LOG, max_bytes=max_bytes, keep=keep)
+    files.open()
+    configure_logging(level, log_format=log_format, files=files, to_stderr=to_stderr)
+    return files
+
+
+def close_log_files() -> None:
+    """Flush and close the root logger's log files (at exit); stderr logging stays."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, RotatingFileHandler):
+            root.removeHandler(handler)
+            handler.close()

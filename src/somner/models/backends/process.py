@@ -2,8 +2,9 @@
 `somner worker --port`), reached over loopback HTTP in the OpenAI dialect.
 
 The command gets a free port ({port}), the model's file ({model_path}) and id ({model_id}). It runs in its own
-process group, dies with the gateway (Linux: PR_SET_PDEATHSIG), writes to the model's log file, and is ready when
-its health URL answers 200. Stopping sends SIGTERM to the group, then SIGKILL after the grace period.
+process group, dies with the gateway (Linux: PR_SET_PDEATHSIG), its output copied by the gateway into the model's
+rotating log file (`<data_dir>/logs/<UTC timestamp>-process-<model>.log`), and is ready when its health URL answers
+200. Stopping sends SIGTERM to the group, then SIGKILL after the grace period.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from somner.errors import ModelLoadFailed
 from somner.models.backends.openai_http import OpenAIHTTPClient, ServedOverHTTP
 from somner.models.backends.worker import log_tail
 from somner.models.registry import ModelSpec
+from somner.observability.engine_output import finish_copy, start_copy
+from somner.observability.logfiles import DEFAULT_KEEP, DEFAULT_MAX_BYTES, RotatingFile
 from somner.settings import EngineSettings
 
 log = logging.getLogger(__name__)
@@ -58,12 +61,21 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
 
 
 class ProcessBackend(ServedOverHTTP):
-    def __init__(self, spec: ModelSpec, log_dir: Path, settings: EngineSettings) -> None:
+    def __init__(
+        self,
+        spec: ModelSpec,
+        log_dir: Path,
+        settings: EngineSettings,
+        *,
+        log_max_bytes: int = DEFAULT_MAX_BYTES,
+        log_keep: int = DEFAULT_KEEP,
+    ) -> None:
         self.spec = spec
         self.settings = settings
-        self.log_path = log_dir / f"process-{spec.id}.log"
+        self.log = RotatingFile(log_dir, f"process-{spec.id}", max_bytes=log_max_bytes, keep=log_keep)
         self.port = 0
         self._process: asyncio.subprocess.Process | None = None
+        self._output: asyncio.Task[None] | None = None
         self._client: OpenAIHTTPClient | None = None
 
     @property
@@ -73,6 +85,11 @@ class ProcessBackend(ServedOverHTTP):
     @property
     def alive(self) -> bool:
         return self._process is not None and self._process.returncode is None
+
+    @property
+    def log_path(self) -> Path | None:
+        """The file this engine's output goes to (None before its first start)."""
+        return self.log.path
 
     def _http(self) -> OpenAIHTTPClient:  # (ServedOverHTTP)
         if self._client is None:
@@ -89,21 +106,22 @@ class ProcessBackend(ServedOverHTTP):
     async def start(self) -> None:
         self.port = free_port()
         command = command_for(self.spec, self.port)
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log.info("starting %s for %s (log: %s)", command[0], self.spec.id, self.log_path)
+        log_path = self.log.open()  # a new file per start
+        log.info("starting %s for %s (log: %s)", command[0], self.spec.id, log_path)
         try:
-            with self.log_path.open("ab") as log_file:
-                self._process = await asyncio.create_subprocess_exec(
-                    *command,
-                    stdin=asyncio.subprocess.DEVNULL,
-                    stdout=log_file,
-                    stderr=log_file,
-                    start_new_session=True,
-                    preexec_fn=_die_with_parent,
-                    env={**os.environ, **self.spec.entry.env},
-                )
+            self._process = await asyncio.create_subprocess_exec(
+                *command,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+                env={**os.environ, **self.spec.entry.env},
+            )
         except OSError as exc:
+            self.log.close()
             raise ModelLoadFailed(f"The engine for '{self.spec.id}' could not be started: {exc.strerror}") from exc
+        self._output = start_copy(self._process.stdout, self.log, f"engine-output-{self.spec.id}")
         try:
             await self._wait_ready()
         except BaseException:
@@ -117,11 +135,13 @@ class ProcessBackend(ServedOverHTTP):
         async with httpx.AsyncClient(timeout=2.0) as probe:
             while True:
                 if self._process.returncode is not None:
-                    tail = log_tail(self.log_path)
+                    await finish_copy(self._output)
+                    tail = log_tail(self.log)
                     log.error("engine for %s exited at start:\n%s", self.spec.id, tail[-2000:])
+                    name = self.log_path.name if self.log_path is not None else "its log"
                     raise ModelLoadFailed(
                         f"The model '{self.spec.id}' could not be loaded: its command exited with status "
-                        f"{self._process.returncode} (see {self.log_path.name})"
+                        f"{self._process.returncode} (see {name})"
                     )
                 with contextlib.suppress(httpx.HTTPError):
                     if (await probe.get(url)).status_code == 200:
@@ -143,15 +163,18 @@ class ProcessBackend(ServedOverHTTP):
         if self._client is not None:
             await self._client.aclose()
             self._client = None
-        if process is None or process.returncode is not None:
+        if process is None:
             return
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            async with asyncio.timeout(self.settings.stop_timeout):
-                await process.wait()
-        except TimeoutError:
-            log.warning("engine for %s ignored SIGTERM; killing it", self.spec.id)
+        if process.returncode is None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(process.pid, signal.SIGKILL)
-            await process.wait()
+                os.killpg(process.pid, signal.SIGTERM)
+            try:
+                async with asyncio.timeout(self.settings.stop_timeout):
+                    await process.wait()
+            except TimeoutError:
+                log.warning("engine for %s ignored SIGTERM; killing it", self.spec.id)
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                await process.wait()
+        await finish_copy(self._output)
+        self._output = None

@@ -1,8 +1,9 @@
 """The `worker` backend: a `somner worker` process per model, reached over a unix socket.
 
 Start: spawn the worker with the model's settings, its stdin a pipe (the worker exits when that pipe closes,
-so a gateway that dies abruptly leaves no worker behind), stdout/stderr appended to the model's log file,
-then poll `/health` until it answers, the process exits, or the ready timeout passes.
+so a gateway that dies abruptly leaves no worker behind), its stdout/stderr a pipe the gateway copies into the
+model's rotating log file (`<data_dir>/logs/<UTC timestamp>-worker-<model>.log`, a new file per start), then
+poll `/health` until it answers, the process exits, or the ready timeout passes.
 Stop: SIGTERM, then SIGKILL after the grace period; the process is always reaped (no zombies).
 """
 
@@ -24,6 +25,8 @@ from somner.errors import ModelLoadFailed
 from somner.models.backends.openai_http import OpenAIHTTPClient, ServedOverHTTP
 from somner.models.gguf import GGUFError, read_gguf
 from somner.models.registry import ModelSpec
+from somner.observability.engine_output import finish_copy, start_copy
+from somner.observability.logfiles import DEFAULT_KEEP, DEFAULT_MAX_BYTES, RotatingFile, files_of, tail
 from somner.settings import EngineSettings
 
 log = logging.getLogger(__name__)
@@ -36,6 +39,8 @@ _LOG_TAIL_BYTES = 4096
 class WorkerPaths:
     run_dir: Path  # short, private directory for sockets (unix socket paths are limited to ~100 bytes)
     log_dir: Path
+    log_max_bytes: int = DEFAULT_MAX_BYTES  # settings.log_max_bytes
+    log_keep: int = DEFAULT_KEEP  # settings.log_keep
 
 
 def worker_command(spec: ModelSpec, socket_path: Path) -> list[str]:
@@ -67,15 +72,12 @@ def worker_command(spec: ModelSpec, socket_path: Path) -> list[str]:
     return command
 
 
-def log_tail(path: Path, limit: int = _LOG_TAIL_BYTES) -> str:
-    try:
-        with path.open("rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            size = handle.tell()
-            handle.seek(max(0, size - limit))
-            return handle.read().decode("utf-8", errors="replace")
-    except OSError:
-        return ""
+def log_tail(files: RotatingFile, limit: int = _LOG_TAIL_BYTES) -> str:
+    """The end of the engine's output: its current file, and the one before when the current is short."""
+    written = files_of(files.directory, files.kind)
+    if files.path is not None and files.path in written:
+        written = written[: written.index(files.path) + 1]
+    return tail(written[-2:], limit)
 
 
 class WorkerBackend(ServedOverHTTP):
@@ -83,8 +85,9 @@ class WorkerBackend(ServedOverHTTP):
         self.spec = spec
         self.settings = settings
         self.socket_path = paths.run_dir / f"w{index}.sock"
-        self.log_path = paths.log_dir / f"worker-{spec.id}.log"
+        self.log = RotatingFile(paths.log_dir, f"worker-{spec.id}", max_bytes=paths.log_max_bytes, keep=paths.log_keep)
         self._process: asyncio.subprocess.Process | None = None
+        self._output: asyncio.Task[None] | None = None
         self._client: OpenAIHTTPClient | None = None
 
     @property
@@ -94,6 +97,11 @@ class WorkerBackend(ServedOverHTTP):
     @property
     def alive(self) -> bool:
         return self._process is not None and self._process.returncode is None
+
+    @property
+    def log_path(self) -> Path | None:
+        """The file this engine's output goes to (None before its first start)."""
+        return self.log.path
 
     def _http(self) -> OpenAIHTTPClient:  # (ServedOverHTTP)
         if self._client is None:
@@ -112,20 +120,20 @@ class WorkerBackend(ServedOverHTTP):
             await asyncio.to_thread(read_gguf, path)
         except GGUFError as exc:
             raise ModelLoadFailed(f"The model '{self.spec.id}' cannot be loaded: {exc}") from exc
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
             self.socket_path.unlink()
         command = worker_command(self.spec, self.socket_path)
-        log.info("starting engine for %s (log: %s)", self.spec.id, self.log_path)
-        with self.log_path.open("ab") as log_file:
-            self._process = await asyncio.create_subprocess_exec(
-                *command,
-                stdin=asyncio.subprocess.PIPE,
-                stdout=log_file,
-                stderr=log_file,
-                start_new_session=True,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )
+        log_path = self.log.open()  # a new file per start
+        log.info("starting engine for %s (log: %s)", self.spec.id, log_path)
+        self._process = await asyncio.create_subprocess_exec(
+            *command,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        self._output = start_copy(self._process.stdout, self.log, f"engine-output-{self.spec.id}")
         try:
             await self._wait_ready()
         except BaseException:
@@ -139,7 +147,7 @@ class WorkerBackend(ServedOverHTTP):
         while True:
             if self._process.returncode is not None:
                 raise ModelLoadFailed(
-                    self._failure_message(f"its engine exited with status {self._process.returncode}")
+                    await self._failure_message(f"its engine exited with status {self._process.returncode}")
                 )
             if self.socket_path.exists():
                 try:
@@ -152,9 +160,11 @@ class WorkerBackend(ServedOverHTTP):
                 raise ModelLoadFailed(f"The model '{self.spec.id}' did not load within {self.spec.ready_timeout:g}s")
             await asyncio.sleep(_POLL_INTERVAL)
 
-    def _failure_message(self, what: str) -> str:
+    async def _failure_message(self, what: str) -> str:
         """A client-safe reason: only the worker's own one-line verdict, never its raw log."""
-        tail = log_tail(self.log_path)
+        if self._process is not None and self._process.returncode is not None:
+            await finish_copy(self._output)  # the engine's last words are in the file before we read it
+        tail = log_tail(self.log)
         log.error("engine for %s failed to start: %s\n--- log tail ---\n%s", self.spec.id, what, tail[-2000:])
         reason = ""
         for line in tail.splitlines():
@@ -188,5 +198,7 @@ class WorkerBackend(ServedOverHTTP):
                 await process.wait()
         if process.stdin is not None:
             process.stdin.close()
+        await finish_copy(self._output)
+        self._output = None
         with contextlib.suppress(FileNotFoundError):
             self.socket_path.unlink()
