@@ -7,7 +7,7 @@ export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc 2>/dev/null || echo 2)
 ARGS ?=
 PY_DIRS := $(wildcard src tests benchmarks)
 
-.PHONY: setup dev run test lint format typecheck unit clean
+.PHONY: setup dev run test lint format typecheck unit clean wheelhouse
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 is required"' \
@@ -47,6 +47,16 @@ test: lint typecheck
 
 unit: dev
 	$(BIN)/pytest tests/unit tests/api $(ARGS)
+
+# Every wheel Somner needs, itself and a built llama-cpp-python included, for an install without an index:
+#   pip install --no-index --find-links wheelhouse somner
+# pip reuses its cache of built wheels, so llama.cpp compiles only the first time. That cached wheel is built for
+# this machine's CPU (and keeps the CMAKE_ARGS of its first build); for other machines, build with
+# PIP_NO_CACHE_DIR=1 CMAKE_ARGS="-DGGML_NATIVE=OFF ...". WHEELHOUSE_EXTRAS=default-model adds the default model.
+WHEELHOUSE ?= wheelhouse
+WHEELHOUSE_EXTRAS ?=
+wheelhouse: $(BIN)/python
+	$(BIN)/pip wheel --disable-pip-version-check --wheel-dir $(WHEELHOUSE) '.$(if $(WHEELHOUSE_EXTRAS),[$(WHEELHOUSE_EXTRAS)])'
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .mypy_cache .ruff_cache .pytest_cache
