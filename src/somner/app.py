@@ -3,7 +3,9 @@ stops the services (the database, the usage writer, every engine process)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import socket
 from collections.abc import AsyncIterator, Callable
 
 from starlette.applications import Starlette
@@ -14,10 +16,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
-from somner.api import health
+from somner.api import health, metrics
 from somner.api.admin import routes as admin_routes
 from somner.api.anthropic import routes as anthropic_routes
-from somner.api.dialects import renderer_for
+from somner.api.dialects import dialect_of, renderer_for
 from somner.api.guard import GuardMiddleware
 from somner.api.kobold import routes as kobold_routes
 from somner.api.middleware import RequestIdMiddleware
@@ -25,6 +27,8 @@ from somner.api.ollama import routes as ollama_routes
 from somner.api.openai import responses, tokenizer
 from somner.api.openai import routes as openai_routes
 from somner.errors import MethodNotAllowed, NotFound
+from somner.http_server import EmbeddedServer, server_config
+from somner.observability.requests import RequestObserver, RouteNames
 from somner.services import Services, build_services
 from somner.settings import Settings
 
@@ -53,11 +57,16 @@ def create_app(settings: Settings, *, services: Services | None = None) -> Starl
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        health_server = await _start_health_server(settings, services)
         try:
             await services.start()
             yield
         finally:
-            await services.stop()
+            try:
+                await services.stop()
+            finally:
+                if health_server is not None:
+                    await health_server.stop()
 
     middleware = [Middleware(RequestIdMiddleware)]
     if settings.auth.cors_origins:
@@ -72,11 +81,54 @@ def create_app(settings: Settings, *, services: Services | None = None) -> Starl
             )
         )
     middleware.append(Middleware(GuardMiddleware, settings=settings, auth=services.auth))
+    routes = [
+        *health.routes(),
+        *metrics.routes(),
+        *dialect_routes(list(settings.api_servers)),
+        *admin_routes.routes(),
+    ]
+    middleware.insert(
+        1, Middleware(RequestObserver, metrics=services.metrics, routes=RouteNames(routes), dialect_of=dialect_of)
+    )
     app = Starlette(
-        routes=[*health.routes(), *dialect_routes(list(settings.api_servers)), *admin_routes.routes()],
+        routes=routes,
         middleware=middleware,
         exception_handlers={404: _http_error, 405: _http_error},
         lifespan=lifespan,
     )
     app.state.services = services
+    app.state.on_drain = services.begin_drain
     return app
+
+
+class _HealthServer:
+    """`health_port`: /ping, /health and /ready alone on a second port, in the same event loop."""
+
+    def __init__(self, server: EmbeddedServer, sock: socket.socket) -> None:
+        self.server = server
+        self.sock = sock
+        self.task = asyncio.create_task(server.serve(sockets=[sock]), name="health-port")
+
+    async def stop(self) -> None:
+        self.server.should_exit = True
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+        self.sock.close()
+
+
+async def _start_health_server(settings: Settings, services: Services) -> _HealthServer | None:
+    """Listening before the main server's (slower) start-up goes on; OSError when the port cannot be had."""
+    if settings.health_port is None:
+        return None
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((settings.host, settings.health_port))
+        sock.listen(64)
+        sock.setblocking(False)
+    except OSError as exc:
+        sock.close()
+        raise OSError(exc.errno, f"cannot listen on the health port {settings.health_port}: {exc.strerror}") from None
+    config = server_config(health.health_app(services), lifespan="off")
+    return _HealthServer(EmbeddedServer(config), sock)

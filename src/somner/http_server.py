@@ -2,22 +2,29 @@
 
 Uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown, which makes the process die by the signal before
 our own cleanup runs and report a signal exit to systemd. Here a signal means "shut down gracefully, clean
-up, exit 0".
+up, exit 0": the listening socket closes (new connections are refused, idle keep-alive connections closed),
+requests in flight, streams included, get up to `timeout_graceful_shutdown` seconds to finish (then they are
+cancelled; their streams still record usage, see `ManagedStream`), and only then does the app's lifespan
+shut down (usage records flushed, engines stopped). A second signal skips the wait.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import signal
+import socket
 import sys
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 import uvicorn
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
+
+log = logging.getLogger(__name__)
 
 
 class Server(uvicorn.Server):
@@ -33,8 +40,28 @@ class Server(uvicorn.Server):
             for sig, handler in originals.items():
                 signal.signal(sig, handler)
 
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        in_flight = len(self.server_state.tasks)
+        log.info(
+            "stopping: no new connections; %d request(s) in flight get up to %gs to finish",
+            in_flight,
+            self.config.timeout_graceful_shutdown or 0,
+        )
+        on_drain = getattr(getattr(self.config.app, "state", None), "on_drain", None)
+        if callable(on_drain):
+            on_drain()  # e.g. /ready turns 503 (on the health port) while requests drain
+        await super().shutdown(sockets)
 
-def server_config(app: Any, **options: Any) -> uvicorn.Config:
+
+class EmbeddedServer(uvicorn.Server):
+    """A second server run inside another's event loop (the health port): the main server owns the signals."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def server_config(app: Any, *, lifespan: Literal["on", "off"] = "on", **options: Any) -> uvicorn.Config:
     """Uvicorn settings for Somner: uvloop and httptools, no access log (we log requests ourselves)."""
     return uvicorn.Config(
         app,
@@ -42,7 +69,7 @@ def server_config(app: Any, **options: Any) -> uvicorn.Config:
         http="httptools",
         access_log=False,
         log_config=None,
-        lifespan="on",
+        lifespan=lifespan,
         **options,
     )
 

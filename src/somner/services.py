@@ -22,6 +22,7 @@ from pydantic import SecretStr
 from somner.gateway.admission import Gateway
 from somner.gateway.auth import Authenticator
 from somner.gateway.bootstrap import ensure_admin_key
+from somner.gateway.generations import Generations
 from somner.gateway.queue import FairQueue
 from somner.gateway.ratelimit import RateLimiter
 from somner.gateway.usage import UsageRecorder
@@ -29,9 +30,11 @@ from somner.models.backends.base import Backend
 from somner.models.backends.process import ProcessBackend
 from somner.models.backends.upstream import UpstreamBackend
 from somner.models.backends.worker import WorkerBackend, WorkerPaths
-from somner.models.manager import BackendFactory, ModelManager, Policy
+from somner.models.manager import BackendFactory, ModelManager, ModelState, Policy
 from somner.models.memory import default_budget, estimate_bytes
 from somner.models.registry import ModelRegistry, ModelSpec
+from somner.observability.gpu import GpuMonitor
+from somner.observability.metrics import Metrics, ModelGauge
 from somner.settings import Settings, resolve_data_dir, resolve_models_dir
 from somner.store.db import Database, StoreUnavailable, sqlite_url
 from somner.store.keys import KeyStore
@@ -59,11 +62,22 @@ def make_paths(settings: Settings) -> Paths:
 
 def backend_factory(settings: Settings, paths: Paths) -> BackendFactory:
     counter = itertools.count()
-    worker_paths = WorkerPaths(run_dir=paths.run_dir, log_dir=paths.log_dir)
+    worker_paths = WorkerPaths(
+        run_dir=paths.run_dir,
+        log_dir=paths.log_dir,
+        log_max_bytes=int(settings.log_max_bytes),
+        log_keep=settings.log_keep,
+    )
 
     def make(spec: ModelSpec) -> Backend:
         if spec.kind == "process":
-            return ProcessBackend(spec, paths.log_dir, settings.engine)
+            return ProcessBackend(
+                spec,
+                paths.log_dir,
+                settings.engine,
+                log_max_bytes=int(settings.log_max_bytes),
+                log_keep=settings.log_keep,
+            )
         if spec.kind == "upstream":
             return UpstreamBackend(spec, settings.engine)
         return WorkerBackend(spec, worker_paths, settings.engine, next(counter))
@@ -95,8 +109,30 @@ class Services:
     recorder: UsageRecorder
     gateway: Gateway
     auth: Authenticator
+    generations: Generations = field(default_factory=Generations)  # in progress, for Kobold's abort and check
     started_at: float = field(default_factory=time.time)
+    metrics: Metrics = field(default_factory=Metrics)
+    gpus: GpuMonitor = field(default_factory=GpuMonitor)
+    ready: bool = False  # started and not stopping: /ready may say yes
+    stopping: bool = False
     _housekeeping: asyncio.Task[None] | None = None
+
+    def __post_init__(self) -> None:
+        self.metrics.watch_state(lambda: self.gateway.queue.depth, self._model_gauges)
+        self.manager.on_load = self.metrics.model_loaded
+
+    def _model_gauges(self) -> list[ModelGauge]:
+        parallel = {spec.id: spec.parallel for spec in self.registry.specs()}
+        return [
+            ModelGauge(
+                model=s.id,
+                loaded=s.state is ModelState.LOADED,
+                in_flight=s.in_flight,
+                memory_bytes=s.memory,
+                slots=parallel.get(s.id, 1),
+            )
+            for s in self.manager.statuses()
+        ]
 
     async def start(self) -> None:
         await self.db.migrate()
@@ -114,6 +150,7 @@ class Services:
         if self.registry.default_id is not None:
             preload.append(self.registry.default_id)
         await self.manager.start(preload)
+        self.ready = True
 
     async def _forget_old_texts(self) -> None:
         """Stored prompt and completion text older than log_retention_days goes, at start and daily after."""
@@ -125,7 +162,12 @@ class Services:
                 log.warning("cannot prune stored request text now: %s", exc)
             await asyncio.sleep(86400)
 
+    def begin_drain(self) -> None:
+        """The server stops taking connections: not ready any more (requests in flight go on)."""
+        self.ready, self.stopping = False, True
+
     async def stop(self) -> None:
+        self.begin_drain()
         if self._housekeeping is not None:
             self._housekeeping.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -186,4 +228,5 @@ def build_services(settings: Settings, factory: BackendFactory | None = None) ->
         recorder=recorder,
         gateway=gateway,
         auth=Authenticator(keys, settings.auth.cache_ttl),
+        metrics=Metrics(per_key=settings.metrics_per_key),
     )

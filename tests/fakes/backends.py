@@ -2,7 +2,7 @@
 
 Requests whose last message (or prompt) contains a trigger word misbehave on purpose:
 FAIL_BEFORE (error before the stream), FAIL_MIDWAY (error after two chunks), BOOM (an unexpected exception),
-SLOW (pauses between chunks).
+SLOW (pauses between chunks), HANG (never produces anything).
 
 A chat request that forces a tool call (tool_choice "required" or a named function) gets a call of that tool
 (the first one for "required") with the arguments `{"word": <first word of the last message>}`, streamed in two
@@ -82,6 +82,8 @@ class FakeBackend:
 
         async def chunks() -> AsyncIterator[Chunk]:
             produced = 0
+            if "HANG" in text:
+                await asyncio.Event().wait()  # an engine that stops making progress (until cancelled)
             for i, word in enumerate(words[:limit]):
                 if "FAIL_MIDWAY" in text and i == 2:
                     raise EngineFailed("the fake engine crashed")

@@ -16,6 +16,7 @@ from starlette.responses import Response
 
 from somner.api.streaming import ClientDisconnected
 from somner.errors import SomnerError
+from somner.observability.requests import note_error
 
 log = logging.getLogger("somner.api")
 
@@ -54,6 +55,7 @@ def guarded(render: Renderer) -> Callable[[Handler], Handler]:
             try:
                 return await handler(request)
             except SomnerError as exc:
+                note_error(request.scope, exc)
                 return render(exc)
             except ClientDisconnected:
                 return Response(status_code=499)  # nobody is listening; nginx's "client closed request"

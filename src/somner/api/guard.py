@@ -16,6 +16,7 @@ from somner.api.dialects import renderer_for
 from somner.errors import Forbidden, HeadersTooLarge, SomnerError
 from somner.gateway.auth import Authenticator, key_from_headers
 from somner.gateway.keys import ANONYMOUS
+from somner.observability.requests import note_error
 from somner.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,7 @@ class GuardMiddleware:
         self.app = app
         self.settings = settings
         self.auth = auth
-        self.public = PUBLIC_PATHS
+        self.public = PUBLIC_PATHS | {"/metrics"} if settings.metrics_public else PUBLIC_PATHS
         self.allowed_hosts = (
             frozenset(LOOPBACK_HOSTS | {h.lower() for h in settings.auth.allowed_hosts})
             if is_loopback(settings.host)
@@ -50,6 +51,7 @@ class GuardMiddleware:
             if scope["path"] not in self.public:
                 scope.setdefault("state", {})["principal"] = await self._principal(scope)
         except SomnerError as exc:
+            note_error(scope, exc)
             response = renderer_for(scope["path"])(exc)
             await response(scope, receive, send)
             return

@@ -1,15 +1,24 @@
-"""Liveness and readiness, without a key: `/ping` (always 200, no work), `/health` (detail), `/ready`."""
+"""Liveness and readiness, without a key: `/ping` (always 200, no work), `/health` (detail), `/ready`.
+
+None of them touches an engine: they read the manager's and the gateway's own state, so a platform's health
+checks never load a model or keep a scale-to-zero machine awake. The same three routes are served alone on
+`health_port` when it is set (`health_app`).
+"""
 
 from __future__ import annotations
 
 import time
 
 import orjson
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from somner import __version__
+from somner.api.middleware import RequestIdMiddleware
+from somner.models.manager import ModelState
 from somner.services import Services
 
 
@@ -17,30 +26,51 @@ def _json(body: object, status: int = 200) -> Response:
     return Response(orjson.dumps(body), status_code=status, media_type="application/json")
 
 
+def _services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
 async def ping(request: Request) -> Response:
     return Response(b"pong", media_type="text/plain")
 
 
 async def health(request: Request) -> Response:
-    services: Services = request.app.state.services
-    loaded = [s.id for s in services.manager.statuses() if s.state.value == "loaded"]
+    services = _services(request)
+    statuses = services.manager.statuses()
     return _json(
         {
             "status": "ok",
             "version": __version__,
             "uptime_s": round(time.time() - services.started_at, 1),
-            "loaded_models": loaded,
+            "ready": services.ready,
+            "loaded_models": [s.id for s in statuses if s.state is ModelState.LOADED],
+            "models": {s.id: {"state": s.state.value, "in_flight": s.in_flight} for s in statuses},
             "queue_depth": services.gateway.queue.depth,
             "in_flight": services.gateway.in_flight,
             "database": await services.db.ping(),
+            "gpus": await services.gpus.devices(),
         }
     )
 
 
 async def ready(request: Request) -> Response:
-    services: Services = request.app.state.services
-    ok = await services.db.ping()
-    return _json({"ready": ok}, 200 if ok else 503)
+    services = _services(request)
+    problems: list[str] = []
+    if not services.ready:
+        problems.append("starting" if not services.stopping else "stopping")
+    elif not await services.db.ping():
+        problems.append("database unreachable")
+    settings = services.settings
+    statuses = services.manager.statuses()
+    if settings.ready_requires_model and not any(s.state is ModelState.LOADED for s in statuses):
+        problems.append("no model loaded")
+    stalled = services.manager.stalled(settings.stall_timeout)
+    if stalled:
+        problems.append(f"no progress for {settings.stall_timeout:g}s: {', '.join(sorted(stalled))}")
+    if problems:
+        return _json({"ready": False, "reasons": problems}, 503)
+    return _json({"ready": True})
 
 
 def routes() -> list[BaseRoute]:
@@ -49,3 +79,10 @@ def routes() -> list[BaseRoute]:
         Route("/health", health, methods=["GET"]),
         Route("/ready", ready, methods=["GET"]),
     ]
+
+
+def health_app(services: Services) -> Starlette:
+    """The three routes alone, for the health port (no key, no engines, no other route)."""
+    app = Starlette(routes=routes(), middleware=[Middleware(RequestIdMiddleware)])
+    app.state.services = services
+    return app

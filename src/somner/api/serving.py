@@ -5,7 +5,7 @@ admission (429/503), then takes a lease on the model (loading it if needed). The
 exactly once, with the outcome: it releases the lease (with the request's keep_alive) and finishes the ticket,
 which frees the turn, charges the tokens and writes the usage record.
 
-`start_chat` and `start_completion` do that and open the engine's stream. A dialect then either `collect`s the
+`start_chat` and `start_completion` do that and open the engine's stream. A dialect then either takes the `collected`
 whole reply or encodes the `observed` chunks into its own events and answers with `streamed`, which ends the
 events with the dialect's trailer, or with its error event if the generation fails midway, and closes the call
 however the response ends.
@@ -33,6 +33,7 @@ from somner.models import defaults
 from somner.models.backends.base import ChunkStream, Tokenizes
 from somner.models.manager import Lease
 from somner.models.registry import ModelSpec
+from somner.observability.requests import remember_ticket
 from somner.services import Services
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,7 @@ class Call:
 
     def observe(self, chunk: Chunk) -> None:
         """Account for one chunk on its way to the client."""
+        self.lease.progress()
         if chunk.text:
             self.ticket.first_token()
             self.ticket.usage.completion_tokens += 1
@@ -112,6 +114,7 @@ async def begin(
         route=route,
         bytes_in=bytes_in,
     )
+    remember_ticket(request.scope, ticket)
     try:
         lease = await services.manager.acquire(spec.id)
     except BaseException as exc:

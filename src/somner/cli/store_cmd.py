@@ -77,10 +77,24 @@ def users_rm(name: str, config: Path | None = ConfigOption, data_dir: Path | Non
     typer.echo(f"user {name} removed (and their keys)")
 
 
+def _scopes(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    chosen = [s.strip() for s in value.split(",") if s.strip()]
+    unknown = [s for s in chosen if s not in ("inference", "metrics")]
+    if unknown or not chosen:
+        typer.echo(f"error: unknown scope(s) {', '.join(unknown) or '(none)'}: use inference, metrics", err=True)
+        raise typer.Exit(2)
+    return chosen
+
+
 @keys_app.command("create")
 def keys_create(
     user: str = typer.Option(..., "--user", help="The key's user (created if new)."),
     admin: bool = typer.Option(False, "--admin", help="Admin scope: everything, including key management."),
+    scopes: str | None = typer.Option(
+        None, "--scopes", help="Comma-separated scopes: inference (the default), metrics (reading /metrics)."
+    ),
     models: str | None = typer.Option(None, "--models", help="Comma-separated models the key may use."),
     rpm: int | None = typer.Option(None, "--rpm", min=1, help="Requests per minute."),
     tpm: int | None = typer.Option(None, "--tpm", min=1, help="Tokens per minute (prompt + completion)."),
@@ -97,6 +111,7 @@ def keys_create(
     try:
         rights = rights_for(
             admin=admin,
+            scopes=_scopes(scopes),
             models=[m.strip() for m in models.split(",") if m.strip()] if models else None,
             rpm=rpm,
             tpm=tpm,

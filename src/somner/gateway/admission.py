@@ -40,10 +40,20 @@ class Ticket:
     ttft_ms: float | None = None
     bytes_out: int = 0
     finished: bool = False
+    ended: float | None = None  # perf_counter at finish
+    status: int | None = None
 
     def first_token(self) -> None:
         if self.ttft_ms is None:
             self.ttft_ms = (time.perf_counter() - self.started) * 1000.0
+
+    @property
+    def token_gap_seconds(self) -> float | None:
+        """The mean time between generated tokens after the first (None for fewer than two)."""
+        tokens = self.usage.completion_tokens
+        if self.ttft_ms is None or self.ended is None or tokens < 2:
+            return None
+        return max(0.0, self.ended - self.started - self.ttft_ms / 1000.0) / (tokens - 1)
 
     def finish(
         self,
@@ -57,6 +67,8 @@ class Ticket:
         if self.finished:
             return
         self.finished = True
+        self.ended = time.perf_counter()
+        self.status = status
         if usage is not None:
             self.usage = usage
         self.gateway._finish(self, status, disconnected, prompt_text, completion_text)
@@ -111,7 +123,7 @@ class Gateway:
             headers = verdict.headers
             if not verdict.allowed:
                 retry = str(max(1, round(verdict.retry_after + 0.5)))
-                raise RateLimited(verdict.reason, headers={**headers, "Retry-After": retry})
+                raise RateLimited(verdict.reason, code=verdict.code, headers={**headers, "Retry-After": retry})
         try:
             permit = await self.queue.enter(lane, principal.rights.max_concurrent)
         except BaseException:

@@ -19,7 +19,8 @@ DISPLAY_CHARS = 16  # "sk-somner-" and six characters of the secret
 
 ADMIN = "admin"
 INFERENCE = "inference"
-SCOPES = frozenset({ADMIN, INFERENCE})
+METRICS = "metrics"  # reading /metrics (a scraper's key needs nothing else)
+SCOPES = frozenset({ADMIN, INFERENCE, METRICS})
 
 
 def new_secret() -> str:
@@ -92,7 +93,8 @@ def check_delegation(creator: KeyRights, requested: KeyRights) -> None:
     """A key may only create keys with no more rights than its own; Forbidden names what exceeds them."""
     if not creator.admin:
         raise Forbidden("Only admin keys manage keys.")
-    if not requested.scopes <= creator.scopes:
+    grantable = creator.scopes | ({METRICS} if creator.admin else set())  # an admin may make scraper keys
+    if not requested.scopes <= grantable:
         raise Forbidden("A key cannot grant scopes it does not have.")
     if creator.models is not None and (requested.models is None or not requested.models <= creator.models):
         raise Forbidden("A key limited to some models can only create keys limited to those models.")

@@ -68,7 +68,9 @@ class FairQueue:
             self._start(key)
             return Permit(key)
         if self.depth >= self.max_queue:
-            raise Unavailable("The server is busy: too many requests are waiting.", headers={"Retry-After": "2"})
+            raise Unavailable(
+                "The server is busy: too many requests are waiting.", code="queue_full", headers={"Retry-After": "2"}
+            )
         loop = asyncio.get_running_loop()
         started = loop.time()
         turn: asyncio.Future[None] = loop.create_future()
@@ -84,7 +86,9 @@ class FairQueue:
                 return Permit(key, loop.time() - started)  # granted at the last moment: keep it
             self._forget(key, turn)
             raise Unavailable(
-                f"The server is busy: no turn within {self.timeout:g}s.", headers={"Retry-After": "5"}
+                f"The server is busy: no turn within {self.timeout:g}s.",
+                code="queue_timeout",
+                headers={"Retry-After": "5"},
             ) from None
         except BaseException:
             if turn.done() and not turn.cancelled():

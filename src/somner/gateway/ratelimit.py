@@ -92,6 +92,7 @@ class Verdict:
     retry_after: float = 0.0
     reason: str = ""
     headers: dict[str, str] = field(default_factory=dict)
+    code: str = "rate_limit_exceeded"  # "insufficient_quota" for a used-up daily quota (OpenAI's code)
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +127,9 @@ def judge(counters: KeyCounters, rights: KeyRights, now: float) -> Verdict:
         return Verdict(False, wait, f"Rate limit reached: {rights.tpm} tokens per minute.", headers)
     if rights.daily_tokens is not None and counters.today(now) >= rights.daily_tokens:
         wait = (counters.day + 1) * DAY - now
-        return Verdict(False, wait, f"Daily quota of {rights.daily_tokens} tokens used up.", headers)
+        return Verdict(
+            False, wait, f"Daily quota of {rights.daily_tokens} tokens used up.", headers, code="insufficient_quota"
+        )
     return Verdict(True, headers=headers)
 
 

@@ -93,6 +93,7 @@ class ManagedModel:
     last_error: SomnerError | None = None
     memory: int = 0
     loads: int = 0  # engine starts so far (a restart after a crash counts)
+    last_progress: float = 0.0  # when a request last got a token (or the model got busy)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     gone: asyncio.Event = field(default_factory=asyncio.Event)  # set while not leaving
     idle: asyncio.Event = field(default_factory=asyncio.Event)  # set while nothing is in flight
@@ -116,6 +117,7 @@ class ModelStatus:
     pinned: bool
     loads: int
     error: str | None
+    last_progress: float | None = None
 
 
 class Lease:
@@ -130,6 +132,10 @@ class Lease:
         self.backend = backend
         self.model_id = record.spec.id
         self.spec = record.spec
+
+    def progress(self) -> None:
+        """The engine produced something for this request (readiness watches for engines that stop)."""
+        self._record.last_progress = self._manager._clock()
 
     def release(self, keep_alive: float | None = None) -> None:
         """End the request. `keep_alive` (seconds; 0 = unload now, negative = forever) sets how long the model
@@ -159,6 +165,8 @@ class ModelManager:
         self._expiry_changed = asyncio.Event()
         self._reaper: asyncio.Task[None] | None = None
         self._closing = False
+        # Told how each load ended: (model id, seconds, or None for a failure). Metrics listen here.
+        self.on_load: Callable[[str, float | None], None] | None = None
 
     # -- names and records -------------------------------------------------------------------------------
 
@@ -212,9 +220,15 @@ class ModelManager:
                     pinned=spec.entry.pinned,
                     loads=record.loads,
                     error=record.last_error.message if record.last_error is not None else None,
+                    last_progress=record.last_progress if record.in_flight else None,
                 )
             )
         return out
+
+    def stalled(self, timeout: float) -> list[str]:
+        """Models with requests in flight that have produced nothing for `timeout` seconds."""
+        now = self._clock()
+        return [r.spec.id for r in self._models.values() if r.in_flight > 0 and now - r.last_progress > timeout]
 
     def backend_of(self, name: str) -> Backend | None:
         spec = self.registry.find(name)
@@ -259,6 +273,8 @@ class ModelManager:
 
     def _lease(self, record: ManagedModel) -> Lease:
         assert record.backend is not None
+        if record.in_flight == 0:
+            record.last_progress = self._clock()  # idle until now: the wait for progress starts here
         record.in_flight += 1
         record.idle.clear()
         record.last_used = self._clock()
@@ -311,6 +327,8 @@ class ModelManager:
         try:
             await backend.start()
         except BaseException as exc:
+            if self.on_load is not None and isinstance(exc, Exception):
+                self.on_load(record.spec.id, None)
             self._transition(record, ModelState.FAILED)
             record.failures += 1
             record.failed_at = self._clock()
@@ -330,6 +348,8 @@ class ModelManager:
         record.last_error = None
         self._transition(record, ModelState.LOADED)
         record.watcher = asyncio.create_task(self._watch(record, backend), name=f"watch-{record.spec.id}")
+        if self.on_load is not None:
+            self.on_load(record.spec.id, record.loaded_at - started)
         log.info("model %s loaded in %.2fs", record.spec.id, record.loaded_at - started)
 
     async def _make_room(self, record: ManagedModel) -> None:

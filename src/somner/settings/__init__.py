@@ -98,6 +98,11 @@ class Settings(BaseSettings):
     ready_requires_model: bool = Field(
         default=False, description="/ready answers 503 until at least one model is loaded."
     )
+    stall_timeout: Duration = Field(
+        default=300.0,
+        gt=0,
+        description="/ready answers 503 while a model with requests in flight has produced nothing for this long.",
+    )
     metrics_public: bool = Field(default=False, description="Serve /metrics without a key.")
     metrics_per_key: bool = Field(
         default=False,

@@ -6,7 +6,7 @@ A key can never create a key with more rights than its own. Secrets appear once,
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -34,6 +34,7 @@ class KeyCreate(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     user: str = Field(min_length=1, max_length=128)
     admin: bool = False
+    scopes: list[Literal["inference", "metrics"]] | None = None  # default: inference
     models: list[str] | None = None
     rpm: int | None = Field(default=None, ge=1)
     tpm: int | None = Field(default=None, ge=1)
@@ -52,7 +53,9 @@ def rights_for(
     daily_tokens: int | None,
     max_concurrent: int | None,
     expires: str | int | None,
+    scopes: list[str] | None = None,
 ) -> KeyRights:
+    """The rights of a new key. `scopes` (default: inference) are what it may do; `admin` adds everything."""
     expires_at = None
     if expires is not None:
         try:
@@ -63,7 +66,7 @@ def rights_for(
             raise BadRequest("'expires' must lie in the future.", param="expires")
         expires_at = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=seconds)
     return KeyRights(
-        scopes=frozenset({ADMIN, INFERENCE} if admin else {INFERENCE}),
+        scopes=frozenset(scopes if scopes is not None else {INFERENCE}) | ({ADMIN, INFERENCE} if admin else set()),
         models=frozenset(models) if models is not None else None,
         rpm=rpm,
         tpm=tpm,
@@ -146,6 +149,7 @@ async def create_key(request: Request) -> Response:
     body: KeyCreate = await _parsed(request, KeyCreate)
     rights = rights_for(
         admin=body.admin,
+        scopes=list(body.scopes) if body.scopes is not None else None,
         models=body.models,
         rpm=body.rpm,
         tpm=body.tpm,
