@@ -17,7 +17,7 @@ from somner.models.backends.worker import WorkerBackend
 from somner.settings import Settings
 from tests.conftest import link_model
 from tests.inprocess import NO_AUTH, ThreadedGateway
-from tests.servers import start_serve
+from tests.servers import free_port, start_serve
 
 pytestmark = pytest.mark.integration
 
@@ -239,3 +239,27 @@ def test_bad_requests_do_not_disturb_running_streams(tmp_path: Path, model_path:
         for thread in threads:
             thread.join(120)
         assert counts == {0: 60, 1: 60}
+
+
+def test_health_port_and_metrics_of_a_real_server(tmp_path: Path, model_path: Path) -> None:
+    link_model(model_path, tmp_path / "data" / "models")
+    health_port = free_port()
+    server = start_serve(tmp_path / "data", "--model", MODEL, "--health-port", str(health_port))
+    try:
+        health = f"http://127.0.0.1:{health_port}"
+        assert httpx.get(f"{health}/ready", timeout=5).json() == {"ready": True}
+        assert httpx.get(f"{health}/health", timeout=5).json()["loaded_models"] == [MODEL]
+        assert httpx.get(f"{health}/v1/models", timeout=5).status_code == 404
+        body = {"model": MODEL, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4, "logit_bias": NO_EOS}
+        for _ in range(2):
+            answer = httpx.post(f"{server.url}/v1/chat/completions", json=body, headers=server.headers, timeout=60)
+            assert answer.json()["usage"]["completion_tokens"] == 4
+        assert httpx.get(f"{server.url}/metrics", timeout=5).status_code == 401
+        text = httpx.get(f"{server.url}/metrics", headers=server.headers, timeout=5).text
+        route = 'dialect="openai",model="gemma-3-270m-q4_k_m",route="/v1/chat/completions",status="200"'
+        assert f"somner_requests_total{{{route}}} 2.0" in text
+        assert f'somner_completion_tokens_total{{model="{MODEL}"}} 8.0' in text
+        assert f'somner_model_load_duration_seconds_count{{model="{MODEL}"}} 1.0' in text
+        assert "somner_engine_slots_busy" in text and "somner_model_memory_bytes" in text
+    finally:
+        server.stop()

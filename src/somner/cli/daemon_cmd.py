@@ -36,6 +36,7 @@ from somner.cli.serve_cmd import (
     AuthOffOption,
     ConfigOption,
     DataDirOption,
+    HealthPortOption,
     HostOption,
     LogLevelOption,
     ModelOption,
@@ -68,6 +69,7 @@ class ServeOptions:
     models_dir: str | None = None
     model: str | None = None
     log_level: str | None = None
+    health_port: int | None = None
     auth_off_anywhere: bool = False
 
     def settings_layer(self) -> dict[str, Any]:
@@ -78,6 +80,7 @@ class ServeOptions:
             "models_dir": Path(self.models_dir) if self.models_dir else None,
             "model": self.model,
             "log_level": self.log_level,
+            "health_port": self.health_port,
         }
 
     def argv(self) -> list[str]:
@@ -91,6 +94,7 @@ class ServeOptions:
             ("--models-dir", self.models_dir),
             ("--model", self.model),
             ("--log-level", self.log_level),
+            ("--health-port", self.health_port),
         ):
             if value is not None:
                 args += [flag, str(value)]
@@ -369,6 +373,7 @@ def start(
     models_dir: Path | None = ModelsDirOption,
     model: str | None = ModelOption,
     log_level: str | None = LogLevelOption,
+    health_port: int | None = HealthPortOption,
     auth_off_anywhere: bool = AuthOffOption,
     wait: float = ReadyTimeoutOption,
 ) -> None:
@@ -381,6 +386,7 @@ def start(
         models_dir=_absolute(models_dir),
         model=model,
         log_level=log_level,
+        health_port=health_port,
         auth_off_anywhere=auth_off_anywhere,
     )
     _start(options, wait)

@@ -31,6 +31,7 @@ DataDirOption = typer.Option(None, "--data-dir", help=describe("data_dir"))
 ModelsDirOption = typer.Option(None, "--models-dir", help=describe("models_dir"))
 ModelOption = typer.Option(None, "--model", help=describe("model"))
 LogLevelOption = typer.Option(None, "--log-level", help=describe("log_level"))
+HealthPortOption = typer.Option(None, "--health-port", help=describe("health_port"))
 AuthOffOption = typer.Option(
     False, "--i-know-auth-is-off", help="Allow auth.enabled: false on an address other than loopback."
 )
@@ -44,6 +45,7 @@ def serve(
     models_dir: Path | None = ModelsDirOption,
     model: str | None = ModelOption,
     log_level: str | None = LogLevelOption,
+    health_port: int | None = HealthPortOption,
     auth_off_anywhere: bool = AuthOffOption,
     log_stderr: bool = typer.Option(True, "--log-stderr/--no-log-stderr", hidden=True),
     pid_file: Path | None = typer.Option(None, "--pid-file", hidden=True),
@@ -60,6 +62,7 @@ def serve(
             "models_dir": models_dir,
             "model": model,
             "log_level": log_level,
+            "health_port": health_port,
         },
     )
     log_dir = resolve_data_dir(settings) / "logs"
