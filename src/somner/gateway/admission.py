@@ -4,6 +4,10 @@
 (429), then waits for a turn in the fair queue (503 when full or too long). The returned `Ticket` is finished
 exactly once, however the request ends: it frees the turn, charges the tokens to the key's limits, and writes the
 one usage record of the request.
+
+The limiter is in memory (one process) or in Redis (several replicas): then a key's `max_concurrent` is also a
+slot shared by the replicas, held after the local turn is granted and given back with it. `Ticket.finish` stays
+synchronous: a shared limiter charges and releases in the background.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from somner.core import Usage
 from somner.errors import BadRequest, RateLimited, SomnerError
 from somner.gateway.keys import INFERENCE, Principal
 from somner.gateway.queue import FairQueue, Permit
-from somner.gateway.ratelimit import RateLimiter, Reservation
+from somner.gateway.ratelimit import Lease, Limiter, Reservation
 from somner.gateway.usage import UsageRecorder
 from somner.settings import LimitSettings
 from somner.store.usage import UsageRecord
@@ -33,6 +37,7 @@ class Ticket:
     route: str
     bytes_in: int
     permit: Permit
+    lease: Lease | None = None
     headers: dict[str, str] = field(default_factory=dict)
     started: float = field(default_factory=time.perf_counter)
     wall_start: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
@@ -78,7 +83,7 @@ class Gateway:
     def __init__(
         self,
         limits: LimitSettings,
-        limiter: RateLimiter,
+        limiter: Limiter,
         queue: FairQueue,
         recorder: UsageRecorder,
         *,
@@ -119,28 +124,40 @@ class Gateway:
         reservation: Reservation | None = None
         headers: dict[str, str] = {}
         if principal.key_id is not None:
-            verdict, reservation = self.limiter.admit(principal.key_id, principal.rights, time.time())
+            verdict, reservation = await self.limiter.reserve(principal.key_id, principal.rights, time.time())
             headers = verdict.headers
             if not verdict.allowed:
                 retry = str(max(1, round(verdict.retry_after + 0.5)))
                 raise RateLimited(verdict.reason, code=verdict.code, headers={**headers, "Retry-After": retry})
+        lease: Lease | None = None
+        limit = principal.rights.max_concurrent
         try:
-            permit = await self.queue.enter(lane, principal.rights.max_concurrent)
+            permit = await self.queue.enter(lane, limit)
+            if principal.key_id is not None and limit is not None:
+                try:
+                    lease = await self.limiter.hold(principal.key_id, limit, self.queue.timeout)
+                except BaseException:
+                    self.queue.leave(permit)
+                    raise
         except BaseException:
             if reservation is not None:
-                self.limiter.refund(reservation)  # refused for concurrency: no quota spent
+                await self.limiter.cancel(reservation)  # refused for concurrency: no quota spent
             raise
         self.in_flight += 1
-        return Ticket(self, principal, request_id, model, dialect, route, bytes_in, permit, headers)
+        return Ticket(self, principal, request_id, model, dialect, route, bytes_in, permit, lease, headers)
 
     def _finish(
         self, ticket: Ticket, status: int, disconnected: bool, prompt: str | None, completion: str | None
     ) -> None:
         self.in_flight -= 1
         self.queue.leave(ticket.permit)
+        if ticket.lease is not None:
+            self.limiter.release(ticket.lease)
         usage = ticket.usage
-        if ticket.principal.key_id is not None:
-            self.limiter.charge(ticket.principal.key_id, usage.prompt_tokens + usage.completion_tokens, time.time())
+        principal = ticket.principal
+        if principal.key_id is not None:
+            tokens = usage.prompt_tokens + usage.completion_tokens
+            self.limiter.settle(principal.key_id, principal.rights, tokens, time.time())
         self.recorder.record(
             UsageRecord(
                 record_id=uuid.uuid4().hex,

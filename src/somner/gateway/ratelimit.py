@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from somner.gateway.keys import KeyRights
 
@@ -97,44 +98,116 @@ class Verdict:
 
 @dataclass(frozen=True, slots=True)
 class Reservation:
+    """A request's place in its key's requests-per-minute window, given back if the request is refused later."""
+
     key_id: str
     when: float
+    member: str = ""  # the event's name in Redis (unused in memory)
 
 
-def headers_for(counters: KeyCounters, rights: KeyRights, now: float) -> dict[str, str]:
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """One of a key's `max_concurrent` slots shared by all replicas (Redis), held until `release`."""
+
+    key_id: str
+    member: str
+
+
+class Limiter(Protocol):
+    """What the gateway asks of a limiter, in memory (`RateLimiter`) or shared through Redis (`RedisLimiter`).
+
+    `reserve` checks and takes a place atomically; `settle` and `release` never block the caller (a shared
+    limiter finishes them in the background, and `close` waits for them). `hold` takes one of a key's
+    `max_concurrent` slots across replicas, waiting up to `wait` seconds (None: nothing to hold, e.g. in one
+    process, where the fair queue already bounds a key's concurrency).
+    """
+
+    async def reserve(self, key_id: str, rights: KeyRights, now: float) -> tuple[Verdict, Reservation | None]: ...
+
+    async def cancel(self, reservation: Reservation) -> None: ...
+
+    def settle(self, key_id: str, rights: KeyRights, tokens: int, now: float) -> None: ...
+
+    async def hold(self, key_id: str, limit: int, wait: float) -> Lease | None: ...
+
+    def release(self, lease: Lease) -> None: ...
+
+    def seed_daily(self, key_id: str, tokens: int, now: float) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """What a decision needs from a key's counters at one instant (from memory, or from Redis in one script).
+
+    `*_free_at`: seconds until the window's total drops below the key's limit (`Window.free_at`; 0 without a limit).
+    """
+
+    requests: int = 0
+    requests_free_at: float = 0.0
+    tokens: int = 0
+    tokens_free_at: float = 0.0
+    day_tokens: int = 0
+
+
+def snapshot_of(counters: KeyCounters, rights: KeyRights, now: float) -> Snapshot:
+    return Snapshot(
+        requests=counters.requests.sum(now),
+        requests_free_at=counters.requests.free_at(now, rights.rpm) if rights.rpm is not None else 0.0,
+        tokens=counters.tokens.sum(now),
+        tokens_free_at=counters.tokens.free_at(now, rights.tpm) if rights.tpm is not None else 0.0,
+        day_tokens=counters.today(now),
+    )
+
+
+def has_limits(rights: KeyRights) -> bool:
+    """Whether any counter matters for this key (a key without limits never needs them counted)."""
+    return rights.rpm is not None or rights.tpm is not None or rights.daily_tokens is not None
+
+
+def headers_of(snapshot: Snapshot, rights: KeyRights) -> dict[str, str]:
     headers: dict[str, str] = {}
     if rights.rpm is not None:
-        used = counters.requests.sum(now)
         headers["x-ratelimit-limit-requests"] = str(rights.rpm)
-        headers["x-ratelimit-remaining-requests"] = str(max(0, rights.rpm - used))
-        headers["x-ratelimit-reset-requests"] = reset_text(counters.requests.free_at(now, rights.rpm) if used else 0)
+        headers["x-ratelimit-remaining-requests"] = str(max(0, rights.rpm - snapshot.requests))
+        headers["x-ratelimit-reset-requests"] = reset_text(snapshot.requests_free_at if snapshot.requests else 0)
     if rights.tpm is not None:
-        used = counters.tokens.sum(now)
         headers["x-ratelimit-limit-tokens"] = str(rights.tpm)
-        headers["x-ratelimit-remaining-tokens"] = str(max(0, rights.tpm - used))
-        headers["x-ratelimit-reset-tokens"] = reset_text(counters.tokens.free_at(now, rights.tpm) if used else 0)
+        headers["x-ratelimit-remaining-tokens"] = str(max(0, rights.tpm - snapshot.tokens))
+        headers["x-ratelimit-reset-tokens"] = reset_text(snapshot.tokens_free_at if snapshot.tokens else 0)
     return headers
 
 
-def judge(counters: KeyCounters, rights: KeyRights, now: float) -> Verdict:
-    """Whether one more request fits the key's limits now (pure but for pruning the windows)."""
-    headers = headers_for(counters, rights, now)
-    if rights.rpm is not None and counters.requests.sum(now) >= rights.rpm:
-        wait = counters.requests.free_at(now, rights.rpm)
-        return Verdict(False, wait, f"Rate limit reached: {rights.rpm} requests per minute.", headers)
-    if rights.tpm is not None and counters.tokens.sum(now) >= rights.tpm:
-        wait = counters.tokens.free_at(now, rights.tpm)
-        return Verdict(False, wait, f"Rate limit reached: {rights.tpm} tokens per minute.", headers)
-    if rights.daily_tokens is not None and counters.today(now) >= rights.daily_tokens:
-        wait = (counters.day + 1) * DAY - now
+def headers_for(counters: KeyCounters, rights: KeyRights, now: float) -> dict[str, str]:
+    return headers_of(snapshot_of(counters, rights, now), rights)
+
+
+def verdict_of(snapshot: Snapshot, rights: KeyRights, now: float) -> Verdict:
+    """Whether one more request fits, with the reason, the wait and the headers (pure). The Redis script makes the
+    same three comparisons before it reserves."""
+    headers = headers_of(snapshot, rights)
+    if rights.rpm is not None and snapshot.requests >= rights.rpm:
+        reason = f"Rate limit reached: {rights.rpm} requests per minute."
+        return Verdict(False, snapshot.requests_free_at, reason, headers)
+    if rights.tpm is not None and snapshot.tokens >= rights.tpm:
+        return Verdict(False, snapshot.tokens_free_at, f"Rate limit reached: {rights.tpm} tokens per minute.", headers)
+    if rights.daily_tokens is not None and snapshot.day_tokens >= rights.daily_tokens:
+        wait = (int(now // DAY) + 1) * DAY - now
         return Verdict(
             False, wait, f"Daily quota of {rights.daily_tokens} tokens used up.", headers, code="insufficient_quota"
         )
     return Verdict(True, headers=headers)
 
 
+def judge(counters: KeyCounters, rights: KeyRights, now: float) -> Verdict:
+    """Whether one more request fits the key's limits now (pure but for pruning the windows)."""
+    return verdict_of(snapshot_of(counters, rights, now), rights, now)
+
+
 class RateLimiter:
-    """In-memory counters per key (one process)."""
+    """In-memory counters per key (one process). The synchronous methods are the arithmetic; the `Limiter`
+    methods wrap them."""
 
     def __init__(self) -> None:
         self._keys: dict[str, KeyCounters] = {}
@@ -169,3 +242,21 @@ class RateLimiter:
         counters = self._counters(key_id)
         counters.today(now)
         counters.day_tokens = tokens
+
+    async def reserve(self, key_id: str, rights: KeyRights, now: float) -> tuple[Verdict, Reservation | None]:
+        return self.admit(key_id, rights, now)
+
+    async def cancel(self, reservation: Reservation) -> None:
+        self.refund(reservation)
+
+    def settle(self, key_id: str, rights: KeyRights, tokens: int, now: float) -> None:
+        self.charge(key_id, tokens, now)
+
+    async def hold(self, key_id: str, limit: int, wait: float) -> Lease | None:
+        return None  # one process: the fair queue already holds the key to its max_concurrent
+
+    def release(self, lease: Lease) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass

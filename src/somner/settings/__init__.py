@@ -19,7 +19,7 @@ from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSetti
 from pydantic_settings.sources.utils import parse_env_vars
 
 from somner.settings.engine import EngineSettings
-from somner.settings.gateway import AuthSettings, DatabaseSettings, LimitSettings
+from somner.settings.gateway import AuthSettings, DatabaseSettings, LimitSettings, RedisSettings
 from somner.settings.models import Group, ModelEntry
 from somner.settings.types import Duration, ModelName, Section
 
@@ -33,6 +33,7 @@ __all__ = [
     "LimitSettings",
     "ModelEntry",
     "ModelName",
+    "RedisSettings",
     "Section",
     "Settings",
     "deep_merge",
@@ -163,6 +164,9 @@ class Settings(BaseSettings):
     auth: AuthSettings = Field(default_factory=AuthSettings, description="API keys and browser access.")
     limits: LimitSettings = Field(default_factory=LimitSettings, description="Concurrency, queue and size limits.")
     database: DatabaseSettings = Field(default_factory=DatabaseSettings, description="Users, keys and usage records.")
+    redis: RedisSettings = Field(
+        default_factory=RedisSettings, description="Counters shared by replicas: rate limits, quotas, concurrency."
+    )
     log_requests: bool = Field(
         default=False, description="Store prompt and completion text with usage records (off: no text is kept)."
     )

@@ -1,6 +1,9 @@
-"""The gateway's sections: who may ask (`auth`), how much and when (`limits`), where records go (`database`)."""
+"""The gateway's sections: who may ask (`auth`), how much and when (`limits`), where records go (`database`),
+where replicas share their counters (`redis`)."""
 
 from __future__ import annotations
+
+from typing import Literal
 
 from pydantic import Field, SecretStr
 
@@ -54,4 +57,29 @@ class DatabaseSettings(Section):
     )
     batch_interval: Duration = Field(
         default=0.5, gt=0, description="Usage records are written in batches at least this often."
+    )
+
+
+class RedisSettings(Section):
+    url: SecretStr | None = Field(
+        default=None,
+        description="redis://[:password@]host:port/db (rediss:// for TLS). When set, rate limits, token quotas and "
+        "per-key concurrency are kept in Redis, so several replicas enforce one limit; unset, they stay in this "
+        "process's memory. Keys without limits never touch Redis.",
+    )
+    on_error: Literal["closed", "open"] = Field(
+        default="closed",
+        description="When Redis cannot be reached: 'closed' refuses requests of keys that have limits with a 503 "
+        "(code limits_unavailable, Retry-After); 'open' admits them unchecked and logs a warning once per outage.",
+    )
+    key_prefix: str = Field(
+        default="somner", min_length=1, description="Prefix of every Redis key Somner writes (to share a Redis)."
+    )
+    connect_timeout: Duration = Field(default=1.0, gt=0, description="Longest wait to connect to Redis.")
+    timeout: Duration = Field(default=1.0, gt=0, description="Longest wait for one Redis command.")
+    lease_ttl: Duration = Field(
+        default=30.0,
+        gt=0,
+        description="A concurrency slot is renewed while its request runs and expires this long after a replica "
+        "stops renewing it (a crashed replica cannot keep a key's slots).",
     )
