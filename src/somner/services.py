@@ -24,9 +24,11 @@ from somner.gateway.auth import Authenticator
 from somner.gateway.bootstrap import ensure_admin_key
 from somner.gateway.generations import Generations
 from somner.gateway.queue import FairQueue
-from somner.gateway.ratelimit import RateLimiter
+from somner.gateway.ratelimit import Limiter, RateLimiter
+from somner.gateway.ratelimit_redis import RedisLimiter
 from somner.gateway.usage import UsageRecorder
 from somner.models.backends.base import Backend
+from somner.models.backends.pool import pool_for
 from somner.models.backends.process import ProcessBackend
 from somner.models.backends.upstream import UpstreamBackend
 from somner.models.backends.worker import WorkerBackend, WorkerPaths
@@ -80,6 +82,8 @@ def backend_factory(settings: Settings, paths: Paths) -> BackendFactory:
             )
         if spec.kind == "upstream":
             return UpstreamBackend(spec, settings.engine)
+        if spec.kind == "pool":
+            return pool_for(spec, make)
         return WorkerBackend(spec, worker_paths, settings.engine, next(counter))
 
     return make
@@ -174,6 +178,7 @@ class Services:
                 await self._housekeeping
         await self.manager.shutdown()
         await self.recorder.stop()
+        await self.gateway.limiter.close()
         await self.db.close()
         shutil.rmtree(self.paths.run_dir, ignore_errors=True)
 
@@ -187,6 +192,21 @@ def database_url(settings: Settings, paths: Paths) -> str:
     if settings.database.url is not None:
         return settings.database.url.get_secret_value()
     return sqlite_url(paths.data_dir / "somner.db")
+
+
+def make_limiter(settings: Settings) -> Limiter:
+    """In memory (one replica), or in Redis when `redis.url` is set (replicas share one limit per key)."""
+    redis = settings.redis
+    if redis.url is None:
+        return RateLimiter()
+    return RedisLimiter.from_url(
+        redis.url.get_secret_value(),
+        prefix=redis.key_prefix,
+        on_error=redis.on_error,
+        connect_timeout=redis.connect_timeout,
+        timeout=redis.timeout,
+        lease_ttl=redis.lease_ttl,
+    )
 
 
 def build_services(settings: Settings, factory: BackendFactory | None = None) -> Services:
@@ -212,7 +232,7 @@ def build_services(settings: Settings, factory: BackendFactory | None = None) ->
     limits = settings.limits
     gateway = Gateway(
         limits,
-        RateLimiter(),
+        make_limiter(settings),
         FairQueue(limits.max_concurrent, limits.max_queue, limits.queue_timeout),
         recorder,
         log_requests=settings.log_requests,

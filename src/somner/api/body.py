@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
+from somner.api.streaming import ClientDisconnected
 from somner.errors import BadRequest, PayloadTooLarge
 
 
@@ -17,9 +18,12 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise BadRequest("Invalid Content-Length header.") from None
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"The request body is larger than the limit of {limit} bytes.")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"The request body is larger than the limit of {limit} bytes.")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise ClientDisconnected from None  # the client left mid-body: a 499, not a server error
     return b"".join(chunks)

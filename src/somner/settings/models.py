@@ -13,7 +13,8 @@ from pydantic import BeforeValidator, ByteSize, Field, SecretStr, field_validato
 
 from somner.settings.types import Duration, ModelName, Section
 
-BackendKind = Literal["worker", "process", "upstream"]
+MemberKind = Literal["worker", "process", "upstream"]
+BackendKind = Literal["worker", "process", "upstream", "pool"]
 
 _CACHE_TYPES = {"f16": "f16", "fp16": "f16", "q8_0": "q8_0", "q8": "q8_0", "q4_0": "q4_0", "q4": "q4_0"}
 
@@ -30,6 +31,70 @@ CacheType = Annotated[Literal["f16", "q8_0", "q4_0"], BeforeValidator(_cache_typ
 class Lora(Section):
     path: Path = Field(description="LoRA adapter (GGUF).")
     scale: float = Field(default=1.0, description="Strength of the adapter.")
+
+
+def _http_url(url: str) -> str:
+    if not url.startswith(("http://", "https://")):
+        raise ValueError(f"{url!r} is not an http(s) URL")
+    return url.rstrip("/")
+
+
+class PoolMember(Section):
+    """One engine of a pool: a worker (`path`), a process (`command`) or an upstream (`url`). Keys left out
+    are taken from the model entry (its tuning, `env`, `api_key`, `upstream_model`...)."""
+
+    backend: MemberKind | None = Field(
+        default=None, description="worker, process or upstream. Default: inferred from `path`, `command` or `url`."
+    )
+    name: str | None = Field(default=None, description="Label in /admin/backends and logs (default: url or kind#n).")
+    weight: float = Field(default=1.0, gt=0, description="Share of traffic relative to the other members.")
+    path: Path | None = Field(default=None, description="GGUF file (worker member).")
+    command: list[str] | str | None = Field(default=None, description="Engine command line (process member).")
+    health_url: str | None = Field(default=None, description="Readiness URL of a process member ({port}).")
+    url: str | None = Field(default=None, description="Base URL of a remote OpenAI-compatible server.")
+    api_key: SecretStr | None = Field(default=None, description="Bearer token for this upstream member.")
+    upstream_model: str | None = Field(default=None, description="The model name on this member's server.")
+    connect_timeout: Duration | None = Field(default=None, gt=0, description="Overrides pool.connect_timeout.")
+    first_token_timeout: Duration | None = Field(default=None, gt=0, description="Overrides pool.first_token_timeout.")
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, url: str | None) -> str | None:
+        return None if url is None else _http_url(url)
+
+    @property
+    def kind(self) -> MemberKind:
+        if self.backend is not None:
+            return self.backend
+        if self.url is not None:
+            return "upstream"
+        if self.command:
+            return "process"
+        return "worker"
+
+
+class PoolSettings(Section):
+    """How a pool (a model with `backends:`) balances, checks and ejects its members."""
+
+    check_interval: Duration = Field(default=5.0, gt=0, description="Time between active health checks.")
+    check_timeout: Duration = Field(default=2.0, gt=0, description="A health check slower than this fails.")
+    healthy_threshold: int = Field(
+        default=2, ge=1, description="Consecutive passed checks that bring a down member back."
+    )
+    unhealthy_threshold: int = Field(default=2, ge=1, description="Consecutive failed checks that take a member down.")
+    eject_after: int = Field(
+        default=3, ge=1, description="Consecutive failed requests that eject a member (passive health checking)."
+    )
+    eject_cooldown: Duration = Field(
+        default=10.0, gt=0, description="First ejection's length; it doubles with each ejection in a row."
+    )
+    max_eject_cooldown: Duration = Field(default=300.0, gt=0, description="Longest ejection.")
+    connect_timeout: Duration = Field(
+        default=10.0, gt=0, description="A member that has not accepted a request within this is failed over."
+    )
+    first_token_timeout: Duration = Field(
+        default=120.0, gt=0, description="A member whose first token takes longer than this is failed over."
+    )
 
 
 class ModelDefaults(Section):
@@ -62,7 +127,8 @@ class ModelEntry(Section):
         default=None,
         description=(
             "worker (Somner's engine, for a GGUF `path`), process (any engine started from `command`), or "
-            "upstream (a remote OpenAI-compatible server at `urls`). Default: inferred from the keys given."
+            "upstream (a remote OpenAI-compatible server at `urls`), or pool (several engines, `backends`). "
+            "Default: inferred from the keys given."
         ),
     )
     path: Path | None = Field(default=None, description="GGUF file (may live outside the models directory).")
@@ -120,6 +186,15 @@ class ModelEntry(Section):
     urls: list[str] = Field(default_factory=list, description="Base URLs of a remote OpenAI-compatible server.")
     api_key: SecretStr | None = Field(default=None, description="Sent upstream as a bearer token.")
     upstream_model: str | None = Field(default=None, description="The model name upstream (default: `id`).")
+    # -- pool --
+    backends: list[PoolMember] = Field(
+        default_factory=list,
+        description=(
+            "Several engines serving this model as one (any mix of worker, process and upstream members): "
+            "requests go to the healthy member with the fewest in flight, weighted."
+        ),
+    )
+    pool: PoolSettings = Field(default_factory=PoolSettings, description="Health checks and failover of `backends`.")
 
     @field_validator("template")
     @classmethod
@@ -131,15 +206,14 @@ class ModelEntry(Section):
     @field_validator("urls")
     @classmethod
     def _http_urls(cls, urls: list[str]) -> list[str]:
-        for url in urls:
-            if not url.startswith(("http://", "https://")):
-                raise ValueError(f"{url!r} is not an http(s) URL")
-        return [url.rstrip("/") for url in urls]
+        return [_http_url(url) for url in urls]
 
     @property
     def kind(self) -> BackendKind:
         if self.backend is not None:
             return self.backend
+        if self.backends:
+            return "pool"
         if self.urls:
             return "upstream"
         if self.command:
@@ -150,6 +224,10 @@ class ModelEntry(Section):
         """What the backend lacks to serve this model, if anything (checked once all sources are merged: a
         `models:` entry may tune a GGUF of the models directory without repeating its path)."""
         kind = self.kind
+        if kind == "pool":
+            return self._missing_in_pool()
+        if self.backends:
+            return f"model {self.id!r}: `backends` makes a pool; `backend` must be pool or left out"
         if kind == "worker" and self.path is None:
             return f"model {self.id!r}: the worker backend needs `path` (or give `command` or `urls`)"
         if kind == "process" and not self.command:
@@ -157,6 +235,31 @@ class ModelEntry(Section):
         if kind == "upstream" and not self.urls:
             return f"model {self.id!r}: the upstream backend needs `urls`"
         return None
+
+    def _missing_in_pool(self) -> str | None:
+        if not self.backends:
+            return f"model {self.id!r}: the pool backend needs `backends`"
+        for index, member in enumerate(self.backends):
+            where = f"model {self.id!r}, backends[{index}]"
+            kind = member.kind
+            if kind == "worker" and (member.path or self.path) is None:
+                return f"{where}: a worker member needs `path`"
+            if kind == "process" and not (member.command or self.command):
+                return f"{where}: a process member needs `command`"
+            if kind == "upstream" and member.url is None:
+                return f"{where}: an upstream member needs `url`"
+        return None
+
+    def member_entry(self, member: PoolMember) -> ModelEntry:
+        """The entry a pool member is served from: this one, with the member's own keys over it."""
+        update: dict[str, Any] = {"backend": member.kind, "backends": []}
+        for key in ("path", "command", "health_url", "api_key", "upstream_model"):
+            value = getattr(member, key)
+            if value is not None:
+                update[key] = value
+        if member.url is not None:
+            update["urls"] = [member.url]
+        return self.model_copy(update=update)
 
 
 class Group(Section):

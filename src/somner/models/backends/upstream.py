@@ -1,7 +1,8 @@
 """The `upstream` backend: a remote OpenAI-compatible server (another Somner, vLLM, a hosted API).
 
 Nothing to start or stop but connections. With several base URLs, a request goes to the first that accepts the
-connection (engine pools with balancing and health checks are a later step).
+connection. For balancing, health checks and failover over several engines, a model lists them as a pool
+(`backends:`, see pool.py).
 """
 
 from __future__ import annotations
