@@ -14,7 +14,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from somner.api.openai.routes import openai_endpoint, services_of
+from somner.api.handlers import services_of
+from somner.api.openai.routes import openai_endpoint
 from somner.api.principal import require_admin
 from somner.models.backends.pool import MemberSnapshot, PoolBackend
 from somner.models.registry import ModelSpec

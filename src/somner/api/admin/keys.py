@@ -15,7 +15,8 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from somner.api.body import read_body
-from somner.api.openai.routes import openai_endpoint, services_of
+from somner.api.handlers import services_of
+from somner.api.openai.routes import openai_endpoint
 from somner.api.principal import require_admin
 from somner.durations import parse_duration
 from somner.errors import BadRequest

@@ -19,7 +19,7 @@ from starlette.routing import BaseRoute, Route
 from somner.api import serving
 from somner.api.anthropic.render import render
 from somner.api.errors import guarded
-from somner.api.openai.routes import json_response, read_request, services_of
+from somner.api.handlers import json_response, read_request, services_of
 from somner.api.streaming import until_disconnected
 from somner.models import defaults
 from somner.wire.anthropic import decode, encode, schemas

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from somner.api import serving
-from somner.api.body import read_body
 from somner.api.errors import guarded
+from somner.api.handlers import json_response, read_request, services_of
 from somner.api.kobold import context
 from somner.api.kobold.render import render
 from somner.api.principal import lane_of
@@ -28,24 +27,10 @@ from somner.api.streaming import until_disconnected
 from somner.core import Chunk
 from somner.gateway.generations import Generation
 from somner.models.backends.base import ChunkStream
-from somner.services import Services
 from somner.wire.kobold import decode, encode, schemas
 from somner.wire.kobold.decode import KoboldGeneration
 
 kobold_endpoint = guarded(render)
-
-
-def services_of(request: Request) -> Services:
-    services: Services = request.app.state.services
-    return services
-
-
-def json_response(body: object, headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(body), media_type="application/json", headers=headers)
-
-
-async def read_request(request: Request) -> bytes:
-    return await read_body(request, services_of(request).settings.max_request_bytes)
 
 
 # -- what the server is ---------------------------------------------------------------------------------

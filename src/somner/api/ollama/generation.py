@@ -17,10 +17,10 @@ from starlette.responses import Response
 
 from somner.api import serving
 from somner.api.errors import guarded
+from somner.api.handlers import json_response, read_request, services_of
 from somner.api.keep_alive import keep_alive
 from somner.api.ollama import lookup
 from somner.api.ollama.render import render
-from somner.api.openai.routes import json_response, read_request, services_of
 from somner.api.principal import principal_of
 from somner.api.serving import Admission, Call
 from somner.api.streaming import until_disconnected

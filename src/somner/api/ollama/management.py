@@ -19,9 +19,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from somner.api.errors import internal_error
+from somner.api.handlers import json_response, read_request, services_of
 from somner.api.ollama import lookup
 from somner.api.ollama.generation import ollama_endpoint
-from somner.api.openai.routes import json_response, read_request, services_of
 from somner.api.principal import require_admin
 from somner.api.streaming import event_stream
 from somner.errors import BadRequest, SomnerError, Unavailable

@@ -15,9 +15,9 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from somner import __version__
+from somner.api.handlers import json_response, read_request, services_of
 from somner.api.ollama import catalog, generation, lookup, management
 from somner.api.ollama.generation import ollama_endpoint
-from somner.api.openai.routes import json_response, read_request, services_of
 from somner.api.principal import principal_of
 from somner.models.manager import FOREVER, ModelState
 from somner.models.registry import ModelSpec

@@ -15,8 +15,9 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from somner.api import serving
+from somner.api.handlers import json_response, read_request, services_of
 from somner.api.keep_alive import keep_alive
-from somner.api.openai.routes import json_response, openai_endpoint, read_request, services_of
+from somner.api.openai.routes import openai_endpoint
 from somner.errors import NotFound
 from somner.wire.openai.responses import decode, encode
 

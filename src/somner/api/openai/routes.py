@@ -17,8 +17,8 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from somner.api import serving
-from somner.api.body import read_body
 from somner.api.errors import guarded
+from somner.api.handlers import json_response, read_request, services_of
 from somner.api.keep_alive import keep_alive
 from somner.api.openai.render import render
 from somner.api.principal import principal_of
@@ -37,19 +37,6 @@ log = logging.getLogger(__name__)
 _MODEL_FIELD = re.compile(rb'"model":"(?:[^"\\]|\\.)*"')
 
 openai_endpoint = guarded(render)
-
-
-def services_of(request: Request) -> Services:
-    services: Services = request.app.state.services
-    return services
-
-
-def json_response(body: object, headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(body), media_type="application/json", headers=headers)
-
-
-async def read_request(request: Request) -> bytes:
-    return await read_body(request, services_of(request).settings.max_request_bytes)
 
 
 @openai_endpoint

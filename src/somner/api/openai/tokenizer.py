@@ -8,7 +8,8 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from somner.api import serving
-from somner.api.openai.routes import json_response, openai_endpoint, read_request, services_of
+from somner.api.handlers import json_response, read_request, services_of
+from somner.api.openai.routes import openai_endpoint
 from somner.api.streaming import until_disconnected
 from somner.wire.openai import decode, schemas
 
