@@ -178,3 +178,48 @@ def test_a_rate_limited_key_is_refused_before_the_upstream_is_called(
     assert metric(gateway, "somner_rejected_requests_total", reason="rate_limit") - refused_before == 1
     rows = usage_of(gateway, key_id)
     assert [(r["requests"], r["completion_tokens"]) for r in rows] == [(1, 3)]  # the refusal is not a record
+
+
+def connections(mock: MockUpstream) -> int:
+    return int(httpx.get(f"{mock.url}/stats", timeout=5).json()["connections"])
+
+
+@pytest.mark.parametrize("route", ["chat", "completions"])
+def test_a_whole_answer_is_relayed_with_its_counts_and_the_clients_model_name(
+    gateway: ServeProcess, mock_upstream: MockUpstream, route: str
+) -> None:
+    key, key_id = new_key(gateway, f"whole-{route}", rpm=1000)
+    headers = {"authorization": f"Bearer {key}"}
+    if route == "chat":
+        body: dict[str, Any] = {"model": "remote", "messages": [{"role": "user", "content": PROMPT}]}
+    else:
+        body = {"model": "remote", "prompt": PROMPT}
+    reply = httpx.post(
+        f"{gateway.url}/v1/{'chat/' if route == 'chat' else ''}completions",
+        json={**body, "max_tokens": 4},
+        headers=headers,
+        timeout=10,
+    )
+
+    assert reply.status_code == 200, reply.text
+    answer = reply.json()
+    assert answer["model"] == "remote"
+    assert answer["usage"] == {"prompt_tokens": 5, "completion_tokens": 4, "total_tokens": 9}
+    text = answer["choices"][0]["message"]["content"] if route == "chat" else answer["choices"][0]["text"]
+    assert len(text.split()) == 4
+    assert reply.headers["x-ratelimit-remaining-requests"] == "999"
+    rows = usage_of(gateway, key_id)
+    assert [(r["requests"], r["prompt_tokens"], r["completion_tokens"]) for r in rows] == [(1, 5, 4)]
+
+
+def test_upstream_connections_are_reused(gateway: ServeProcess, mock_upstream: MockUpstream) -> None:
+    key, _ = new_key(gateway, "reuse", rpm=1000)
+    headers = {"authorization": f"Bearer {key}"}
+    body = {"model": "remote", "messages": [{"role": "user", "content": PROMPT}], "max_tokens": 2}
+    before = connections(mock_upstream)
+    with httpx.Client(headers=headers, timeout=10) as client:
+        for stream in [False, True] * 10:
+            assert client.post(f"{gateway.url}/v1/chat/completions", json={**body, "stream": stream}).status_code == 200
+    # Twenty requests one after the other, streamed or not, over at most one new upstream connection (none when an
+    # earlier test left one idle; the other new connection is this test's own call to /stats).
+    assert connections(mock_upstream) - before <= 2

@@ -11,6 +11,7 @@ request ends, with the counts of its real generation.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import deque
 from dataclasses import dataclass, field
@@ -197,7 +198,8 @@ def verdict_of(snapshot: Snapshot, rights: KeyRights, now: float) -> Verdict:
         return Verdict(
             False, wait, f"Daily quota of {rights.daily_tokens} tokens used up.", headers, code="insufficient_quota"
         )
-    return Verdict(True, headers=headers)
+    # Admitted: the headers count this request too, as OpenAI's do (what remains after it).
+    return Verdict(True, headers=headers_of(dataclasses.replace(snapshot, requests=snapshot.requests + 1), rights))
 
 
 def judge(counters: KeyCounters, rights: KeyRights, now: float) -> Verdict:

@@ -8,7 +8,6 @@ However a request ends, its `Call` is closed once (lease released, usage recorde
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import AsyncIterator, Awaitable
 
 import orjson
@@ -27,14 +26,12 @@ from somner.api.streaming import until_disconnected
 from somner.core import Chunk, EmbeddingRequest, Usage
 from somner.core.streams import collect, gather_all, merge
 from somner.errors import BadRequest
-from somner.models.backends.base import SpeaksOpenAI
-from somner.models.backends.openai_http import PassThrough
+from somner.models.backends.base import RelaysReplies, SpeaksOpenAI
+from somner.models.backends.passthrough import PassThrough, Reply, rename_model, without_usage_event
 from somner.services import Services
 from somner.wire.openai import decode, encode, schemas
 
 log = logging.getLogger(__name__)
-
-_MODEL_FIELD = re.compile(rb'"model":"(?:[^"\\]|\\.)*"')
 
 openai_endpoint = guarded(render)
 
@@ -74,7 +71,7 @@ def _stream(request: Request, call: Call, events: AsyncIterator[bytes], *closers
 async def _pass_through(
     request: Request, call: Call, opening: Awaitable[PassThrough], model: str, include_usage: bool
 ) -> Response:
-    """Stream an OpenAI-speaking engine's events to an OpenAI client unchanged (but for the model name, when the
+    """Relay an OpenAI-speaking engine's events to an OpenAI client as its bytes (but for the model name, when the
     engine calls it otherwise, and the usage event, when the client did not ask for it)."""
     try:
         events = await opening
@@ -83,22 +80,47 @@ async def _pass_through(
         raise
     client_name = orjson.dumps({"model": model})[1:-1]
     ticket = call.ticket
+    lease = call.lease
     if events.prompt_tokens is not None:
         ticket.usage.prompt_tokens = events.prompt_tokens
 
     async def body() -> AsyncIterator[bytes]:
-        async for data in events:
-            if PassThrough.has_content(data):
+        renamed: bool | None = None
+        async for relayed in events:
+            blob = relayed
+            lease.progress()
+            if events.usage is None:
+                if events.content_events:
+                    ticket.first_token()
+                    ticket.usage.completion_tokens = events.content_events
+            else:
                 ticket.first_token()
-                ticket.usage.completion_tokens = events.content_events
-            if events.usage is not None:
                 ticket.usage = events.usage
-                if not include_usage and PassThrough.is_usage_only(data):
-                    continue
-            # The engine may call the model by another name (an alias, an upstream's own name); clients see theirs.
-            yield b"data: " + (data if client_name in data else _MODEL_FIELD.sub(client_name, data, count=1)) + b"\n\n"
+                if not include_usage:
+                    blob = without_usage_event(blob)
+            if renamed is None:  # the engine may call the model by another name (an alias, an upstream's own)
+                renamed = client_name not in blob
+            if renamed:
+                blob = rename_model(blob, client_name)
+            if blob:
+                yield blob
 
     return _stream(request, call, body(), events)
+
+
+async def _relay_reply(request: Request, call: Call, opening: Awaitable[Reply], model: str) -> Response:
+    """An OpenAI-speaking remote engine's whole answer, to an OpenAI client as its bytes (model name aside)."""
+    try:
+        reply = await until_disconnected(request, opening)
+    except BaseException as exc:
+        fail(call, exc)
+        raise
+    call.lease.progress()
+    call.ticket.usage = reply.usage
+    call.close(200)
+    client_name = orjson.dumps({"model": model})[1:-1]
+    body = reply.body if client_name in reply.body else rename_model(reply.body, client_name)
+    return Response(body, media_type="application/json", headers=call.ticket.headers)
 
 
 @openai_endpoint
@@ -117,8 +139,11 @@ async def chat_completions(request: Request) -> Response:
     )
     call = await serving.begin_chat(request, services, core, admission)
     backend = call.lease.backend
-    if core.stream and isinstance(backend, SpeaksOpenAI) and call.prompt_text is None:
-        return await _pass_through(request, call, backend.chat_events(core), core.model, include_usage)
+    if call.prompt_text is None:  # (requests whose text is logged take the decoding path)
+        if core.stream and isinstance(backend, SpeaksOpenAI):
+            return await _pass_through(request, call, backend.chat_events(core), core.model, include_usage)
+        if not core.stream and isinstance(backend, RelaysReplies):
+            return await _relay_reply(request, call, backend.chat_reply(core), core.model)
     stream = await serving.open_chat(call, core)
     if core.stream:
         encoder = encode.ChatStream(core.model, include_usage=include_usage)
@@ -151,8 +176,11 @@ async def completions(request: Request) -> Response:
     )
     call = await serving.begin_completion(request, services, cores, admission)
     backend = call.lease.backend
-    if wire.stream and len(cores) == 1 and isinstance(backend, SpeaksOpenAI) and call.prompt_text is None:
-        return await _pass_through(request, call, backend.complete_events(cores[0]), model, include_usage)
+    if len(cores) == 1 and call.prompt_text is None:
+        if wire.stream and isinstance(backend, SpeaksOpenAI):
+            return await _pass_through(request, call, backend.complete_events(cores[0]), model, include_usage)
+        if not wire.stream and isinstance(backend, RelaysReplies):
+            return await _relay_reply(request, call, backend.complete_reply(cores[0]), model)
     streams = await serving.open_completions(call, cores)
     if wire.stream:
         encoder = encode.CompletionStream(model, include_usage=include_usage)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from somner.core import ChatRequest, Chunk, CompletionRequest, EmbeddingRequest, EmbeddingResult
 
 if TYPE_CHECKING:
-    from somner.models.backends.openai_http import PassThrough
+    from somner.models.backends.passthrough import PassThrough, Reply
 
 ChunkStream = AsyncIterator[Chunk]
 
@@ -47,6 +47,16 @@ class SpeaksOpenAI(Protocol):
     async def chat_events(self, request: ChatRequest) -> PassThrough: ...
 
     async def complete_events(self, request: CompletionRequest) -> PassThrough: ...
+
+
+@runtime_checkable
+class RelaysReplies(Protocol):
+    """A remote OpenAI engine whose whole (non-streamed) answers reach an OpenAI client as they are. (Local engines
+    are always streamed to: that is how the gateway sees progress and cancels a generation whose client left.)"""
+
+    async def chat_reply(self, request: ChatRequest) -> Reply: ...
+
+    async def complete_reply(self, request: CompletionRequest) -> Reply: ...
 
 
 @runtime_checkable

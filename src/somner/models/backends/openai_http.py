@@ -1,6 +1,7 @@
-"""A client for engines that speak the OpenAI dialect over HTTP (our worker on a unix socket, later others).
+"""A client for engines that speak the OpenAI dialect over HTTP (our worker on a unix socket, llama-server,
+vLLM, remote upstreams), on the keep-alive connections of `http1.ConnectionPool`.
 
-httpx errors are translated here, where they enter: before the engine accepted a request they are a 502/503
+Transport errors are translated here, where they enter: before the engine accepted a request they are a 502/503
 error response; after, the stream raises `EngineFailed`, which the API turns into a final error event.
 """
 
@@ -11,7 +12,6 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import anyio
-import httpx
 import orjson
 
 from somner.core import (
@@ -20,9 +20,10 @@ from somner.core import (
     CompletionRequest,
     EmbeddingRequest,
     EmbeddingResult,
-    Usage,
 )
-from somner.errors import BadRequest, EngineFailed, NotFound, SomnerError, error_from_status
+from somner.errors import BadRequest, EngineFailed, NotFound
+from somner.models.backends.http1 import ConnectError, ConnectionPool, HTTPError, ReadTimeout, Response
+from somner.models.backends.passthrough import PassThrough, Reply, error_from_body, event_blobs, parse_event
 from somner.wire import sse
 from somner.wire.openai import decode, encode
 
@@ -30,64 +31,80 @@ log = logging.getLogger(__name__)
 
 ChunkDecoder = Callable[[dict[str, Any]], Chunk]
 
-
-def error_from_body(status: int, body: bytes) -> SomnerError:
-    """Rebuild the engine's error from its OpenAI-shaped body (or say that it had none)."""
-    message, code, param = f"the engine answered with status {status}", None, None
-    try:
-        data = orjson.loads(body)
-        error = data.get("error") if isinstance(data, dict) else None
-        if isinstance(error, dict):
-            message = str(error.get("message") or message)
-            code = error.get("code") if isinstance(error.get("code"), str) else None
-            param = error.get("param") if isinstance(error.get("param"), str) else None
-        elif isinstance(error, str):
-            message = error
-    except orjson.JSONDecodeError:
-        pass
-    return error_from_status(status, message, code=code, param=param)
+PROMPT_TOKENS_HEADER = b"x-somner-prompt-tokens"
+_END_GRACE = 1.0  # seconds to read the last bytes of a finished stream, so its connection can be reused
 
 
 class OpenAIHTTPClient:
-    def __init__(self, client: httpx.AsyncClient, *, label: str, model_name: str | None = None) -> None:
-        self._client = client
+    def __init__(self, pool: ConnectionPool, *, label: str, model_name: str | None = None) -> None:
+        self.pool = pool
         self._label = label
         self._model_name = model_name  # the name the engine knows the model by, when not the client's
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self.pool.aclose()
 
-    async def _open(self, path: str, body: dict[str, Any], *, rename_model: bool = True) -> httpx.Response:
+    def _failed(self, exc: HTTPError, doing: str) -> EngineFailed:
+        if isinstance(exc, ReadTimeout):
+            return EngineFailed(f"{self._label} did not answer in time")
+        if isinstance(exc, ConnectError):
+            return EngineFailed(f"{self._label} is not reachable", code="engine_unreachable")
+        return EngineFailed(f"{self._label} {doing}")
+
+    async def _open(self, path: str, body: dict[str, Any], *, rename_model: bool = True) -> Response:
         if self._model_name is not None and rename_model:
             body["model"] = self._model_name
-        request = self._client.build_request(
-            "POST", path, content=orjson.dumps(body), headers={"content-type": "application/json"}
-        )
         try:
-            response = await self._client.send(request, stream=True)
-        except httpx.TimeoutException as exc:
-            raise EngineFailed(f"{self._label} did not answer in time") from exc
-        except httpx.HTTPError as exc:
+            response = await self.pool.request("POST", path, orjson.dumps(body))
+        except HTTPError as exc:
+            # Nothing came back: the engine never took the request (or broke before answering).
+            if isinstance(exc, ReadTimeout):
+                raise EngineFailed(f"{self._label} did not answer in time") from exc
             raise EngineFailed(f"{self._label} is not reachable", code="engine_unreachable") from exc
-        if response.status_code != 200:
+        if response.status != 200:
             try:
-                payload = await response.aread()
-            except httpx.HTTPError:
+                payload = await response.read()
+            except HTTPError:
                 payload = b""
             finally:
                 await response.aclose()
-            raise error_from_body(response.status_code, payload)
+            raise error_from_body(response.status, payload)
         return response
 
-    async def _events(self, response: httpx.Response) -> AsyncIterator[bytes]:
-        """The `data:` payloads of an SSE response, until `[DONE]`; transport errors become EngineFailed."""
+    async def _read(self, response: Response, doing: str) -> bytes:
         try:
-            async for data in sse.data_events(response.aiter_raw()):
+            return await response.read()
+        except HTTPError as exc:
+            raise self._failed(exc, doing) from exc
+        finally:
+            await response.aclose()
+
+    async def _body(self, response: Response) -> AsyncIterator[bytes]:
+        """The response body as it arrives; transport errors become EngineFailed."""
+        try:
+            async for part in response.stream():
+                yield part
+        except HTTPError as exc:
+            raise self._failed(exc, "stopped while generating") from exc
+
+    async def _events(self, response: Response) -> AsyncIterator[bytes]:
+        """The `data:` payloads of an SSE response, until `[DONE]`."""
+        try:
+            async for data in sse.data_events(self._body(response)):
                 if data == sse.DONE:
+                    await response.finish(_END_GRACE)
                     return
                 yield data
-        except httpx.HTTPError as exc:
-            raise EngineFailed(f"{self._label} stopped while generating") from exc
+        finally:
+            with anyio.CancelScope(shield=True):
+                await response.aclose()
+
+    async def _blobs(self, response: Response) -> AsyncIterator[bytes]:
+        """Whole SSE events as they arrive, until `[DONE]` (see passthrough.event_blobs)."""
+        try:
+            async for blob in event_blobs(self._body(response)):
+                yield blob
+            await response.finish(_END_GRACE)
         finally:
             with anyio.CancelScope(shield=True):
                 await response.aclose()
@@ -97,8 +114,7 @@ class OpenAIHTTPClient:
         the consumer sees one final chunk carrying both."""
         held: Chunk | None = None
         async for data in events:
-            obj = self._parse(data)
-            chunk = decode_chunk(obj)
+            chunk = decode_chunk(parse_event(data, self._label))
             if held is not None:
                 if chunk.usage is not None:
                     held.usage = chunk.usage
@@ -111,17 +127,6 @@ class OpenAIHTTPClient:
             raise EngineFailed(f"{self._label} ended the stream before finishing")
         yield held
 
-    def _parse(self, data: bytes) -> dict[str, Any]:
-        try:
-            obj = orjson.loads(data)
-        except orjson.JSONDecodeError as exc:
-            raise EngineFailed(f"{self._label} sent a malformed event") from exc
-        if not isinstance(obj, dict):
-            raise EngineFailed(f"{self._label} sent a malformed event")
-        if obj.get("error") is not None:
-            raise error_from_body(500, data)
-        return obj
-
     async def chat(self, request: ChatRequest) -> EngineChunks:
         response = await self._open("/v1/chat/completions", encode.chat_request(request))
         return EngineChunks(self._chunks(self._events(response), decode.chat_chunk), _prompt_tokens(response))
@@ -132,20 +137,23 @@ class OpenAIHTTPClient:
 
     async def chat_events(self, request: ChatRequest) -> PassThrough:
         response = await self._open("/v1/chat/completions", encode.chat_request(request))
-        return PassThrough(self._events(response), self._parse, self._label, _prompt_tokens(response))
+        return PassThrough(self._blobs(response), self._label, _prompt_tokens(response))
 
     async def complete_events(self, request: CompletionRequest) -> PassThrough:
         response = await self._open("/v1/completions", encode.completion_request(request))
-        return PassThrough(self._events(response), self._parse, self._label, _prompt_tokens(response))
+        return PassThrough(self._blobs(response), self._label, _prompt_tokens(response))
+
+    async def chat_reply(self, request: ChatRequest) -> Reply:
+        response = await self._open("/v1/chat/completions", encode.chat_request(request, stream=False))
+        return Reply.of(await self._read(response, "stopped while generating"), self._label)
+
+    async def complete_reply(self, request: CompletionRequest) -> Reply:
+        response = await self._open("/v1/completions", encode.completion_request(request, stream=False))
+        return Reply.of(await self._read(response, "stopped while generating"), self._label)
 
     async def embed(self, request: EmbeddingRequest) -> EmbeddingResult:
         response = await self._open("/v1/embeddings", encode.embedding_request(request.model, request.inputs))
-        try:
-            payload = await response.aread()
-        except httpx.HTTPError as exc:
-            raise EngineFailed(f"{self._label} stopped while embedding") from exc
-        finally:
-            await response.aclose()
+        payload = await self._read(response, "stopped while embedding")
         try:
             data = orjson.loads(payload)
             items = sorted(data["data"], key=lambda item: item["index"])
@@ -161,12 +169,7 @@ class OpenAIHTTPClient:
             response = await self._open(path, body, rename_model=False)
         except NotFound:
             raise BadRequest(f"The engine serving this model does not offer {what}.", code="unsupported") from None
-        try:
-            payload = await response.aread()
-        except httpx.HTTPError as exc:
-            raise EngineFailed(f"{self._label} stopped while answering") from exc
-        finally:
-            await response.aclose()
+        payload = await self._read(response, "stopped while answering")
         try:
             data = orjson.loads(payload)
         except orjson.JSONDecodeError as exc:
@@ -195,14 +198,13 @@ class OpenAIHTTPClient:
         return str(data.get("prompt", ""))
 
     async def get_json(self, path: str, *, deadline: float) -> Any:
-        response = await self._client.get(path, timeout=deadline)
-        response.raise_for_status()
-        return orjson.loads(response.content)
+        """A GET that must answer 200 with JSON within `deadline` seconds (raises `HTTPError` or ValueError)."""
+        return orjson.loads(await self.pool.get_json_bytes(path, within=deadline))
 
 
-def _prompt_tokens(response: httpx.Response) -> int | None:
-    value = response.headers.get("x-somner-prompt-tokens", "")
-    return int(value) if value.isdigit() else None
+def _prompt_tokens(response: Response) -> int | None:
+    value = response.header(PROMPT_TOKENS_HEADER)
+    return int(value) if value is not None and value.isdigit() else None
 
 
 class EngineChunks:
@@ -222,67 +224,6 @@ class EngineChunks:
         aclose = getattr(self._chunks, "aclose", None)
         if aclose is not None:
             await aclose()
-
-
-class PassThrough:
-    """An engine's OpenAI events, passed on unparsed when the client speaks the same dialect.
-
-    Only the few events that matter to the gateway are parsed: errors (raised as `SomnerError`), the finish
-    event, and the usage event, whose counts are kept in `usage`. Every other event stays the engine's bytes.
-    """
-
-    _FINISH = b'"finish_reason":"'
-    _USAGE = b'"usage":{'
-
-    def __init__(
-        self,
-        events: AsyncIterator[bytes],
-        parse: Callable[[bytes], dict[str, Any]],
-        label: str,
-        prompt_tokens: int | None = None,
-    ) -> None:
-        self._events = events
-        self._parse = parse
-        self._label = label
-        self.prompt_tokens = prompt_tokens
-        self.finished = False
-        self.usage: Usage | None = None
-        self.content_events = 0  # events carrying generated text (one token each, for Somner's engine)
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for data in self._events:
-            if data.startswith(b'{"error"'):
-                self._parse(data)  # raises the engine's error
-            if self.has_content(data):
-                self.content_events += 1
-            if self._FINISH in data:
-                self.finished = True
-            if self._USAGE in data:
-                self.usage = decode.usage_of(self._parse(data))
-            yield data
-        if not self.finished:
-            raise EngineFailed(f"{self._label} ended the stream before finishing")
-
-    async def aclose(self) -> None:
-        aclose = getattr(self._events, "aclose", None)
-        if aclose is not None:
-            await aclose()
-
-    @staticmethod
-    def has_content(data: bytes) -> bool:
-        """Whether a chat or completion event carries generated text or a tool call (a byte test, not a parse)."""
-        if b'"tool_calls":[{' in data:
-            return True
-        for marker in (b'"content":"', b'"text":"'):
-            at = data.find(marker)
-            if at != -1 and data[at + len(marker) : at + len(marker) + 1] != b'"':
-                return True
-        return False
-
-    @staticmethod
-    def is_usage_only(data: bytes) -> bool:
-        """The trailing usage event (no choices), which a client that did not ask for usage must not get."""
-        return b'"choices":[]' in data and PassThrough._USAGE in data
 
 
 class ServedOverHTTP:

@@ -28,13 +28,13 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 import anyio
-import orjson
 
 from somner.core import ChatRequest, CompletionRequest, EmbeddingRequest, EmbeddingResult
 from somner.errors import BadRequest, EngineFailed, SomnerError, Unavailable
 from somner.models.backends.base import Backend, ChunkStream, SpeaksOpenAI, Tokenizes
 from somner.models.backends.health import HealthPolicy, HttpProbe, MemberHealth
-from somner.models.backends.openai_http import EngineChunks, PassThrough
+from somner.models.backends.openai_http import EngineChunks
+from somner.models.backends.passthrough import PassThrough
 from somner.models.registry import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -363,7 +363,7 @@ class PoolBackend:
     async def _events(self, opener: Callable[[Backend], Awaitable[PassThrough]]) -> PassThrough:
         opened = await self._open(opener, _speaks_openai)
         label = f"{opened.member.name} of the pool for {self.model_id}"
-        return PassThrough(_Relay(self._end, opened), _parse_event, label, opened.source.prompt_tokens)
+        return PassThrough(_Relay(self._end, opened), label, opened.source.prompt_tokens)
 
     async def chat(self, request: ChatRequest) -> ChunkStream:
         return await self._chunks(lambda b: b.chat(request))
@@ -481,18 +481,6 @@ async def _close(source: object) -> None:
     if aclose is not None:
         with contextlib.suppress(Exception):
             await aclose()
-
-
-def _parse_event(data: bytes) -> dict[str, Any]:
-    """An OpenAI event as a dict (for the few the pass-through parses: usage, errors; the member has already
-    raised its own errors, so a malformed event here is the engine's fault)."""
-    try:
-        obj = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        raise EngineFailed("the engine sent a malformed event") from exc
-    if not isinstance(obj, dict):
-        raise EngineFailed("the engine sent a malformed event")
-    return obj
 
 
 def _any(_: Backend) -> bool:

@@ -24,6 +24,7 @@ from pathlib import Path
 import httpx
 
 from somner.errors import ModelLoadFailed
+from somner.models.backends.http1 import ConnectionPool, Endpoint
 from somner.models.backends.openai_http import OpenAIHTTPClient, ServedOverHTTP
 from somner.models.backends.worker import log_tail
 from somner.models.registry import ModelSpec
@@ -93,14 +94,11 @@ class ProcessBackend(ServedOverHTTP):
 
     def _http(self) -> OpenAIHTTPClient:  # (ServedOverHTTP)
         if self._client is None:
-            timeout = httpx.Timeout(connect=5.0, read=self.settings.read_timeout, write=30.0, pool=30.0)
-            client = httpx.AsyncClient(
-                base_url=f"http://127.0.0.1:{self.port}",
-                timeout=timeout,
-                limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
+            pool = ConnectionPool(
+                Endpoint(host="127.0.0.1", port=self.port), connect_timeout=5.0, read_timeout=self.settings.read_timeout
             )
             model_name = self.spec.entry.upstream_model or self.spec.id
-            self._client = OpenAIHTTPClient(client, label=f"the engine for {self.spec.id}", model_name=model_name)
+            self._client = OpenAIHTTPClient(pool, label=f"the engine for {self.spec.id}", model_name=model_name)
         return self._client
 
     async def start(self) -> None:

@@ -11,12 +11,12 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-import httpx
-
 from somner.core import ChatRequest, CompletionRequest, EmbeddingRequest, EmbeddingResult
 from somner.errors import EngineFailed
 from somner.models.backends.base import ChunkStream
-from somner.models.backends.openai_http import OpenAIHTTPClient, PassThrough
+from somner.models.backends.http1 import ConnectionPool, Endpoint
+from somner.models.backends.openai_http import OpenAIHTTPClient
+from somner.models.backends.passthrough import PassThrough, Reply
 from somner.models.registry import ModelSpec
 from somner.settings import EngineSettings
 
@@ -35,21 +35,16 @@ class UpstreamBackend:
         return bool(self._clients) and not self._stopped.is_set()
 
     async def start(self) -> None:
-        headers = {}
+        headers = []
         if self.spec.entry.api_key is not None:
-            headers["authorization"] = f"Bearer {self.spec.entry.api_key.get_secret_value()}"
-        timeout = httpx.Timeout(connect=10.0, read=self.settings.read_timeout, write=30.0, pool=30.0)
+            headers.append(("authorization", f"Bearer {self.spec.entry.api_key.get_secret_value()}"))
         model_name = self.spec.entry.upstream_model or self.spec.id
         for url in self.spec.entry.urls:
-            base = url if url.endswith("/v1") else f"{url}/v1"
-            client = httpx.AsyncClient(
-                base_url=base.removesuffix("/v1"),
-                headers=headers,
-                timeout=timeout,
-                limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
+            pool = ConnectionPool(
+                upstream_endpoint(url), connect_timeout=10.0, read_timeout=self.settings.read_timeout, headers=headers
             )
             self._clients.append(
-                OpenAIHTTPClient(client, label=f"the upstream for {self.spec.id}", model_name=model_name)
+                OpenAIHTTPClient(pool, label=f"the upstream for {self.spec.id}", model_name=model_name)
             )
         self._stopped.clear()
 
@@ -89,6 +84,12 @@ class UpstreamBackend:
     async def complete_events(self, request: CompletionRequest) -> PassThrough:
         return await self._first(lambda c: c.complete_events(request))
 
+    async def chat_reply(self, request: ChatRequest) -> Reply:
+        return await self._first(lambda c: c.chat_reply(request))
+
+    async def complete_reply(self, request: CompletionRequest) -> Reply:
+        return await self._first(lambda c: c.complete_reply(request))
+
     async def tokenize(self, text: str, *, add_special: bool = False, with_pieces: bool = False) -> list[Any]:
         return await self._first(lambda c: c.tokenize(text, add_special=add_special, with_pieces=with_pieces))
 
@@ -97,3 +98,8 @@ class UpstreamBackend:
 
     async def apply_template(self, request: ChatRequest) -> str:
         return await self._first(lambda c: c.apply_template(request))
+
+
+def upstream_endpoint(url: str) -> Endpoint:
+    """Where an upstream's base URL (with or without its `/v1`) points."""
+    return Endpoint.from_url(url.removesuffix("/").removesuffix("/v1"))

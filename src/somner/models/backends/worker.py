@@ -19,9 +19,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-
 from somner.errors import ModelLoadFailed
+from somner.models.backends.http1 import ConnectionPool, Endpoint, HTTPError
 from somner.models.backends.openai_http import OpenAIHTTPClient, ServedOverHTTP
 from somner.models.gguf import GGUFError, read_gguf
 from somner.models.registry import ModelSpec
@@ -105,11 +104,10 @@ class WorkerBackend(ServedOverHTTP):
 
     def _http(self) -> OpenAIHTTPClient:  # (ServedOverHTTP)
         if self._client is None:
-            transport = httpx.AsyncHTTPTransport(uds=str(self.socket_path))
-            timeout = httpx.Timeout(connect=5.0, read=self.settings.read_timeout, write=30.0, pool=30.0)
-            limits = httpx.Limits(max_connections=None, max_keepalive_connections=64)
-            client = httpx.AsyncClient(transport=transport, base_url="http://worker", timeout=timeout, limits=limits)
-            self._client = OpenAIHTTPClient(client, label=f"the engine for {self.spec.id}")
+            pool = ConnectionPool(
+                Endpoint.unix(str(self.socket_path)), connect_timeout=5.0, read_timeout=self.settings.read_timeout
+            )
+            self._client = OpenAIHTTPClient(pool, label=f"the engine for {self.spec.id}")
         return self._client
 
     async def start(self) -> None:
@@ -154,7 +152,7 @@ class WorkerBackend(ServedOverHTTP):
                     await client.get_json("/health", deadline=2.0)
                     log.info("engine for %s is ready (pid %s)", self.spec.id, self._process.pid)
                     return
-                except (httpx.HTTPError, ValueError):
+                except (HTTPError, ValueError):
                     pass
             if time.monotonic() > deadline:
                 raise ModelLoadFailed(f"The model '{self.spec.id}' did not load within {self.spec.ready_timeout:g}s")

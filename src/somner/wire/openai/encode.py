@@ -102,7 +102,8 @@ def tool_choice(choice: ToolChoice) -> str | dict[str, Any]:
     return choice.mode.value
 
 
-def chat_request(req: ChatRequest) -> dict[str, Any]:
+def chat_request(req: ChatRequest, *, stream: bool = True) -> dict[str, Any]:
+    """The request to an OpenAI engine: streamed with usage (the gateway counts as it relays), or whole."""
     messages = []
     for m in req.messages:
         item: dict[str, Any] = {"role": m.role, "content": m.content}
@@ -123,18 +124,20 @@ def chat_request(req: ChatRequest) -> dict[str, Any]:
     if req.sampling.logprobs is not None:
         body["logprobs"] = True
         body["top_logprobs"] = req.sampling.logprobs
-    body["stream"] = True
-    body["stream_options"] = {"include_usage": True}
+    body["stream"] = stream
+    if stream:
+        body["stream_options"] = {"include_usage": True}
     return body
 
 
-def completion_request(req: CompletionRequest) -> dict[str, Any]:
+def completion_request(req: CompletionRequest, *, stream: bool = True) -> dict[str, Any]:
     body: dict[str, Any] = {"model": req.model, "prompt": req.prompt}
     body.update(sampling_fields(req.sampling))
     if req.sampling.logprobs is not None:
         body["logprobs"] = req.sampling.logprobs
-    body["stream"] = True
-    body["stream_options"] = {"include_usage": True}
+    body["stream"] = stream
+    if stream:
+        body["stream_options"] = {"include_usage": True}
     return body
 
 
