@@ -22,7 +22,6 @@ from somner.api.anthropic import routes as anthropic_routes
 from somner.api.dialects import dialect_of, renderer_for
 from somner.api.guard import GuardMiddleware
 from somner.api.kobold import routes as kobold_routes
-from somner.api.middleware import RequestIdMiddleware
 from somner.api.ollama import routes as ollama_routes
 from somner.api.openai import responses, tokenizer
 from somner.api.openai import routes as openai_routes
@@ -68,7 +67,7 @@ def create_app(settings: Settings, *, services: Services | None = None) -> Starl
                 if health_server is not None:
                     await health_server.stop()
 
-    middleware = [Middleware(RequestIdMiddleware)]
+    middleware: list[Middleware] = []
     if settings.auth.cors_origins:
         origins = settings.auth.cors_origins
         middleware.append(
@@ -87,8 +86,9 @@ def create_app(settings: Settings, *, services: Services | None = None) -> Starl
         *dialect_routes(list(settings.api_servers)),
         *admin_routes.routes(),
     ]
+    # Outermost: the observer (request id, metrics, the log line), so that it sees every answer, refusals too.
     middleware.insert(
-        1, Middleware(RequestObserver, metrics=services.metrics, routes=RouteNames(routes), dialect_of=dialect_of)
+        0, Middleware(RequestObserver, metrics=services.metrics, routes=RouteNames(routes), dialect_of=dialect_of)
     )
     app = Starlette(
         routes=routes,

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import re
-import uuid
-
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-_CLIENT_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+from somner.observability.requests import request_id_for
 
 
 class RequestIdMiddleware:
-    """Gives every request an id (the client's `X-Request-Id` when well-formed) and echoes it in the response."""
+    """Gives every request an id (the client's `X-Request-Id` when well-formed) and echoes it in the response.
+    (The main app's `RequestObserver` does this itself; this is for apps without it, such as the health port's.)"""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -20,15 +18,7 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        rid = ""
-        for name, value in scope["headers"]:
-            if name == b"x-request-id":
-                candidate = value.decode("latin-1")
-                if _CLIENT_ID.fullmatch(candidate):
-                    rid = candidate
-                break
-        if not rid:
-            rid = uuid.uuid4().hex
+        rid = request_id_for(scope)
         scope.setdefault("state", {})["request_id"] = rid
         header = (b"x-request-id", rid.encode("latin-1"))
 

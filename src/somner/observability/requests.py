@@ -9,7 +9,9 @@ with. Nothing of the prompt or completion is ever logged here.
 from __future__ import annotations
 
 import logging
+import re
 import time
+import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -22,9 +24,21 @@ from somner.observability.metrics import Metrics, RequestObservation, rejection_
 
 log = logging.getLogger("somner.requests")
 
+_CLIENT_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _TICKET = "somner_ticket"
 _ERROR = "somner_error"
 UNMATCHED = "unmatched"  # the route label of paths no route serves (bounded: never the raw path)
+
+
+def request_id_for(scope: Scope) -> str:
+    """The request's id: the client's `X-Request-Id` when well-formed, else a new one."""
+    for name, value in scope["headers"]:
+        if name == b"x-request-id":
+            candidate: str = value.decode("latin-1")
+            if _CLIENT_ID.fullmatch(candidate):
+                return candidate
+            break
+    return uuid.uuid4().hex
 
 
 def remember_ticket(scope: Scope, ticket: Ticket) -> None:
@@ -61,6 +75,9 @@ class RouteNames:
 
 
 class RequestObserver:
+    """Gives every request its id (echoed as `x-request-id`), then observes it once it is over. (One layer for
+    both: each middleware layer costs every request a call and a `send` wrapper.)"""
+
     def __init__(self, app: ASGIApp, metrics: Metrics, routes: RouteNames, dialect_of: Callable[[str], str]) -> None:
         self.app = app
         self.metrics = metrics
@@ -73,11 +90,15 @@ class RequestObserver:
             return
         started = time.perf_counter()
         status = 500
+        rid = request_id_for(scope)
+        scope.setdefault("state", {})["request_id"] = rid
+        header = (b"x-request-id", rid.encode("latin-1"))
 
         async def send_status(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                message["headers"] = [*message.get("headers", ()), header]
             await send(message)
 
         try:
