@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 
-from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from somner.api.dialects import renderer_for
@@ -23,6 +22,7 @@ log = logging.getLogger(__name__)
 
 # "/" answers Ollama's probe ("Ollama is running") and nothing else.
 PUBLIC_PATHS = frozenset({"/", "/ping", "/health", "/ready"})
+_AUTH_HEADERS = frozenset({b"authorization", b"x-api-key"})
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
 
 
@@ -47,9 +47,9 @@ class GuardMiddleware:
             await self.app(scope, receive, send)
             return
         try:
-            self._check_headers(scope)
+            found = self._check_headers(scope)
             if scope["path"] not in self.public:
-                scope.setdefault("state", {})["principal"] = await self._principal(scope)
+                scope.setdefault("state", {})["principal"] = await self._principal(found)
         except SomnerError as exc:
             note_error(scope, exc)
             response = renderer_for(scope["path"])(exc)
@@ -57,21 +57,31 @@ class GuardMiddleware:
             return
         await self.app(scope, receive, send)
 
-    def _check_headers(self, scope: Scope) -> None:
+    def _check_headers(self, scope: Scope) -> dict[str, str]:
+        """Check the headers' count and size and the Host; return the ones auth reads (one pass over them)."""
         headers = scope["headers"]
         limits = self.settings.limits
-        if len(headers) > limits.max_headers or sum(len(k) + len(v) for k, v in headers) > limits.max_header_bytes:
+        size = 0
+        host = ""
+        found: dict[str, str] = {}
+        for name, value in headers:
+            size += len(name) + len(value)
+            if name == b"host":
+                host = value.decode("latin-1")
+            elif name in _AUTH_HEADERS:
+                found.setdefault(name.decode("latin-1"), value.decode("latin-1"))
+        if len(headers) > limits.max_headers or size > limits.max_header_bytes:
             raise HeadersTooLarge("The request headers are too many or too large.")
         if self.allowed_hosts is not None:
-            host = next((v.decode("latin-1") for k, v in headers if k == b"host"), "")
             name = host.rsplit(":", 1)[0] if not host.startswith("[") else host.split("]")[0] + "]"
             if name.lower() not in self.allowed_hosts:
                 raise Forbidden(
                     "This Host is not allowed (a guard against DNS rebinding); add it to auth.allowed_hosts.",
                     code="host_not_allowed",
                 )
+        return found
 
-    async def _principal(self, scope: Scope) -> object:
+    async def _principal(self, headers: dict[str, str]) -> object:
         if not self.settings.auth.enabled:
             return ANONYMOUS
-        return await self.auth.authenticate(key_from_headers(Request(scope).headers))
+        return await self.auth.authenticate(key_from_headers(headers))
