@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 from pathlib import Path
@@ -11,7 +12,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import Connection
 
-from somner.gateway.keys import KeyRights
+from somner.errors import Unauthorized
+from somner.gateway.auth import Authenticator
+from somner.gateway.keys import KeyRecord, KeyRights
 from somner.gateway.usage import UsageRecorder
 from somner.store.db import Database, StoreUnavailable, describe, sqlite_url
 from somner.store.keys import KeyStore
@@ -116,3 +119,32 @@ def test_urls_are_logged_without_passwords() -> None:
         == "postgresql+asyncpg://somner:***@db:5432/somner"
     )
     assert describe("sqlite+aiosqlite:////data/somner.db") == "sqlite+aiosqlite:////data/somner.db"
+
+
+class CountingKeyStore(KeyStore):
+    def __init__(self, db: Database) -> None:
+        super().__init__(db)
+        self.lookups = 0
+
+    async def find(self, secret: str) -> KeyRecord | None:
+        self.lookups += 1
+        return await super().find(secret)
+
+
+async def test_a_busy_key_is_looked_up_once_when_its_cache_entry_expires(db: Database) -> None:
+    keys = CountingKeyStore(db)
+    record, secret = await keys.create_key("ann", KeyRights(), create_user=True)
+    now = [0.0]
+    auth = Authenticator(keys, cache_ttl=5.0, clock=lambda: now[0])
+    principals = await asyncio.gather(*(auth.authenticate(secret) for _ in range(20)))
+    assert {p.key_id for p in principals} == {record.id}
+    assert keys.lookups == 1  # twenty requests at once, one query
+    await auth.authenticate(secret)
+    assert keys.lookups == 1  # cached
+    now[0] = 6.0
+    await asyncio.gather(*(auth.authenticate(secret) for _ in range(20)))
+    assert keys.lookups == 2  # expired: looked up again, once
+    with pytest.raises(Unauthorized):
+        await asyncio.gather(*(auth.authenticate(secret + "x") for _ in range(5)))
+    assert keys.lookups == 3
+    await db.close()

@@ -7,6 +7,7 @@ a revocation through this process takes effect at once.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 import time
@@ -37,6 +38,7 @@ class Authenticator:
         self.cache_ttl = cache_ttl
         self._clock = clock
         self._cache: dict[str, tuple[float, KeyRecord | None]] = {}
+        self._lookups: dict[str, asyncio.Future[KeyRecord | None]] = {}
 
     async def authenticate(self, secret: str | None) -> Principal:
         if not secret:
@@ -49,14 +51,7 @@ class Authenticator:
         if cached is not None and now - cached[0] < self.cache_ttl:
             record = cached[1]
         else:
-            try:
-                record = await self.keys.find(secret)
-            except StoreUnavailable as exc:
-                log.error("cannot check an API key: %s", exc)
-                raise Unavailable("The key store is unavailable.", headers={"Retry-After": "5"}) from exc
-            self._cache[digest] = (now, record)
-            if len(self._cache) > 10_000:
-                self._cache.clear()
+            record = await self._look_up(secret, digest, now)
         if record is None:
             raise Unauthorized("Invalid API key.")
         if record.revoked_at is not None:
@@ -64,6 +59,28 @@ class Authenticator:
         if record.expired(dt.datetime.now(dt.UTC)):
             raise Unauthorized("This API key has expired.", code="expired_api_key")
         return Principal(key_id=record.id, user=record.user, prefix=record.prefix, rights=record.rights)
+
+    async def _look_up(self, secret: str, digest: str, now: float) -> KeyRecord | None:
+        """One store lookup per key at a time: when a busy key's cache entry expires, the requests in flight all
+        wait for the one lookup instead of each querying the database (a stampede every `cache_ttl`)."""
+        pending = self._lookups.get(digest)
+        if pending is None:
+            pending = self._lookups[digest] = asyncio.ensure_future(self.keys.find(secret))
+            pending.add_done_callback(lambda done: self._settled(digest, done))
+        try:
+            record = await asyncio.shield(pending)
+        except StoreUnavailable as exc:
+            log.error("cannot check an API key: %s", exc)
+            raise Unavailable("The key store is unavailable.", headers={"Retry-After": "5"}) from exc
+        self._cache[digest] = (now, record)
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        return record
+
+    def _settled(self, digest: str, done: asyncio.Future[KeyRecord | None]) -> None:
+        self._lookups.pop(digest, None)
+        if not done.cancelled():
+            done.exception()  # (retrieved here too, in case every waiter was cancelled meanwhile)
 
     def forget(self, key_id: str | None = None) -> None:
         """Drop cached lookups (of one key, or all): after a revocation or rotation through this process."""
