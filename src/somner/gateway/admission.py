@@ -13,8 +13,8 @@ synchronous: a shared limiter charges and releases in the background.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import time
-import uuid
 from dataclasses import dataclass, field
 
 from somner.core import Usage
@@ -160,7 +160,7 @@ class Gateway:
             self.limiter.settle(principal.key_id, principal.rights, tokens, time.time())
         self.recorder.record(
             UsageRecord(
-                record_id=uuid.uuid4().hex,
+                record_id=os.urandom(16).hex(),
                 request_id=ticket.request_id,
                 time=ticket.wall_start,
                 user_name=ticket.principal.user,

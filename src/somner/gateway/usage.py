@@ -19,6 +19,8 @@ from somner.store.usage import UsageRecord, UsageStore
 
 log = logging.getLogger(__name__)
 
+_SLICE = 100  # usage rows per INSERT statement
+
 
 class UsageRecorder:
     def __init__(self, store: UsageStore, spool: Path, interval: float, batch_size: int = 500) -> None:
@@ -55,7 +57,7 @@ class UsageRecorder:
             batch, self._pending = self._pending, []
             try:
                 await self._replay()
-                await self.store.insert(batch)
+                await self._insert(batch)
                 self.written += len(batch)
             except StoreUnavailable as exc:
                 if batch:
@@ -84,12 +86,18 @@ class UsageRecorder:
                 records.append(UsageRecord.from_row(json.loads(line)))
             except (ValueError, TypeError):
                 log.error("skipping an unreadable spooled usage record")
-        for start in range(0, len(records), self.batch_size):
-            await self.store.insert(records[start : start + self.batch_size])
+        await self._insert(records)
         self.spool.unlink()
         if records:
             log.info("replayed %d spooled usage records", len(records))
             self.written += len(records)
+
+    async def _insert(self, records: list[UsageRecord]) -> None:
+        """Insert in slices: the rows of one statement are prepared on the event loop, and a few hundred at once
+        would hold up every request in flight for tens of milliseconds. (Inserts are idempotent by record id, so
+        a slice written before an outage is not written twice when the batch is spooled and replayed.)"""
+        for start in range(0, len(records), _SLICE):
+            await self.store.insert(records[start : start + _SLICE])
 
     async def stop(self) -> None:
         if self._task is not None:

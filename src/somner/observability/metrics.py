@@ -108,11 +108,15 @@ class _StateCollector(Collector):
         yield busy
 
 
+_Children = tuple[Counter, Histogram, tuple[Histogram, Histogram, Counter, Counter] | None]
+
+
 class Metrics:
     """The server's instruments. `per_key` adds a `key` label to the request counter (off: bounded labels)."""
 
     def __init__(self, *, per_key: bool = False) -> None:
         self.per_key = per_key
+        self._children: dict[tuple[str, str, str, int, str], _Children] = {}
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         request_labels = ["route", "dialect", "model", "status", *(["key"] if per_key else [])]
@@ -167,22 +171,44 @@ class Metrics:
         self.registry.register(_StateCollector(queue_depth, models))
 
     def request(self, seen: RequestObservation) -> None:
+        labels = (seen.route, seen.dialect, seen.model, seen.status, seen.key if self.per_key else "")
+        children = self._children.get(labels)
+        if children is None:
+            children = self._children[labels] = self._children_for(seen)
+        requests, duration, per_model = children
+        requests.inc()
+        duration.observe(seen.seconds)
+        if per_model is not None:
+            ttft, token_gap, prompt_tokens, completion_tokens = per_model
+            if seen.ttft_seconds is not None:
+                ttft.observe(seen.ttft_seconds)
+            if seen.token_gap_seconds is not None:
+                token_gap.observe(seen.token_gap_seconds)
+            if seen.prompt_tokens:
+                prompt_tokens.inc(seen.prompt_tokens)
+            if seen.completion_tokens:
+                completion_tokens.inc(seen.completion_tokens)
+        if seen.queue_wait_seconds is not None:
+            self.queue_wait.observe(seen.queue_wait_seconds)
+
+    def _children_for(self, seen: RequestObservation) -> _Children:
+        """The labelled series one kind of request moves (looked up once per label set: `labels()` costs a lock
+        and a validation each time, and a request moves up to six series)."""
         labels = [seen.route, seen.dialect, seen.model, str(seen.status)]
         if self.per_key:
             labels.append(seen.key)
-        self.requests.labels(*labels).inc()
-        self.duration.labels(seen.route, seen.dialect, seen.model).observe(seen.seconds)
-        if seen.model:
-            if seen.ttft_seconds is not None:
-                self.ttft.labels(seen.model).observe(seen.ttft_seconds)
-            if seen.token_gap_seconds is not None:
-                self.token_gap.labels(seen.model).observe(seen.token_gap_seconds)
-            if seen.prompt_tokens:
-                self.prompt_tokens.labels(seen.model).inc(seen.prompt_tokens)
-            if seen.completion_tokens:
-                self.completion_tokens.labels(seen.model).inc(seen.completion_tokens)
-        if seen.queue_wait_seconds is not None:
-            self.queue_wait.observe(seen.queue_wait_seconds)
+        model = seen.model
+        per_model = (
+            (
+                self.ttft.labels(model),
+                self.token_gap.labels(model),
+                self.prompt_tokens.labels(model),
+                self.completion_tokens.labels(model),
+            )
+            if model
+            else None
+        )
+        return self.requests.labels(*labels), self.duration.labels(seen.route, seen.dialect, model), per_model
 
     def refused(self, reason: str) -> None:
         self.rejected.labels(reason).inc()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Literal
 
 from sqlalchemy import Date, case, cast, func, insert, select, update
@@ -38,7 +38,8 @@ class UsageRecord:
     completion_text: str | None = None
 
     def row(self) -> dict[str, Any]:
-        return asdict(self)
+        # (Not dataclasses.asdict: it deep-copies every value, and this runs once per request.)
+        return {name: getattr(self, name) for name in _FIELDS}
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> UsageRecord:
@@ -47,6 +48,9 @@ class UsageRecord:
             dt.datetime.fromisoformat(data["time"]) if isinstance(data["time"], str) else data["time"]
         )
         return cls(**data)
+
+
+_FIELDS = tuple(f.name for f in fields(UsageRecord))
 
 
 class UsageStore:
