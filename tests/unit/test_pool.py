@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,8 +26,10 @@ from somner.core import (
 from somner.errors import BadRequest, EngineFailed, ModelLoadFailed, Unavailable
 from somner.models.backends.health import HealthPolicy, MemberHealth
 from somner.models.backends.pool import Member, PoolBackend, choose, pool_for
+from somner.models.memory import estimate_bytes
 from somner.models.registry import ModelSpec
 from somner.settings import EngineSettings, ModelEntry
+from tests.fakes.gguf_files import make_gguf
 
 pytestmark = pytest.mark.anyio
 
@@ -383,3 +386,28 @@ def test_bad_pool_entries_say_what_is_missing() -> None:
         ModelEntry(id="m", backends=[{"url": "ftp://h"}])  # type: ignore[list-item]
     with pytest.raises(ValidationError):
         ModelEntry(id="m", backends=[{"url": "http://h", "weight": 0}])  # type: ignore[list-item]
+
+
+def test_a_pools_memory_estimate_counts_each_local_member(tmp_path: Path) -> None:
+    model = tmp_path / "m.gguf"
+    model.write_bytes(make_gguf([1024] * 8))
+    one = estimate_bytes(
+        ModelSpec(
+            entry=ModelEntry(id="m", command="engine --model {path} --port {port}", path=model),
+            engine=EngineSettings(),
+            source="config",
+        )
+    )
+    assert one > model.stat().st_size
+    entry = ModelEntry.model_validate(
+        {
+            "id": "m",
+            "backends": [
+                {"command": "engine --model {path} --port {port}", "path": str(model)},
+                {"command": "engine --model {path} --port {port}", "path": str(model)},
+                {"url": "http://remote:8000"},
+            ],
+        }
+    )
+    spec = ModelSpec(entry=entry, engine=EngineSettings(), source="config")
+    assert estimate_bytes(spec) == 2 * one  # two local copies; the remote member holds nothing here

@@ -21,6 +21,12 @@ def estimate_bytes(spec: ModelSpec) -> int:
     """Bytes `spec` will hold when loaded; 0 for remote models and for engines Somner cannot see into."""
     if spec.entry.memory is not None:
         return int(spec.entry.memory)
+    if spec.kind == "pool":  # every local member holds its own copy; remote ones count nothing
+        entry = spec.entry
+        return sum(
+            estimate_bytes(ModelSpec(entry=entry.member_entry(member), engine=spec.engine, source=spec.source))
+            for member in entry.backends
+        )
     if spec.kind == "upstream" or spec.path is None:
         return 0
     try:
