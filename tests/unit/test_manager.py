@@ -349,3 +349,18 @@ async def test_a_freshly_loaded_model_is_not_evicted_at_once(tmp_path: Path) -> 
     clock.now += 6
     (await manager.acquire("beta")).release()
     assert manager.state("alpha") is ModelState.UNLOADED
+
+
+async def test_slots_give_way_to_the_memory_budget_unless_parallel_is_set(tmp_path: Path) -> None:
+    farm = FakeFarm()
+    entries = [
+        ModelEntry(id="alpha", path=tmp_path / "alpha.gguf"),
+        ModelEntry(id="beta", path=tmp_path / "beta.gguf", parallel=4),
+    ]
+    manager = make_manager(tmp_path, farm, policy=Policy(min_residency=0, budget=3 * GIB), entries=entries)
+    manager._estimate = lambda spec: spec.parallel * GIB  # one GiB per slot
+    (await manager.acquire("alpha")).release()
+    assert farm.backends[0].spec.parallel == 3  # the default 4 would not fit: 3 slots do
+    assert {s.id: s for s in manager.statuses()}["alpha"].memory == 3 * GIB
+    with pytest.raises(ModelLoadFailed, match="budget"):
+        await manager.acquire("beta")  # an explicit `parallel` is kept, and refused

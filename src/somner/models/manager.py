@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from somner.errors import ModelLoadFailed, SomnerError, Unavailable
 from somner.models.backends.base import Backend
 from somner.models.eviction import Newcomer, Resident, plan
+from somner.models.memory import fit_slots
 from somner.models.registry import ModelRegistry, ModelSpec
 
 log = logging.getLogger(__name__)
@@ -188,7 +189,8 @@ class ModelManager:
             record = ManagedModel(spec=spec)
             self._models[spec.id] = record
         elif record.spec != spec and record.state in (ModelState.UNLOADED, ModelState.FAILED):
-            record.spec = spec  # its settings changed on disk; they apply from the next load
+            record.spec = spec  # its settings changed on disk (or slots were fitted); they apply from the next load
+            record.memory = 0
         return record
 
     @staticmethod
@@ -318,6 +320,7 @@ class ModelManager:
             if wait > 0:
                 raise ModelLoadFailed(record.last_error.message, headers={"Retry-After": str(int(wait) + 1)})
         if not record.memory:
+            record.spec = await asyncio.to_thread(fit_slots, record.spec, self.policy.budget, self._estimate)
             record.memory = await asyncio.to_thread(self._estimate, record.spec)
         await self._make_room(record)
         self._transition(record, ModelState.LOADING)

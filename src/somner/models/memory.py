@@ -6,11 +6,16 @@ The estimate errs high: weights (the file), a KV cache as if every layer kept th
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from somner.models.gguf import GGUFError, read_gguf
 from somner.models.registry import ModelSpec
+
+log = logging.getLogger(__name__)
 
 _PROCESS_OVERHEAD = 160 * 1024**2  # interpreter, libraries, compute buffers
 _CACHE_BYTES = {"f16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32}
@@ -47,6 +52,31 @@ def estimate_bytes(spec: ModelSpec) -> int:
     per_token = layers * kv_heads * (key + value) * _CACHE_BYTES[spec.entry.cache_type or "f16"]
     kv = int(per_token * ctx * spec.parallel)
     return weights + kv + _PROCESS_OVERHEAD
+
+
+def fit_slots(spec: ModelSpec, budget: int, estimate: Callable[[ModelSpec], int] = estimate_bytes) -> ModelSpec:
+    """`spec` with as many slots as `budget` holds, when its `parallel` was left to the default: from the default
+    (4) down to 1, the first whose estimate fits (each slot keeps the full `ctx`, so slots are what give way). An
+    explicit `parallel` is never changed; a model that does not fit even with one slot is left to the budget's
+    own refusal."""
+    if spec.kind != "worker" or spec.entry.parallel is not None or "parallel" in spec.engine.model_fields_set:
+        return spec
+    wanted = spec.parallel
+    for slots in range(wanted, 0, -1):
+        candidate = dataclasses.replace(spec, entry=spec.entry.model_copy(update={"parallel": slots}))
+        if estimate(candidate) <= budget:
+            if slots < wanted:
+                log.warning(
+                    "model %s gets %d slots, not %d: that is what the memory budget (%d MiB) holds with ctx %s "
+                    "per slot (set `parallel` or `ctx` to choose otherwise)",
+                    spec.id,
+                    slots,
+                    wanted,
+                    budget // 1024**2,
+                    spec.ctx or "default",
+                )
+            return candidate
+    return spec
 
 
 def _int(value: object) -> int:
