@@ -8,9 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from somner import services
 from somner.errors import ModelLoadFailed, ModelNotFound, Unavailable
 from somner.models.manager import FOREVER, ModelManager, ModelState, Policy, retry_delay
+from somner.models.memory import machine_memory
 from somner.models.registry import ModelRegistry
+from somner.observability.gpu import GpuMemory
 from somner.settings import ModelEntry, Settings
 from tests.fakes.backends import FakeBackend, FakeFarm
 
@@ -364,3 +367,17 @@ async def test_slots_give_way_to_the_memory_budget_unless_parallel_is_set(tmp_pa
     assert {s.id: s for s in manager.statuses()}["alpha"].memory == 3 * GIB
     with pytest.raises(ModelLoadFailed, match="budget"):
         await manager.acquire("beta")  # an explicit `parallel` is kept, and refused
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # (a sync test)
+def test_the_default_budget_is_the_gpus_when_models_are_offloaded(
+    monkeypatch: pytest.MonkeyPatch, anyio_backend: str
+) -> None:
+    gpus = [GpuMemory(index=i, name="H100", used_bytes=0, total_bytes=80 * GIB) for i in range(2)]
+    monkeypatch.setattr(services, "read_gpu_memory", lambda: gpus)
+    assert services.policy_for(Settings()).budget == int(160 * GIB * 0.8)
+    assert services.policy_for(Settings(memory_budget="12GiB")).budget == 12 * GIB  # type: ignore[arg-type]
+    cpu_only = Settings(engine={"gpu_layers": 0})  # type: ignore[arg-type]
+    assert services.policy_for(cpu_only).budget == int(machine_memory() * 0.8)
+    monkeypatch.setattr(services, "read_gpu_memory", list)  # no GPU
+    assert services.policy_for(Settings()).budget == int(machine_memory() * 0.8)

@@ -96,5 +96,6 @@ def machine_memory() -> int:
     return total
 
 
-def default_budget() -> int:
-    return int(machine_memory() * 0.8)
+def default_budget(gpu_bytes: int = 0) -> int:
+    """80% of the GPUs' memory when models go to GPUs (`gpu_bytes`: their total), else 80% of this machine's."""
+    return int((gpu_bytes if gpu_bytes > 0 else machine_memory()) * 0.8)
