@@ -2,8 +2,8 @@
 # models dir, per-model settings, cache mode, draft model, LoRAs, auth, logging toggles, environment files, user
 # and group) and are mapped onto Somner's YAML configuration by ./settings.nix; `extraSettings` passes any other
 # Somner key through unchanged (see `somner config example`). Somner rejects unknown keys, so nothing here
-# invents one: TabbyAPI's global cache mode and LoRAs become each model's `cache_type` and `loras`, and a draft
-# model (speculative decoding, which Somner does not have) is refused by an assertion rather than ignored.
+# invents one: TabbyAPI's global cache mode, draft model and LoRAs become each model's `cache_type`, `draft_model`
+# (speculative decoding) and `loras`.
 # Secrets never enter the Nix store: the admin key is read from `auth.adminKeyFile` at start (systemd
 # credential), a PostgreSQL URL belongs in one of `environmentFiles` as SOMNER_DATABASE__URL=...
 {
@@ -77,6 +77,11 @@ let
         type = types.nullOr (types.enum cacheModes);
         default = null;
         description = "KV cache precision for this model (Somner's `cache_type`); default: the global cacheMode.";
+      };
+      draftModel = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        description = "Draft model (GGUF, same vocabulary) for speculative decoding; default: the global draftModel.";
       };
       ropeScale = mkOption {
         type = types.nullOr types.number;
@@ -197,7 +202,7 @@ in
     draftModel = mkOption {
       type = types.nullOr types.str;
       default = null;
-      description = "TabbyAPI's speculative-decoding draft model. Somner has none: setting this fails evaluation.";
+      description = "Draft model (GGUF) for speculative decoding, for every entry of `models` that sets none.";
     };
     loras = mkOption {
       type = types.listOf loraType;
@@ -282,10 +287,6 @@ in
 
   config = mkIf cfg.enable {
     assertions = [
-      {
-        assertion = cfg.draftModel == null;
-        message = "services.somner.draftModel: Somner has no speculative decoding (draft models); unset it.";
-      }
       {
         assertion = cfg.auth.enable || builtins.elem cfg.host [ "127.0.0.1" "::1" "localhost" ];
         message = "services.somner: auth.enable = false is accepted only with a loopback host.";

@@ -15,8 +15,8 @@ let
       if builtins.isAttrs value && builtins.isAttrs (left.${name} or null) then merge left.${name} value else value
     ) right;
 
-  # TabbyAPI-style global cacheMode and loras apply to every model entry that does not set its own: Somner keeps
-  # them per model (cache_type, loras).
+  # TabbyAPI-style global cacheMode, draftModel and loras apply to every model entry that does not set its own:
+  # Somner keeps them per model (cache_type, draft_model, loras).
   modelEntry =
     id: model:
     merge (withoutNulls {
@@ -24,6 +24,7 @@ let
       inherit (model) path ctx parallel threads batch template ttl group;
       gpu_layers = model.gpuLayers;
       cache_type = if model.cacheMode != null then model.cacheMode else cfg.cacheMode;
+      draft_model = if model.draftModel != null then model.draftModel else cfg.draftModel;
       rope_scale = model.ropeScale;
       rope_base = model.ropeBase;
       tensor_split = model.tensorSplit;

@@ -577,7 +577,9 @@ def test_nix_module_declares_the_tabbyapi_style_options(tmp_path: Path) -> None:
         "loras", "auth", "logRequests", "logLevel", "logFormat", "environmentFiles", "user", "group", "dataDir",
         "extraSettings",
     }  # fmt: skip
-    assert set(result["modelOptionNames"]) >= {"path", "ctx", "parallel", "gpuLayers", "cacheMode", "loras", "defaults"}
+    assert set(result["modelOptionNames"]) >= {
+        "path", "ctx", "parallel", "gpuLayers", "cacheMode", "draftModel", "loras", "defaults"
+    }  # fmt: skip
     assert result["loraDefaults"] == {"path": None, "scale": 1.0}
 
 
@@ -591,12 +593,12 @@ def test_nix_module_options_map_onto_settings_somner_accepts(tmp_path: Path) -> 
         tmp_path,
         """{
           host = "0.0.0.0"; port = 8080; healthPort = 8081; apiServers = [ "openai" "ollama" ];
-          modelsDir = "/srv/models"; model = "chat"; cacheMode = "Q8";
+          modelsDir = "/srv/models"; model = "chat"; cacheMode = "Q8"; draftModel = "/srv/models/draft.gguf";
           loras = [ { path = "/srv/loras/all.gguf"; scale = 1.0; } ];
           models = {
             chat = { path = "/srv/models/chat.gguf"; ctx = 8192; parallel = 8; gpuLayers = -1; aliases = [ "qwen" ];
                      ttl = "10m"; group = "gpu"; defaults = { temperature = 0.7; system = "Today is {date}."; }; };
-            small = { cacheMode = "q4_0"; pinned = true; loras = [ { path = "/srv/loras/style.gguf"; scale = 0.5; } ];
+            small = { cacheMode = "q4_0"; draftModel = "/srv/models/tiny.gguf"; pinned = true; loras = [ { path = "/srv/loras/style.gguf"; scale = 0.5; } ];
                       extraSettings = { memory = "2GiB"; }; };
           };
           auth = { allowedHosts = [ "llm.internal" ]; adminKeyFile = "/run/secrets/somner-admin-key"; };
@@ -623,6 +625,7 @@ def test_nix_module_options_map_onto_settings_somner_accepts(tmp_path: Path) -> 
     assert [(str(lora.path), lora.scale) for lora in chat.loras] == [("/srv/loras/all.gguf", 1.0)]
     assert chat.defaults is not None and chat.defaults.temperature == 0.7
     assert small.cache_type == "q4_0"
+    assert (str(chat.draft_model), str(small.draft_model)) == ("/srv/models/draft.gguf", "/srv/models/tiny.gguf")
     assert small.pinned is True
     assert [(str(lora.path), lora.scale) for lora in small.loras] == [("/srv/loras/style.gguf", 0.5)]
     assert small.memory == 2 * 1024**3

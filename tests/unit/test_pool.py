@@ -411,3 +411,13 @@ def test_a_pools_memory_estimate_counts_each_local_member(tmp_path: Path) -> Non
     )
     spec = ModelSpec(entry=entry, engine=EngineSettings(), source="config")
     assert estimate_bytes(spec) == 2 * one  # two local copies; the remote member holds nothing here
+
+
+def test_a_draft_models_weights_count_in_the_estimate(tmp_path: Path) -> None:
+    model, draft = tmp_path / "m.gguf", tmp_path / "d.gguf"
+    model.write_bytes(make_gguf([4096] * 8))
+    draft.write_bytes(make_gguf([1024] * 4))
+    engine = EngineSettings()
+    plain = estimate_bytes(ModelSpec(entry=ModelEntry(id="m", path=model), engine=engine, source="config"))
+    drafted = ModelEntry(id="m", path=model, draft_model=draft)
+    assert estimate_bytes(ModelSpec(entry=drafted, engine=engine, source="config")) == plain + draft.stat().st_size

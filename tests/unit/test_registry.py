@@ -131,6 +131,8 @@ def test_model_entries_are_checked(entry: dict[str, object], message: str) -> No
         ({"id": "w"}, "needs `path`"),
         ({"id": "p", "backend": "process"}, "needs `command`"),
         ({"id": "u", "backend": "upstream"}, "needs `urls`"),
+        ({"id": "d", "urls": ["http://x"], "draft_model": "/d.gguf"}, "`draft_model` is for worker models"),
+        ({"id": "e", "command": "llama-server", "draft_model": "/d.gguf"}, "--model-draft"),
     ],
 )
 def test_incomplete_backends_are_refused_at_start(tmp_path: Path, entry: dict[str, object], message: str) -> None:
@@ -152,3 +154,18 @@ def test_duplicate_names_and_unknown_groups_are_config_errors() -> None:
         Settings(models=[ModelEntry(id="a", path=Path("/a")), ModelEntry(id="b", path=Path("/b"), aliases=["a"])])
     with pytest.raises(ValidationError, match="groups"):
         Settings(models=[ModelEntry(id="a", path=Path("/a"), group="gpu")])
+
+
+def test_a_draft_model_reaches_the_worker_command(tmp_path: Path) -> None:
+    from somner.models.backends.worker import worker_command
+
+    entry = ModelEntry.model_validate({"id": "m", "path": "/m.gguf", "draft_model": "/d.gguf", "draft_tokens": 6})
+    registry = ModelRegistry(Settings(models=[entry]), tmp_path)
+    command = worker_command(registry.get("m"), tmp_path / "m.sock")
+    assert command[command.index("--draft-model") + 1] == "/d.gguf"
+    assert command[command.index("--draft-tokens") + 1] == "6"
+    plain = worker_command(
+        ModelRegistry(Settings(models=[ModelEntry(id="p", path=Path("/p.gguf"))]), tmp_path).get("p"),
+        tmp_path / "p.sock",
+    )
+    assert "--draft-model" not in plain

@@ -31,6 +31,10 @@ def worker(
     tensor_split: str | None = typer.Option(None, "--tensor-split", help="Comma-separated shares per GPU."),
     lora: list[str] = typer.Option([], "--lora", help="LoRA adapter as PATH or PATH=SCALE (repeatable)."),
     mode: str = typer.Option("both", "--mode", help="both, generate (no embeddings) or embed (embeddings only)."),
+    draft_model: Path | None = typer.Option(
+        None, "--draft-model", help="Speculative decoding: a small GGUF with the same vocabulary.", dir_okay=False
+    ),
+    draft_tokens: int = typer.Option(4, "--draft-tokens", min=1, max=32, help="Most guesses per sequence and step."),
     exit_with_parent: bool = typer.Option(
         False, "--exit-with-parent", help="Exit when stdin closes (used by the gateway)."
     ),
@@ -74,6 +78,8 @@ def worker(
         tensor_split=split,
         loras=loras,
         mode=mode,  # type: ignore[arg-type]
+        draft_model=draft_model,
+        draft_tokens=draft_tokens,
     )
     status = run_worker(
         config,

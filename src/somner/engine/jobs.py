@@ -61,6 +61,8 @@ class EngineStats:
     embeddings: int = 0
     active: int = 0
     queued: int = 0
+    drafted_tokens: int = 0  # guesses of the draft model (speculative decoding)
+    accepted_tokens: int = 0  # of which the model's own sampling confirmed
     step_seconds: float = 0.0  # time spent in scheduling steps, decode included
     decode_seconds: float = 0.0  # of which inside llama_decode; the rest is per-step Python work
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -77,6 +79,8 @@ class EngineStats:
                 "prompt_tokens": self.prompt_tokens,
                 "cached_tokens": self.cached_tokens,
                 "generated_tokens": self.generated_tokens,
+                "drafted_tokens": self.drafted_tokens,
+                "accepted_tokens": self.accepted_tokens,
                 "steps": self.steps,
                 "embeddings": self.embeddings,
                 "active": self.active,

@@ -21,6 +21,7 @@ from somner.engine.jobs import EmbeddingJob, GenerationJob, Sink
 from somner.engine.llama import ContextShape, LlamaContext, LlamaModel
 from somner.engine.sampling import Sampler
 from somner.engine.scheduler import Scheduler
+from somner.engine.speculative import Drafter, check_compatible
 from somner.engine.templates import ChatTemplate, choose_template
 from somner.errors import BadRequest, ContextLengthExceeded, SomnerError
 
@@ -50,6 +51,8 @@ class EngineConfig:
     tensor_split: tuple[float, ...] = ()
     loras: tuple[tuple[Path, float], ...] = ()
     mode: Mode = "both"  # "embed": an embedding model (no text generation); "generate": no embeddings
+    draft_model: Path | None = None  # speculative decoding (see speculative.py)
+    draft_tokens: int = 4
 
 
 def default_threads() -> int:
@@ -88,6 +91,7 @@ class Engine:
             slots, per_slot = (1, 256) if config.mode == "embed" else (config.parallel, ctx)
             self.ctx = self._context(per_slot * slots, slots, config.batch, embeddings=False)
             self.ctx.set_loras(self.loras)
+            self.drafter = self._drafter(per_slot, slots) if config.draft_model is not None else None
             self._embedding_ctx = self._embedding_context() if config.mode == "embed" else None
         except BaseException:
             self.model.close()
@@ -99,6 +103,7 @@ class Engine:
             sink,
             batch_size=config.batch,
             embedding_context=None if config.mode == "generate" else self._embedding_context,
+            drafter=self.drafter,
         )
         log.info(
             "model %s loaded: %s, template %s, ctx %d x %d slots, %d threads, mode %s",
@@ -111,9 +116,26 @@ class Engine:
             config.mode,
         )
 
-    def _context(self, n_ctx: int, n_seq: int, batch: int, *, embeddings: bool) -> LlamaContext:
+    def _drafter(self, per_slot: int, slots: int) -> Drafter:
+        """The draft model and its context: the same slots and context per slot as the model's."""
+        assert self.config.draft_model is not None
+        # Each slot's guesses join its row in the model's batch, which must hold them all.
+        guesses = max(0, min(self.config.draft_tokens, self.config.batch // slots - 1))
+        draft = LlamaModel(self.config.draft_model, gpu_layers=self.config.gpu_layers)
+        try:
+            check_compatible(self.model, draft)
+            ctx = self._context(per_slot * slots, slots, self.config.batch + slots, embeddings=False, model=draft)
+        except BaseException:
+            draft.close()
+            raise
+        log.info("draft model %s: up to %d guesses per step", self.config.draft_model.name, guesses)
+        return Drafter(draft, ctx, max_tokens=guesses, budget=self.config.batch)
+
+    def _context(
+        self, n_ctx: int, n_seq: int, batch: int, *, embeddings: bool, model: LlamaModel | None = None
+    ) -> LlamaContext:
         return LlamaContext(
-            self.model,
+            model or self.model,
             ContextShape(
                 n_ctx=n_ctx,
                 n_seq_max=n_seq,
@@ -149,6 +171,8 @@ class Engine:
 
     def close(self) -> None:
         self.scheduler.stop()
+        if self.drafter is not None:
+            self.drafter.close()
         self.ctx.close()
         self.model.close()
 

@@ -31,6 +31,7 @@ from somner.core import Chunk, FinishReason, Timings, TokenLogprob, TopLogprob, 
 from somner.engine.jobs import EmbeddingJob, EngineStats, GenerationJob, Output, Sink
 from somner.engine.llama import Batch, EngineError, LlamaContext, LlamaModel
 from somner.engine.sampling import logprobs_of
+from somner.engine.speculative import Drafter, Wish
 from somner.engine.text import IncrementalDecoder, StopMatcher
 from somner.errors import EngineFailed, SomnerError
 
@@ -55,6 +56,7 @@ class Slot:
         "decoder",
         "first_token_at",
         "generated",
+        "guesses",
         "job",
         "last_token",
         "last_used",
@@ -79,6 +81,7 @@ class Slot:
         self.generated = 0
         self.cached = 0
         self.row = -1
+        self.guesses: list[int] = []  # the draft model's guesses fed after last_token this step
         self.started_at = 0.0
         self.first_token_at = 0.0
         self.decoder = IncrementalDecoder()
@@ -108,6 +111,7 @@ class Scheduler:
         *,
         batch_size: int,
         embedding_context: Callable[[], LlamaContext] | None = None,
+        drafter: Drafter | None = None,
     ) -> None:
         self.model = model
         self.ctx = ctx
@@ -116,7 +120,9 @@ class Scheduler:
         self.n_ctx_seq = ctx.n_ctx_seq
         self.slots = [Slot(seq) for seq in range(ctx.shape.n_seq_max)]
         self.stats = EngineStats()
-        self._batch = Batch(max(batch_size, len(self.slots)))
+        self.drafter = drafter
+        guesses = drafter.max_tokens if drafter is not None else 0
+        self._batch = Batch(max(batch_size, len(self.slots) * (1 + guesses)))
         self._make_embedding_context = embedding_context
         self._embedding_ctx: LlamaContext | None = None
         self._embedding_batch: Batch | None = None
@@ -291,6 +297,8 @@ class Scheduler:
             self.ctx.seq_remove(slot.seq, 0, -1)
             reuse = 0
         del slot.tokens[reuse:]
+        if self.drafter is not None:
+            self.drafter.keep(slot.seq, slot.tokens)
         slot._reset_job_state()
         slot.job = job
         slot.prompt_pos = reuse
@@ -314,6 +322,8 @@ class Scheduler:
 
     def _step(self, outputs: list[Output]) -> None:
         step_started = time.perf_counter()
+        if self.drafter is not None:
+            self._guess()
         prefill = self._fill_batch()
         if self._batch.size == 0:
             return
@@ -339,7 +349,10 @@ class Scheduler:
                 continue
             if not slot.prefilling and slot.generated > 0:
                 slot.tokens.append(slot.last_token)  # the token fed this step is now in the cache
-            self._advance(slot, outputs)
+            if slot.guesses:
+                self._advance_guessed(slot, outputs)
+            else:
+                self._advance(slot, outputs)
         with self.stats.lock:
             self.stats.steps += 1
             self.stats.decode_seconds += decoded - started
@@ -355,6 +368,8 @@ class Scheduler:
             slot.row = -1
             if slot.job is not None and not slot.prefilling:
                 slot.row = batch.add(slot.last_token, len(slot.tokens), slot.seq, True)
+                if slot.guesses:
+                    batch.add_run(slot.guesses, len(slot.tokens) + 1, slot.seq, True, logits_all=True)
                 decoding = True
         budget = self.batch_size - batch.size
         if decoding:
@@ -380,8 +395,51 @@ class Scheduler:
             budget -= take
         return prefill
 
-    def _advance(self, slot: Slot, outputs: list[Output]) -> None:
-        """Sample the next token of `slot` and turn it into output."""
+    def _guess(self) -> None:
+        """Let the draft model guess the next tokens of every generating slot (see speculative.py)."""
+        assert self.drafter is not None
+        wishes: list[Wish] = []
+        for slot in self.slots:
+            slot.guesses = []
+            job = slot.job
+            if job is None or slot.prefilling or slot.generated == 0:
+                continue
+            # Guesses must leave room for the token sampled after them, within max_tokens and the context.
+            limit = min(self.drafter.max_tokens, job.max_tokens - slot.generated - 1)
+            limit = min(limit, self.n_ctx_seq - len(slot.tokens) - 2)
+            wishes.append(Wish(slot.seq, slot.tokens, slot.last_token, max(0, limit)))
+        if not wishes:
+            return
+        self.drafter.propose(wishes)
+        for wish in wishes:
+            self.slots[wish.seq].guesses = wish.guesses
+            with self.stats.lock:
+                self.stats.drafted_tokens += len(wish.guesses)
+
+    def _advance_guessed(self, slot: Slot, outputs: list[Output]) -> None:
+        """Sample `slot` row by row along its guesses while they match what its sampler draws; then drop the
+        positions no sampled token confirmed, from this context and the draft's."""
+        guesses = slot.guesses
+        first = slot.row
+        seq = slot.seq
+        accepted = 0
+        for i in range(len(guesses) + 1):
+            slot.row = first + i
+            if not self._advance(slot, outputs):
+                break
+            if i == len(guesses) or slot.last_token != guesses[i]:
+                break
+            slot.tokens.append(guesses[i])  # confirmed: its cache position holds the token actually drawn
+            accepted += 1
+        with self.stats.lock:
+            self.stats.accepted_tokens += accepted
+        self.ctx.seq_remove(seq, len(slot.tokens), -1)
+        assert self.drafter is not None
+        self.drafter.keep(seq, slot.tokens)
+        slot.guesses = []
+
+    def _advance(self, slot: Slot, outputs: list[Output]) -> bool:
+        """Sample the next token of `slot` and turn it into output; False when that ended the sequence."""
         job = slot.job
         assert job is not None
         token = job.sampler.sample(self.ctx, slot.row)
@@ -394,20 +452,21 @@ class Scheduler:
         logprobs = self._logprobs(slot, token) if job.logprobs is not None else None
         if self.model.is_eog(token):
             self._finish(slot, outputs, FinishReason.STOP, self._drain(slot), logprobs)
-            return
+            return False
         emit, stopped = slot.stops.feed(slot.decoder.feed(self.model.piece(token)))
         if stopped:
             self._finish(slot, outputs, FinishReason.STOP, emit, logprobs)
-            return
+            return False
         slot.last_token = token
         # The sampled token is fed next step at position len(tokens); it must fit in the sequence's cells.
         if slot.generated >= job.max_tokens or len(slot.tokens) >= self.n_ctx_seq:
             tail = emit + self._drain(slot)
             reason = FinishReason.STOP if slot.stops.stopped else FinishReason.LENGTH
             self._finish(slot, outputs, reason, tail, logprobs)
-            return
+            return False
         if emit or logprobs:
             outputs.append((job, Chunk(text=emit, logprobs=logprobs)))
+        return True
 
     @staticmethod
     def _drain(slot: Slot) -> str:
@@ -465,6 +524,8 @@ class Scheduler:
         # The sequence's cache may be inconsistent after a failed decode: forget it.
         self.ctx.seq_remove(slot.seq, 0, -1)
         slot.tokens.clear()
+        if self.drafter is not None:
+            self.drafter.keep(slot.seq, slot.tokens)
         self._release(slot)
         with self.stats.lock:
             self.stats.failed += 1

@@ -51,7 +51,11 @@ def estimate_bytes(spec: ModelSpec) -> int:
     ctx = spec.ctx or min(train_ctx, _DEFAULT_CTX_CAP)
     per_token = layers * kv_heads * (key + value) * _CACHE_BYTES[spec.entry.cache_type or "f16"]
     kv = int(per_token * ctx * spec.parallel)
-    return weights + kv + _PROCESS_OVERHEAD
+    draft = 0
+    if spec.entry.draft_model is not None:  # its weights and its own cache of the same slots
+        entry = spec.entry.model_copy(update={"path": spec.entry.draft_model, "draft_model": None, "loras": []})
+        draft = max(0, estimate_bytes(dataclasses.replace(spec, entry=entry)) - _PROCESS_OVERHEAD)
+    return weights + kv + draft + _PROCESS_OVERHEAD
 
 
 def fit_slots(spec: ModelSpec, budget: int, estimate: Callable[[ModelSpec], int] = estimate_bytes) -> ModelSpec:

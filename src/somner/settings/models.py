@@ -146,6 +146,15 @@ class ModelEntry(Section):
     rope_base: float | None = Field(default=None, gt=0, description="RoPE frequency base.")
     tensor_split: list[float] | None = Field(default=None, description="Share of the model per GPU.")
     loras: list[Lora] = Field(default_factory=list, description="LoRA adapters applied to every request.")
+    draft_model: Path | None = Field(
+        default=None,
+        description=(
+            "Speculative decoding: a small GGUF with the same vocabulary that guesses tokens for this model to "
+            "check in batches (worker backend; output is unchanged, only faster when guesses are often right). "
+            "For a process backend put it on its command line (llama-server: --model-draft)."
+        ),
+    )
+    draft_tokens: int = Field(default=4, ge=1, le=32, description="Most guesses per sequence and step.")
     embeddings: bool | None = Field(
         default=None,
         description="true: an embedding model (no text generation); false: no embeddings. Default: both.",
@@ -234,6 +243,11 @@ class ModelEntry(Section):
             return f"model {self.id!r}: the process backend needs `command`"
         if kind == "upstream" and not self.urls:
             return f"model {self.id!r}: the upstream backend needs `urls`"
+        if self.draft_model is not None and kind != "worker":
+            return (
+                f"model {self.id!r}: `draft_model` is for worker models; a process backend takes it on its command "
+                "line (llama-server: --model-draft)"
+            )
         return None
 
     def _missing_in_pool(self) -> str | None:

@@ -68,6 +68,8 @@ def worker_command(spec: ModelSpec, socket_path: Path) -> list[str]:
         command += ["--lora", f"{lora.path}={lora.scale}"]
     if entry.embeddings is not None:
         command += ["--mode", "embed" if entry.embeddings else "generate"]
+    if entry.draft_model is not None:
+        command += ["--draft-model", str(entry.draft_model), "--draft-tokens", str(entry.draft_tokens)]
     return command
 
 
