@@ -218,3 +218,27 @@ async def test_open_admits_while_down_and_warns_once(caplog: pytest.LogCaptureFi
     finally:
         await limiter.close()
         server.remove()
+
+
+async def test_window_totals_follow_events_in_and_out(redis_server: RedisServer) -> None:
+    limiter = limiter_for(redis_server, "totals")
+    rights = KeyRights(rpm=1000)
+    now = 40_000 * DAY + 5.0
+    try:
+        places = [(await limiter.reserve("k", rights, now + i * 0.01))[1] for i in range(300)]
+        for place in places[:50]:
+            assert place is not None
+            await limiter.cancel(place)
+        verdict, _ = await limiter.reserve("k", rights, now + 4)
+        assert verdict.headers["x-ratelimit-remaining-requests"] == str(1000 - 251)
+        # A lost running total is rebuilt from the events themselves.
+        await limiter.client.delete(limiter._key("k", "requests:total"))
+        verdict, _ = await limiter.reserve("k", rights, now + 5)
+        assert verdict.headers["x-ratelimit-remaining-requests"] == str(1000 - 252)
+        # Events leave the window (and the total) as they age out of the minute.
+        verdict, _ = await limiter.reserve("k", rights, now + 60 + 1.505)  # the places taken up to 1.50s are gone
+        assert verdict.headers["x-ratelimit-remaining-requests"] == str(1000 - (300 - 50 - 101 + 2) - 1)
+        verdict, _ = await limiter.reserve("k", rights, now + 200)
+        assert verdict.headers["x-ratelimit-remaining-requests"] == str(1000 - 1)
+    finally:
+        await limiter.close()

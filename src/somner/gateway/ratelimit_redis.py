@@ -25,7 +25,7 @@ import uuid
 from collections.abc import Awaitable
 from typing import Any, Literal
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
@@ -39,58 +39,97 @@ log = logging.getLogger(__name__)
 OnError = Literal["closed", "open"]
 POLL_SECONDS = 0.05  # between tries for a concurrency slot held elsewhere
 
-# Seconds until a window's total drops below `limit` (ratelimit.Window.free_at), over ZRANGE ... WITHSCORES
-# pairs whose members end in ":amount".
-_FREE_AT = """
-local function free_at(events, total, limit, now, span)
-  local excess = total - limit + 1
-  for i = 1, #events, 2 do
-    excess = excess - tonumber(string.match(events[i], ':(%d+)$'))
-    if excess <= 0 then
-      return math.max(0, tonumber(events[i + 1]) + span - now)
+# A window is a sorted set of events (member "<id>:<amount>", scored by time) plus its running total in a string
+# key beside it, so that a decision costs the events that leave the window, not all the events in it (a busy key
+# holds thousands). The total is rebuilt from the set if it is missing (it expires with the set, idle for a span).
+_WINDOW = """
+local function amount(member)
+  return tonumber(string.match(member, ':(%d+)$'))
+end
+local function window(key, total_key, now, span)
+  local edge = now - span
+  local total = tonumber(redis.call('GET', total_key) or '-1')
+  if total < 0 then
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', edge)
+    total = 0
+    for _, member in ipairs(redis.call('ZRANGE', key, 0, -1)) do total = total + amount(member) end
+  else
+    local gone = redis.call('ZRANGEBYSCORE', key, '-inf', edge)
+    if #gone > 0 then
+      for _, member in ipairs(gone) do total = total - amount(member) end
+      redis.call('ZREMRANGEBYSCORE', key, '-inf', edge)
     end
   end
-  return 0
+  return total
 end
-local function window(key, now, span, limit)
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - span)
-  local events = redis.call('ZRANGE', key, 0, -1, 'WITHSCORES')
-  local total = 0
-  for i = 1, #events, 2 do
-    total = total + tonumber(string.match(events[i], ':(%d+)$'))
+local function keep(key, total_key, total, span)
+  local ttl = math.ceil(span * 1000) + 1000
+  redis.call('SET', total_key, total, 'PX', ttl)
+  redis.call('PEXPIRE', key, ttl)
+end
+-- Seconds until the total drops below `limit` (ratelimit.Window.free_at; under the limit: until the oldest event
+-- leaves). Walks from the oldest event only as far as the excess goes: one event while under the limit.
+local function free_at(key, total, limit, now, span)
+  if limit < 0 then return 0 end
+  local excess = total - limit + 1
+  local start, count = 0, 8
+  while true do
+    local events = redis.call('ZRANGE', key, start, start + count - 1, 'WITHSCORES')
+    if #events == 0 then return 0 end
+    for i = 1, #events, 2 do
+      excess = excess - amount(events[i])
+      if excess <= 0 then return math.max(0, tonumber(events[i + 1]) + span - now) end
+    end
+    start, count = start + count, 64
   end
-  local free = 0
-  if limit >= 0 then free = free_at(events, total, limit, now, span) end
-  return total, free
 end
 """
 
-# KEYS: requests window, tokens window, today's tokens. ARGV: now, span, rpm, tpm, daily (-1: none), member.
-# Returns {admitted, requests, requests_free_at, tokens, tokens_free_at, day_tokens}, numbers as strings.
+# KEYS: requests window, its total, tokens window, its total, today's tokens. ARGV: now, span, rpm, tpm, daily
+# (-1: none), member. Returns {admitted, requests, requests_free_at, tokens, tokens_free_at, day_tokens}, as strings.
 RESERVE = (
-    _FREE_AT
+    _WINDOW
     + """
 local now, span = tonumber(ARGV[1]), tonumber(ARGV[2])
 local rpm, tpm, daily = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local requests, requests_free = window(KEYS[1], now, span, rpm)
-local tokens, tokens_free = window(KEYS[2], now, span, tpm)
-local day_tokens = tonumber(redis.call('GET', KEYS[3]) or '0')
+local requests = window(KEYS[1], KEYS[2], now, span)
+local tokens = window(KEYS[3], KEYS[4], now, span)
+local day_tokens = tonumber(redis.call('GET', KEYS[5]) or '0')
 local admitted = (rpm < 0 or requests < rpm) and (tpm < 0 or tokens < tpm) and (daily < 0 or day_tokens < daily)
+local requests_free = free_at(KEYS[1], requests, rpm, now, span)
+local tokens_free = free_at(KEYS[3], tokens, tpm, now, span)
 if admitted then
   redis.call('ZADD', KEYS[1], now, ARGV[6])
-  redis.call('PEXPIRE', KEYS[1], math.ceil(span * 1000) + 1000)
+  keep(KEYS[1], KEYS[2], requests + 1, span)
+else
+  keep(KEYS[1], KEYS[2], requests, span)
 end
+keep(KEYS[3], KEYS[4], tokens, span)
 return {admitted and 1 or 0, tostring(requests), tostring(requests_free), tostring(tokens), tostring(tokens_free),
         tostring(day_tokens)}
 """
 )
 
-# KEYS: tokens window, today's tokens. ARGV: now, span, member (ending in ":tokens"), tokens, day key's TTL (s).
-CHARGE = """
-redis.call('ZADD', KEYS[1], tonumber(ARGV[1]), ARGV[3])
-redis.call('PEXPIRE', KEYS[1], math.ceil(tonumber(ARGV[2]) * 1000) + 1000)
-redis.call('INCRBY', KEYS[2], ARGV[4])
-redis.call('EXPIRE', KEYS[2], ARGV[5])
+# KEYS: tokens window, its total, today's tokens. ARGV: now, span, member (ending in ":tokens"), tokens, day TTL (s).
+CHARGE = (
+    _WINDOW
+    + """
+local now, span = tonumber(ARGV[1]), tonumber(ARGV[2])
+local tokens = window(KEYS[1], KEYS[2], now, span)
+redis.call('ZADD', KEYS[1], now, ARGV[3])
+keep(KEYS[1], KEYS[2], tokens + tonumber(ARGV[4]), span)
+redis.call('INCRBY', KEYS[3], ARGV[4])
+redis.call('EXPIRE', KEYS[3], ARGV[5])
+return 1
+"""
+)
+
+# KEYS: requests window, its total. ARGV: the member of a reservation given back. Its place frees at once.
+CANCEL = """
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
+  local total = tonumber(redis.call('GET', KEYS[2]) or '-1')
+  if total > 0 then redis.call('SET', KEYS[2], total - 1, 'KEEPTTL') end
+end
 return 1
 """
 
@@ -143,6 +182,7 @@ class RedisLimiter:
         self.down = False  # in an outage (logged once when it starts, once when it ends)
         self._reserve = client.register_script(RESERVE)
         self._charge = client.register_script(CHARGE)
+        self._cancel = client.register_script(CANCEL)
         self._seed = client.register_script(SEED)
         self._acquire = client.register_script(ACQUIRE)
         self._renew = client.register_script(RENEW)
@@ -160,19 +200,28 @@ class RedisLimiter:
         connect_timeout: float = 1.0,
         timeout: float = 1.0,
         lease_ttl: float = 30.0,
+        max_connections: int = 128,
     ) -> RedisLimiter:
-        """A client that fails fast: one retry (a pooled connection that died with a Redis restart), no backoff."""
-        client = Redis.from_url(
+        """A client that fails fast: one retry (a pooled connection that died with a Redis restart), no backoff.
+        Its pool holds up to `max_connections`; a command beyond them waits up to `timeout` for one (redis-py's
+        default pool would raise at once, which would read as an outage under a burst)."""
+        pool = BlockingConnectionPool.from_url(
             url,
+            max_connections=max_connections,
+            timeout=timeout,
             socket_connect_timeout=connect_timeout,
             socket_timeout=timeout,
             retry=Retry(NoBackoff(), 1),
             decode_responses=True,
         )
-        return cls(client, prefix=prefix, on_error=on_error, lease_ttl=lease_ttl)
+        return cls(Redis.from_pool(pool), prefix=prefix, on_error=on_error, lease_ttl=lease_ttl)  # (owns the pool)
 
     def _key(self, key_id: str, what: str) -> str:
         return f"{self.prefix}:{{{key_id}}}:{what}"
+
+    def _window_keys(self, key_id: str, what: str) -> list[str]:
+        """A window's events and its running total."""
+        return [self._key(key_id, what), self._key(key_id, f"{what}:total")]
 
     def _day_key(self, key_id: str, now: float) -> str:
         return self._key(key_id, f"day:{int(now // DAY)}")
@@ -205,7 +254,11 @@ class RedisLimiter:
         def limit(value: int | None) -> int:
             return -1 if value is None else value
 
-        keys = [self._key(key_id, "requests"), self._key(key_id, "tokens"), self._day_key(key_id, now)]
+        keys = [
+            *self._window_keys(key_id, "requests"),
+            *self._window_keys(key_id, "tokens"),
+            self._day_key(key_id, now),
+        ]
         args: list[str | int] = [
             repr(now),
             repr(MINUTE),
@@ -237,7 +290,7 @@ class RedisLimiter:
 
     async def cancel(self, reservation: Reservation) -> None:
         try:
-            await self.client.zrem(self._key(reservation.key_id, "requests"), reservation.member)
+            await self._cancel(keys=self._window_keys(reservation.key_id, "requests"), args=[reservation.member])
         except (RedisError, OSError) as exc:
             self._failed(exc)  # the place stays taken until it slides out of the window
         else:
@@ -246,7 +299,7 @@ class RedisLimiter:
     def settle(self, key_id: str, rights: KeyRights, tokens: int, now: float) -> None:
         if tokens <= 0 or not has_limits(rights):
             return
-        keys = [self._key(key_id, "tokens"), self._day_key(key_id, now)]
+        keys = [*self._window_keys(key_id, "tokens"), self._day_key(key_id, now)]
         args: list[str | int] = [repr(now), repr(MINUTE), f"{uuid.uuid4().hex}:{tokens}", tokens, int(2 * DAY)]
         self._in_background(self._charge(keys=keys, args=args))
 
