@@ -130,6 +130,12 @@ async def test_keys_cannot_grant_more_than_they_have(tmp_path: Path, farm: FakeF
         assert len(ok.json()["key"]) >= len("sk-somner-") + 43  # 256 random bits
         assert_error(await client.post("/admin/keys", json={"user": "x", "rpm": "lots"}), 400, "invalid_type")
         assert_error(await client.post("/admin/keys", json={"user": "x", "expires": "never"}), 400)
+        # Limits the key store cannot hold are refused up front (PostgreSQL keeps rpm/tpm as 32-bit integers).
+        too_big = await client.post("/admin/keys", json={"user": "x", "tpm": 10**12})
+        assert_error(too_big, 400)
+        assert "tpm" in too_big.json()["error"]["message"]
+        big = await client.post("/admin/keys", json={"user": "x", "tpm": 2**31 - 1, "daily_tokens": 10**12})
+        assert big.status_code == 201, big.text
 
 
 async def test_no_secret_is_stored_in_clear(

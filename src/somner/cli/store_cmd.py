@@ -12,6 +12,7 @@ import typer
 
 from somner.cli.common import load_or_exit
 from somner.errors import SomnerError
+from somner.gateway.keys import MAX_DAILY_TOKENS, MAX_LIMIT
 from somner.settings import resolve_data_dir
 from somner.store.db import Database, StoreUnavailable, sqlite_url
 from somner.store.keys import KeyStore
@@ -96,10 +97,14 @@ def keys_create(
         None, "--scopes", help="Comma-separated scopes: inference (the default), metrics (reading /metrics)."
     ),
     models: str | None = typer.Option(None, "--models", help="Comma-separated models the key may use."),
-    rpm: int | None = typer.Option(None, "--rpm", min=1, help="Requests per minute."),
-    tpm: int | None = typer.Option(None, "--tpm", min=1, help="Tokens per minute (prompt + completion)."),
-    daily_tokens: int | None = typer.Option(None, "--daily-tokens", min=1, help="Tokens per UTC day."),
-    max_concurrent: int | None = typer.Option(None, "--max-concurrent", min=1, help="Requests at once."),
+    rpm: int | None = typer.Option(None, "--rpm", min=1, max=MAX_LIMIT, help="Requests per minute."),
+    tpm: int | None = typer.Option(
+        None, "--tpm", min=1, max=MAX_LIMIT, help="Tokens per minute (prompt + completion)."
+    ),
+    daily_tokens: int | None = typer.Option(
+        None, "--daily-tokens", min=1, max=MAX_DAILY_TOKENS, help="Tokens per UTC day."
+    ),
+    max_concurrent: int | None = typer.Option(None, "--max-concurrent", min=1, max=MAX_LIMIT, help="Requests at once."),
     expires: str | None = typer.Option(None, "--expires", help="Lifetime, e.g. 30d or 12h."),
     name: str | None = typer.Option(None, "--name", help="A label for the key."),
     config: Path | None = ConfigOption,

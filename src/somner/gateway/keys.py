@@ -43,6 +43,12 @@ def new_key_id() -> str:
     return "key_" + secrets.token_hex(6)
 
 
+# The largest rpm, tpm and max_concurrent a key may have (the key store keeps them as 32-bit integers), and the
+# largest daily quota (64-bit).
+MAX_LIMIT = 2**31 - 1
+MAX_DAILY_TOKENS = 2**63 - 1
+
+
 @dataclass(frozen=True, slots=True)
 class KeyRights:
     """What a key may do; None means no limit."""

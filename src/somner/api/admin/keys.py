@@ -20,7 +20,17 @@ from somner.api.openai.routes import openai_endpoint
 from somner.api.principal import require_admin
 from somner.durations import parse_duration
 from somner.errors import BadRequest
-from somner.gateway.keys import ADMIN, INFERENCE, KeyRecord, KeyRights, UserRecord, check_delegation, parse_import
+from somner.gateway.keys import (
+    ADMIN,
+    INFERENCE,
+    MAX_DAILY_TOKENS,
+    MAX_LIMIT,
+    KeyRecord,
+    KeyRights,
+    UserRecord,
+    check_delegation,
+    parse_import,
+)
 from somner.wire.body import validation_error
 
 _MAX_BODY = 1024 * 1024
@@ -37,10 +47,10 @@ class KeyCreate(BaseModel):
     admin: bool = False
     scopes: list[Literal["inference", "metrics"]] | None = None  # default: inference
     models: list[str] | None = None
-    rpm: int | None = Field(default=None, ge=1)
-    tpm: int | None = Field(default=None, ge=1)
-    daily_tokens: int | None = Field(default=None, ge=1)
-    max_concurrent: int | None = Field(default=None, ge=1)
+    rpm: int | None = Field(default=None, ge=1, le=MAX_LIMIT)
+    tpm: int | None = Field(default=None, ge=1, le=MAX_LIMIT)
+    daily_tokens: int | None = Field(default=None, ge=1, le=MAX_DAILY_TOKENS)
+    max_concurrent: int | None = Field(default=None, ge=1, le=MAX_LIMIT)
     expires: str | int | None = None  # a duration from now: "30d", "12h", or seconds
     name: str | None = None
 
