@@ -35,7 +35,7 @@ from somner.models.backends.worker import WorkerBackend, WorkerPaths
 from somner.models.manager import BackendFactory, ModelManager, ModelState, Policy
 from somner.models.memory import default_budget, estimate_bytes
 from somner.models.registry import ModelRegistry, ModelSpec
-from somner.observability.gpu import GpuMonitor
+from somner.observability.gpu import GpuMonitor, read_gpu_memory
 from somner.observability.metrics import Metrics, ModelGauge
 from somner.settings import Settings, resolve_data_dir, resolve_models_dir
 from somner.store.db import Database, StoreUnavailable, sqlite_url
@@ -89,10 +89,25 @@ def backend_factory(settings: Settings, paths: Paths) -> BackendFactory:
     return make
 
 
+def _gpu_bytes(settings: Settings) -> int:
+    """The NVIDIA GPUs' total memory when models are offloaded to them (`engine.gpu_layers` is not 0), else 0."""
+    if settings.engine.gpu_layers == 0:
+        return 0
+    gpus = read_gpu_memory()
+    if gpus:
+        log.info(
+            "memory budget: 80%% of the GPUs' %d MiB (models are offloaded to them)",
+            sum(g.total_bytes for g in gpus) // 1024**2,
+        )
+    return sum(g.total_bytes for g in gpus)
+
+
 def policy_for(settings: Settings) -> Policy:
     return Policy(
         ttl=settings.ttl,
-        budget=int(settings.memory_budget) if settings.memory_budget is not None else default_budget(),
+        budget=int(settings.memory_budget)
+        if settings.memory_budget is not None
+        else default_budget(_gpu_bytes(settings)),
         max_loaded=settings.max_loaded,
         exclusive_groups=frozenset(name for name, group in settings.groups.items() if group.exclusive),
         swap_timeout=settings.swap_timeout,
@@ -138,11 +153,19 @@ class Services:
             for s in self.manager.statuses()
         ]
 
-    async def start(self) -> None:
+    async def prepare_store(self) -> None:
+        """The database's one-time start-up work: migrations, and the first admin key when there is none.
+
+        Idempotent (a second run finds both done). With `workers` above 1 the supervisor runs it once before the
+        gateway processes start, so they never race to migrate or each create (and print) a first admin key.
+        """
         await self.db.migrate()
         if self.settings.auth.enabled:
             given = self.settings.auth.admin_key or _env_secret("SOMNER_ADMIN_KEY")
             await ensure_admin_key(self.keys, self.paths.data_dir, given.get_secret_value() if given else None)
+
+    async def start(self) -> None:
+        await self.prepare_store()
         midnight = dt.datetime.now(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
         now = time.time()
         for key_id, tokens in (await self.usage.tokens_since(midnight)).items():

@@ -23,7 +23,10 @@ class EngineSettings(Section):
         default=4,
         ge=1,
         le=256,
-        description="Sequences decoded together in one batch (slots); further requests wait in a FIFO queue.",
+        description=(
+            "Sequences decoded together in one batch (slots); further requests wait in a FIFO queue. Left at "
+            "the default, a model gets fewer slots when the memory budget cannot hold 4 with the full ctx each."
+        ),
     )
     threads: int | None = Field(
         default=None,
