@@ -42,6 +42,7 @@ from somner.cli.serve_cmd import (
     ModelOption,
     ModelsDirOption,
     PortOption,
+    WorkersOption,
 )
 from somner.observability.logfiles import RotatingFile, files_of, stamp, tail
 from somner.settings import Settings, resolve_data_dir
@@ -70,6 +71,7 @@ class ServeOptions:
     model: str | None = None
     log_level: str | None = None
     health_port: int | None = None
+    workers: int | None = None
     auth_off_anywhere: bool = False
 
     def settings_layer(self) -> dict[str, Any]:
@@ -81,6 +83,7 @@ class ServeOptions:
             "model": self.model,
             "log_level": self.log_level,
             "health_port": self.health_port,
+            "workers": self.workers,
         }
 
     def argv(self) -> list[str]:
@@ -95,6 +98,7 @@ class ServeOptions:
             ("--model", self.model),
             ("--log-level", self.log_level),
             ("--health-port", self.health_port),
+            ("--workers", self.workers),
         ):
             if value is not None:
                 args += [flag, str(value)]
@@ -374,6 +378,7 @@ def start(
     model: str | None = ModelOption,
     log_level: str | None = LogLevelOption,
     health_port: int | None = HealthPortOption,
+    workers: int | None = WorkersOption,
     auth_off_anywhere: bool = AuthOffOption,
     wait: float = ReadyTimeoutOption,
 ) -> None:
@@ -387,6 +392,7 @@ def start(
         model=model,
         log_level=log_level,
         health_port=health_port,
+        workers=workers,
         auth_off_anywhere=auth_off_anywhere,
     )
     _start(options, wait)

@@ -2,7 +2,9 @@
 
 Logs go to stderr and to `<data_dir>/logs/<UTC timestamp>-server.log` (rotated). SIGTERM or SIGINT drains: the
 port stops accepting connections, requests in flight (streams included) get up to `drain_timeout` to finish,
-then usage records are flushed, engines stopped, and the process exits 0.
+then usage records are flushed, engines stopped, and the process exits 0. With `--workers N` above 1 this
+process supervises N gateway processes on the same port instead (`somner.gateway_processes`); each of those is
+`somner serve --gateway-process <n>`, an internal flag.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import typer
 
 from somner.cli.common import describe, load_or_exit, warn_unknown_environment
 from somner.errors import SomnerError
+from somner.gateway_processes.orders import FLAG as GATEWAY_PROCESS_FLAG
+from somner.gateway_processes.supervisor import shared_state_problem
 from somner.models.registry import ModelConfigError
 from somner.observability.logging import close_log_files, configure_server_logging
 from somner.settings import Settings, resolve_data_dir, resolve_models_dir
@@ -32,6 +36,7 @@ ModelsDirOption = typer.Option(None, "--models-dir", help=describe("models_dir")
 ModelOption = typer.Option(None, "--model", help=describe("model"))
 LogLevelOption = typer.Option(None, "--log-level", help=describe("log_level"))
 HealthPortOption = typer.Option(None, "--health-port", help=describe("health_port"))
+WorkersOption = typer.Option(None, "--workers", help=describe("workers"))
 AuthOffOption = typer.Option(
     False, "--i-know-auth-is-off", help="Allow auth.enabled: false on an address other than loopback."
 )
@@ -46,13 +51,19 @@ def serve(
     model: str | None = ModelOption,
     log_level: str | None = LogLevelOption,
     health_port: int | None = HealthPortOption,
+    workers: int | None = WorkersOption,
     auth_off_anywhere: bool = AuthOffOption,
     log_stderr: bool = typer.Option(True, "--log-stderr/--no-log-stderr", hidden=True),
     pid_file: Path | None = typer.Option(None, "--pid-file", hidden=True),
+    gateway_process: int | None = typer.Option(None, GATEWAY_PROCESS_FLAG, hidden=True),
 ) -> None:
     """Serve models over the OpenAI-compatible API (loopback only unless --host says otherwise)."""
     # --no-log-stderr and --pid-file are for `somner start`: its server logs to files only (its stderr, kept in
     # a console file, then holds just what bypasses logging), and removes the pid file start wrote when it exits.
+    if gateway_process is not None:  # started by a supervisor, which sends the settings itself
+        from somner.gateway_processes.child import run_gateway_process
+
+        raise typer.Exit(run_gateway_process(gateway_process))
     settings = load_or_exit(
         config,
         {
@@ -63,6 +74,7 @@ def serve(
             "model": model,
             "log_level": log_level,
             "health_port": health_port,
+            "workers": workers,
         },
     )
     log_dir = resolve_data_dir(settings) / "logs"
@@ -79,7 +91,9 @@ def serve(
         typer.echo(f"error: cannot write log files in {log_dir}: {exc.strerror or exc}", err=True)
         raise typer.Exit(1) from None
     try:
-        _serve(settings, auth_off_anywhere)
+        _serve(settings, auth_off_anywhere, log_stderr)
+    except typer.Exit:
+        raise  # an error already explained (typer's Exit is an Exception too)
     except Exception:
         log.exception("somner serve failed")  # the traceback goes to the log file too, not only to stderr
         raise typer.Exit(1) from None
@@ -95,7 +109,7 @@ def _remove_own_pid_file(path: Path) -> None:
             path.unlink()
 
 
-def _serve(settings: Settings, auth_off_anywhere: bool) -> None:
+def _serve(settings: Settings, auth_off_anywhere: bool, log_stderr: bool) -> None:
     warn_unknown_environment()
     from somner.api.guard import is_loopback
 
@@ -106,8 +120,15 @@ def _serve(settings: Settings, auth_off_anywhere: bool) -> None:
             err=True,
         )
         raise typer.Exit(1)
+    problem = shared_state_problem(settings)
+    if problem is not None:
+        typer.echo(f"error: {problem}", err=True)
+        raise typer.Exit(1)
     provision_default_model(settings)
-    run(settings)
+    if settings.workers > 1:
+        run_several(settings, log_stderr)
+    else:
+        run(settings)
 
 
 def provision_default_model(settings: Settings) -> None:
@@ -141,6 +162,29 @@ def provision_default_model(settings: Settings) -> None:
     log.info("default model ready: %s", path)
 
 
+def run_several(settings: Settings, log_stderr: bool) -> None:
+    """`workers` gateway processes under a supervisor (this process), until SIGTERM/SIGINT."""
+    from somner.gateway_processes.supervisor import supervise
+
+    _warn_if_reachable(settings)
+    try:
+        status = supervise(settings, log_to_stderr=log_stderr)
+    except SomnerError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(1) from None
+    except ModelConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    if status != 0:
+        raise typer.Exit(status)
+    log.info("stopped")
+
+
+def _warn_if_reachable(settings: Settings) -> None:
+    if settings.host not in ("127.0.0.1", "::1", "localhost"):
+        log.warning("listening on %s: reachable from other machines", settings.host)
+
+
 def run(settings: Settings) -> None:
     from somner.app import create_app
     from somner.http_server import serve
@@ -153,8 +197,7 @@ def run(settings: Settings) -> None:
     except ModelConfigError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
-    if settings.host not in ("127.0.0.1", "::1", "localhost"):
-        log.warning("listening on %s: reachable from other machines", settings.host)
+    _warn_if_reachable(settings)
     log.info(
         "serving on http://%s:%d (data in %s)",
         settings.host,

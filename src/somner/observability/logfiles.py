@@ -2,8 +2,8 @@
 
 Names start with a sortable UTC timestamp (`20261123T101500Z-server.log`), so `ls` lists them in the order they
 were begun and the newest file of a kind is the last one. A kind is what wrote the file: `server` (the gateway's
-own log), `worker-<model id>` (one model's engine output), `console` (what a `somner start`ed server printed
-outside logging).
+own log; `server-<n>` for gateway process n of several, see `workers`), `worker-<model id>` (one model's engine
+output), `console` (what a `somner start`ed server printed outside logging).
 
 Contract of `RotatingFile`: every `write` lands whole in one file; a new file begins when a write would take the
 current one past `max_bytes` (a single write larger than that still goes into one file); after a new file begins,

@@ -5,6 +5,10 @@
 one JSON object per line: `ts`, `level`, `logger`, `message`, every `extra` field the caller passed (the request
 logger passes request_id, route, model, status, tokens, latency_ms, ...), and `exception` with the formatted
 traceback. Tracebacks go to the log only; clients never see them.
+
+With `workers` above 1 each gateway process logs to its own file, `<UTC timestamp>-server-<n>.log` (n = 1..workers,
+kept across restarts of that process), and tags every line with its number: `[gateway n]` in text,
+`"gateway_process": n` in JSON, so lines interleaved on a shared stderr still say who wrote them.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import orjson
 from somner.observability.logfiles import DEFAULT_KEEP, DEFAULT_MAX_BYTES, RotatingFile
 
 FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+TAGGED_FORMAT = "%(asctime)s %(levelname)-7s [gateway %(gateway_process)s] %(name)s: %(message)s"
 SERVER_LOG = "server"
 
 LogFormat = Literal["text", "json"]
@@ -51,8 +56,23 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(body, default=str, option=orjson.OPT_NON_STR_KEYS).decode("utf-8")
 
 
-def formatter_for(log_format: LogFormat) -> logging.Formatter:
-    return JsonFormatter() if log_format == "json" else logging.Formatter(FORMAT)
+def formatter_for(log_format: LogFormat, *, tagged: bool = False) -> logging.Formatter:
+    if log_format == "json":
+        return JsonFormatter()
+    return logging.Formatter(TAGGED_FORMAT if tagged else FORMAT)
+
+
+class _GatewayProcessTag(logging.Filter):
+    """Stamps every record with the number of the gateway process that wrote it (the JSON formatter picks the
+    attribute up like any `extra` field)."""
+
+    def __init__(self, number: int) -> None:
+        super().__init__()
+        self.number = number
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.gateway_process = self.number
+        return True
 
 
 class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -91,12 +111,14 @@ def configure_logging(
     log_format: LogFormat = "text",
     files: RotatingFile | None = None,
     to_stderr: bool = True,
+    gateway_process: int | None = None,
 ) -> None:
-    """Replace the root logger's handlers: stderr (unless `to_stderr` is false) and `files` when given.
+    """Replace the root logger's handlers: stderr (unless `to_stderr` is false) and `files` when given; with
+    `gateway_process`, every line carries that number.
 
     Handlers this replaces are closed, so calling it twice leaves no file open.
     """
-    formatter = formatter_for(log_format)
+    formatter = formatter_for(log_format, tagged=gateway_process is not None)
     handlers: list[logging.Handler] = []
     if to_stderr:
         handlers.append(_StderrHandler())
@@ -104,6 +126,8 @@ def configure_logging(
         handlers.append(RotatingFileHandler(files))
     for handler in handlers:
         handler.setFormatter(formatter)
+        if gateway_process is not None:
+            handler.addFilter(_GatewayProcessTag(gateway_process))
     root = logging.getLogger()
     old, root.handlers[:] = list(root.handlers), handlers
     for handler in old:
@@ -124,12 +148,20 @@ def configure_server_logging(
     max_bytes: int = DEFAULT_MAX_BYTES,
     keep: int = DEFAULT_KEEP,
     to_stderr: bool = True,
+    gateway_process: int | None = None,
 ) -> RotatingFile:
-    """The gateway's logging: stderr plus `<log_dir>/<ts>-server.log`, begun now. Returns the rotating file."""
-    files = RotatingFile(log_dir, SERVER_LOG, max_bytes=max_bytes, keep=keep)
+    """The gateway's logging: stderr plus `<log_dir>/<ts>-server.log` (`-server-<n>.log` for gateway process n of
+    several), begun now. Returns the rotating file."""
+    kind = SERVER_LOG if gateway_process is None else server_log_kind(gateway_process)
+    files = RotatingFile(log_dir, kind, max_bytes=max_bytes, keep=keep)
     files.open()
-    configure_logging(level, log_format=log_format, files=files, to_stderr=to_stderr)
+    configure_logging(level, log_format=log_format, files=files, to_stderr=to_stderr, gateway_process=gateway_process)
     return files
+
+
+def server_log_kind(gateway_process: int) -> str:
+    """The log file kind of gateway process `gateway_process` (see `logfiles`)."""
+    return f"{SERVER_LOG}-{gateway_process}"
 
 
 def close_log_files() -> None:

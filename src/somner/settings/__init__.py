@@ -114,6 +114,15 @@ class Settings(BaseSettings):
         gt=0,
         description="On stop (SIGTERM, `somner stop`), how long requests in flight may take to finish.",
     )
+    workers: int = Field(
+        default=1,
+        ge=1,
+        description=(
+            "Gateway processes sharing the port (the kernel spreads connections over them), for more throughput "
+            "on a machine with more cores. Above 1, `redis.url` is required when auth is on (limits are shared "
+            "through Redis), and each process starts its own engines for local models."
+        ),
+    )
     api_servers: list[ApiServer] = Field(
         default_factory=lambda: list(API_SERVERS),
         description=(
@@ -142,7 +151,8 @@ class Settings(BaseSettings):
     memory_budget: ByteSize | None = Field(
         default=None,
         description=(
-            "Memory all loaded models may use together, e.g. '12GiB' (default: 80% of this machine's memory). "
+            "Memory all loaded models may use together, e.g. '12GiB' (default: 80% of this machine's memory, or "
+            "of the NVIDIA GPUs' memory when there are GPUs and engine.gpu_layers is not 0). "
             "Least recently used idle models are unloaded to make room."
         ),
     )
