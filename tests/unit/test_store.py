@@ -113,6 +113,29 @@ async def test_an_outage_spools_and_replays_without_loss_or_duplicates(db: Datab
     await db.close()
 
 
+async def test_processes_sharing_a_spool_take_turns(db: Database, tmp_path: Path) -> None:
+    """Gateway processes of one data directory share the spool: one replays (read, insert, delete) while
+    another's append waits, so the delete never takes records appended meanwhile."""
+    spool = tmp_path / "spool.jsonl"
+    down, up = FlakyStore(db), FlakyStore(db)
+    down.down = True
+    writer, replayer = UsageRecorder(down, spool, interval=60), UsageRecorder(up, spool, interval=60)
+    writer.record(record(1))
+    await writer.flush()
+    async with replayer._spool_lock():  # a replay in progress elsewhere
+        writer.record(record(2))
+        appending = asyncio.create_task(writer.flush())
+        await asyncio.sleep(0.2)
+        assert not appending.done()
+        assert [json.loads(line)["record_id"] for line in spool.read_text().splitlines()] == ["r1"]
+        await replayer._replay_locked()
+    await appending
+    assert [json.loads(line)["record_id"] for line in spool.read_text().splitlines()] == ["r2"]
+    await replayer.flush()
+    assert await up.count() == 2 and not spool.exists()
+    await db.close()
+
+
 def test_urls_are_logged_without_passwords() -> None:
     assert (
         describe("postgresql+asyncpg://somner:hunter2@db:5432/somner")

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import logging
+import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from somner.store.db import StoreUnavailable
@@ -64,7 +67,8 @@ class UsageRecorder:
                     log.warning(
                         "database unavailable (%s); spooling %d usage records to %s", exc, len(batch), self.spool
                     )
-                    self._append(batch)
+                    async with self._spool_lock():
+                        self._append(batch)
 
     def _append(self, batch: list[UsageRecord]) -> None:
         self.spool.parent.mkdir(parents=True, exist_ok=True)
@@ -76,9 +80,27 @@ class UsageRecorder:
             out.flush()
         self.spooled += len(batch)
 
+    @contextlib.asynccontextmanager
+    async def _spool_lock(self) -> AsyncIterator[None]:
+        """The spool file is shared by the gateway processes of one data directory (`workers`): one at a time
+        appends to it or replays it, so that no process deletes records another appended meanwhile."""
+        self.spool.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.spool.with_name(self.spool.name + ".lock"), os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            await asyncio.to_thread(fcntl.flock, fd, fcntl.LOCK_EX)  # (off the event loop: another may hold it)
+            yield
+        finally:
+            os.close(fd)  # which releases the lock
+
     async def _replay(self) -> None:
         if not self.spool.exists():
             return
+        async with self._spool_lock():
+            await self._replay_locked()
+
+    async def _replay_locked(self) -> None:
+        if not self.spool.exists():
+            return  # another process replayed it first
         lines = self.spool.read_text(encoding="utf-8").splitlines()
         records = []
         for line in lines:
