@@ -598,7 +598,8 @@ def test_nix_module_options_map_onto_settings_somner_accepts(tmp_path: Path) -> 
           models = {
             chat = { path = "/srv/models/chat.gguf"; ctx = 8192; parallel = 8; gpuLayers = -1; aliases = [ "qwen" ];
                      ttl = "10m"; group = "gpu"; defaults = { temperature = 0.7; system = "Today is {date}."; }; };
-            small = { cacheMode = "q4_0"; draftModel = "/srv/models/tiny.gguf"; pinned = true; loras = [ { path = "/srv/loras/style.gguf"; scale = 0.5; } ];
+            small = { cacheMode = "q4_0"; draftModel = "/srv/models/tiny.gguf"; pinned = true;
+                      loras = [ { path = "/srv/loras/style.gguf"; scale = 0.5; } ];
                       extraSettings = { memory = "2GiB"; }; };
           };
           auth = { allowedHosts = [ "llm.internal" ]; adminKeyFile = "/run/secrets/somner-admin-key"; };
