@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import shutil
 import signal
 import statistics
@@ -24,6 +25,10 @@ from typing import Any
 import httpx
 
 HERE = Path(__file__).resolve().parent
+
+
+ADMIN_KEY = "sk-somner-bench-" + secrets.token_urlsafe(32)
+KEYS: dict[str, str] = {}  # the API key to send, by server URL
 
 
 def free_port() -> int:
@@ -64,7 +69,9 @@ def default_model(cache: Path) -> Path:
     return ensure_default_model(cache / "models")
 
 
-def loadgen(url: str, model: str, concurrency: int, requests: int, max_tokens: int, chat: bool) -> dict[str, Any]:
+def loadgen(
+    url: str, model: str, concurrency: int, requests: int, max_tokens: int, chat: bool, key: str | None = None
+) -> dict[str, Any]:
     command = [
         sys.executable,
         str(HERE / "loadgen.py"),
@@ -80,6 +87,8 @@ def loadgen(url: str, model: str, concurrency: int, requests: int, max_tokens: i
     ]
     if chat:
         command.append("--chat")
+    if key is not None:
+        command += ["--api-key", key]
     out = subprocess.run(command, capture_output=True, text=True, check=False)
     if not out.stdout.strip():
         raise SystemExit(f"loadgen failed: {out.stderr}")
@@ -150,21 +159,26 @@ def start_servers(args: argparse.Namespace, model: Path, work: Path) -> dict[str
     ]
     return {
         "llama-server": subprocess.Popen(llama, stdout=(work / "llama.log").open("wb"), stderr=subprocess.STDOUT),
-        "somner": subprocess.Popen(somner, stdout=(work / "somner.log").open("wb"), stderr=subprocess.STDOUT),
+        "somner": subprocess.Popen(
+            somner,
+            stdout=(work / "somner.log").open("wb"),
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "SOMNER_ADMIN_KEY": ADMIN_KEY},  # auth stays on: what users run
+        ),
     }
 
 
 def run_rounds(args: argparse.Namespace, urls: dict[str, str], model_id: str, levels: list[int]) -> Reports:
     reports: Reports = {name: {c: [] for c in levels} for name in urls}
     for url in urls.values():  # warm both (first-request allocations)
-        loadgen(url, model_id, 1, 2, 16, args.chat)
+        loadgen(url, model_id, 1, 2, 16, args.chat, KEYS.get(url))
     for round_index in range(args.rounds):
         for c in levels:
             order = list(urls.items())
             if (round_index + c) % 2:
                 order.reverse()  # alternate which server goes first
             for name, url in order:
-                report = loadgen(url, model_id, c, max(4, 2 * c), args.max_tokens, args.chat)
+                report = loadgen(url, model_id, c, max(4, 2 * c), args.max_tokens, args.chat, KEYS.get(url))
                 reports[name][c].append(report)
                 print(
                     f"round {round_index + 1} c={c:<3} {name:<12} {report['output_tokens_per_s']:>8} tok/s  "
@@ -208,7 +222,8 @@ def main() -> int:
     urls = {"llama-server": f"http://127.0.0.1:{args.llama_port}", "somner": f"http://127.0.0.1:{args.somner_port}"}
     try:
         wait_ready(urls["llama-server"], processes["llama-server"], "/health")
-        wait_ready(urls["somner"], processes["somner"], "/v1/models")
+        wait_ready(urls["somner"], processes["somner"], "/ready")
+        KEYS[urls["somner"]] = ADMIN_KEY
         reports = run_rounds(args, urls, model.stem, levels)
     finally:
         for process in processes.values():
