@@ -332,12 +332,14 @@ async def test_users_and_imports(tmp_path: Path, farm: FakeFarm, database_url: s
         assert_error(await client.delete("/admin/users/nobody"), 404)
 
 
-async def test_first_start_makes_an_admin_key(tmp_path: Path, farm: FakeFarm) -> None:
+async def test_first_start_makes_an_admin_key(tmp_path: Path, farm: FakeFarm, database_url: str | None) -> None:
     from somner.services import build_services
     from somner.settings import Settings
 
     (tmp_path / "data" / "models").mkdir(parents=True)
-    services: Services = build_services(Settings(data_dir=tmp_path / "data"), factory=farm.factory)
+    database = {"database": {"url": database_url}} if database_url is not None else {}
+    settings = Settings(data_dir=tmp_path / "data", **database)  # type: ignore[arg-type]
+    services: Services = build_services(settings, factory=farm.factory)
     await services.start()
     try:
         key_file = tmp_path / "data" / "admin.key"
@@ -348,15 +350,15 @@ async def test_first_start_makes_an_admin_key(tmp_path: Path, farm: FakeFarm) ->
         assert principal.rights.admin
     finally:
         await services.stop()
-    services = build_services(Settings(data_dir=tmp_path / "data"), factory=farm.factory)
+    services = build_services(settings, factory=farm.factory)
     await services.start()  # not again: the store already has a key
     await services.stop()
     assert key_file.read_text().strip() == secret
 
 
-async def test_hosts_cors_and_auth_off(tmp_path: Path, farm: FakeFarm) -> None:
+async def test_hosts_cors_and_auth_off(tmp_path: Path, farm: FakeFarm, database_url: str | None) -> None:
     settings: dict[str, Any] = {"auth": {"cors_origins": ["https://app.example"], "allowed_hosts": ["somner.lan"]}}
-    async with running(tmp_path, farm, None, **settings) as (_, client):
+    async with running(tmp_path, farm, database_url, **settings) as (_, client):
         rebinding = await client.get("/v1/models", headers={"host": "evil.example"})
         assert_error(rebinding, 403, "host_not_allowed")
         assert (await client.get("/v1/models", headers={"host": "somner.lan:8000"})).status_code == 200
@@ -367,14 +369,14 @@ async def test_hosts_cors_and_auth_off(tmp_path: Path, farm: FakeFarm) -> None:
         assert preflight.headers["access-control-allow-origin"] == "https://app.example"
         other = await client.get("/v1/models", headers={"origin": "https://other.example"})
         assert "access-control-allow-origin" not in other.headers
-    async with running(tmp_path / "open", farm, auth={"enabled": False}) as (_, client):
+    async with running(tmp_path / "open", farm, database_url, auth={"enabled": False}) as (_, client):
         anonymous = await client.post("/v1/chat/completions", json=chat(), headers={"authorization": ""})
         assert anonymous.status_code == 200
 
 
-async def test_size_limits(tmp_path: Path, farm: FakeFarm) -> None:
+async def test_size_limits(tmp_path: Path, farm: FakeFarm, database_url: str | None) -> None:
     settings: dict[str, Any] = {"limits": {"max_tokens": 100, "max_messages": 3, "max_headers": 20}}
-    async with running(tmp_path, farm, None, **settings) as (_, client):
+    async with running(tmp_path, farm, database_url, **settings) as (_, client):
         assert_error(await client.post("/v1/chat/completions", json=chat(max_tokens=500)), 400)
         many = {"model": "alpha", "messages": [{"role": "user", "content": "x"}] * 4}
         assert_error(await client.post("/v1/chat/completions", json=many), 400)
