@@ -28,6 +28,7 @@ from somner.api.ollama import routes as ollama_routes
 from somner.api.openai import responses, tokenizer
 from somner.api.openai import routes as openai_routes
 from somner.errors import MethodNotAllowed, NotFound
+from somner.gateway_processes.listening import listening_socket
 from somner.http_server import EmbeddedServer, server_config
 from somner.observability.requests import RequestObserver, RouteNames
 from somner.services import Services, build_services
@@ -128,18 +129,14 @@ class _HealthServer:
 
 
 async def _start_health_server(settings: Settings, services: Services) -> _HealthServer | None:
-    """Listening before the main server's (slower) start-up goes on; OSError when the port cannot be had."""
+    """Listening before the main server's (slower) start-up goes on; OSError when the port cannot be had. With
+    several gateway processes (`workers`) each listens on the port and answers for itself (a process being
+    restarted simply has no socket in the group)."""
     if settings.health_port is None:
         return None
-    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((settings.host, settings.health_port))
-        sock.listen(64)
-        sock.setblocking(False)
+        sock = listening_socket(settings.host, settings.health_port, shared=settings.workers > 1, backlog=64)
     except OSError as exc:
-        sock.close()
         raise OSError(exc.errno, f"cannot listen on the health port {settings.health_port}: {exc.strerror}") from None
     config = server_config(health.health_app(services), lifespan="off")
     return _HealthServer(EmbeddedServer(config), sock)

@@ -2,9 +2,8 @@
 
 It reads its orders (`orders`) from stdin, so a process restarted hours later serves with the settings the
 supervisor resolved at start, even if the file changed since. It listens with SO_REUSEPORT on the shared port,
-and on the health port when one is set (each process answers health checks for itself: a process being restarted
-simply has no socket in the group), runs the ordinary app, and writes one byte to `ready_fd` once it serves, so
-the supervisor can tell a process that cannot start from one that failed later.
+runs the ordinary app (whose health port is shared the same way, see `app`), and writes one byte to `ready_fd`
+once it serves, so the supervisor can tell a process that cannot start from one that failed later.
 
 It runs in a session of its own, so a Ctrl-C on the terminal reaches only the supervisor, which passes the stop
 on exactly once; and it dies with the supervisor (Linux: PR_SET_PDEATHSIG with SIGTERM, so it still drains).
@@ -12,7 +11,6 @@ on exactly once; and it dies with the supervisor (Linux: PR_SET_PDEATHSIG with S
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import ctypes
 import logging
@@ -24,12 +22,11 @@ import sys
 import uvicorn
 
 from somner.errors import SomnerError
-from somner.gateway_processes.listening import shared_listener
+from somner.gateway_processes.listening import listening_socket
 from somner.gateway_processes.orders import Orders, read_orders
-from somner.http_server import EmbeddedServer, Server, server_config
+from somner.http_server import Server, server_config
 from somner.models.registry import ModelConfigError
 from somner.observability.logging import close_log_files, configure_server_logging
-from somner.services import Services
 from somner.settings import resolve_data_dir
 
 log = logging.getLogger(__name__)
@@ -84,81 +81,42 @@ def _serve(orders: Orders) -> int:
 
     settings = orders.settings
     try:
-        # The health port is served below, on a shared socket: the app's own would be exclusive to one process.
-        app = create_app(settings.model_copy(update={"health_port": None}))
+        app = create_app(settings)
     except (SomnerError, ModelConfigError) as exc:
         log.error("gateway process %d cannot start: %s", orders.number, getattr(exc, "message", exc))
         return 1
-    services: Services = app.state.services
-    listeners: list[socket.socket] = []
     try:
-        for port in (settings.port, settings.health_port):
-            if port is not None:
-                listeners.append(shared_listener(settings.host, port))
+        listener = listening_socket(settings.host, settings.port, shared=True)
     except OSError as exc:
-        log.error("gateway process %d cannot listen on %s:%s: %s", orders.number, settings.host, port, exc.strerror)
-        for sock in listeners:
-            sock.close()
+        log.error(
+            "gateway process %d cannot listen on %s:%s: %s", orders.number, settings.host, settings.port, exc.strerror
+        )
         return 1
-    health = _HealthPort(listeners[1], services) if len(listeners) > 1 else None
     server = _GatewayProcessServer(
-        server_config(app, timeout_graceful_shutdown=settings.drain_timeout), orders.ready_fd, health
+        server_config(app, timeout_graceful_shutdown=settings.drain_timeout), orders.ready_fd
     )
     log.info(
         "gateway process %d (pid %d) starting on http://%s:%d", orders.number, os.getpid(), settings.host, settings.port
     )
     try:
-        server.run(sockets=listeners[:1])
+        server.run(sockets=[listener])
     finally:
-        for sock in listeners:
-            sock.close()
+        listener.close()
     log.info("gateway process %d stopped", orders.number)
     return 0
 
 
-class _HealthPort:
-    """/ping, /health and /ready of this process on the shared health socket, in the main server's loop; it
-    answers while the app starts (503 until ready) and goes on through the drain, like the app's own."""
-
-    def __init__(self, sock: socket.socket, services: Services) -> None:
-        from somner.api.health import health_app
-
-        self.sock = sock
-        self.server = EmbeddedServer(server_config(health_app(services), lifespan="off"))
-        self.task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self.task = asyncio.create_task(self.server.serve(sockets=[self.sock]), name="health-port")
-
-    async def stop(self) -> None:
-        if self.task is None:
-            return
-        self.server.should_exit = True
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.task
-
-
 class _GatewayProcessServer(Server):
-    """The gateway's server, which also runs the shared health port and tells the supervisor once it serves."""
+    """The gateway's server, which tells the supervisor once it serves."""
 
-    def __init__(self, config: uvicorn.Config, ready_fd: int, health: _HealthPort | None) -> None:
+    def __init__(self, config: uvicorn.Config, ready_fd: int) -> None:
         super().__init__(config)
         self._ready_fd = ready_fd
-        self._health = health
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        if self._health is not None:
-            self._health.start()
         await super().startup(sockets)
         if self.started:
             self._report_ready()
-
-    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        try:
-            await super().shutdown(sockets)
-        finally:
-            if self._health is not None:
-                await self._health.stop()
 
     def _report_ready(self) -> None:
         # The pipe stays open: its end of file, when this process exits, wakes the supervisor at once.

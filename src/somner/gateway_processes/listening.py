@@ -1,4 +1,5 @@
-"""Listening sockets that several gateway processes share (SO_REUSEPORT), and the check that a port is free."""
+"""Listening sockets, which several gateway processes may share (SO_REUSEPORT), and the check that a port is
+free."""
 
 from __future__ import annotations
 
@@ -9,13 +10,14 @@ def _family(host: str) -> socket.AddressFamily:
     return socket.AF_INET6 if ":" in host else socket.AF_INET  # as uvicorn chooses it for a host string
 
 
-def shared_listener(host: str, port: int, backlog: int = 2048) -> socket.socket:
-    """A non-blocking socket listening on `host:port` that other processes of this user may also listen on; the
-    kernel spreads new connections over all of them. Raises OSError (e.g. the port held by another program)."""
+def listening_socket(host: str, port: int, *, shared: bool, backlog: int = 2048) -> socket.socket:
+    """A non-blocking socket listening on `host:port`. `shared`: other processes of this user may also listen on
+    it, and the kernel spreads new connections over all of them. Raises OSError (e.g. the port is taken)."""
     sock = socket.socket(_family(host), socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if shared:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((host, port))
         sock.listen(backlog)
         sock.setblocking(False)
