@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import typer
@@ -167,21 +168,30 @@ def run_several(settings: Settings, log_stderr: bool) -> None:
     from somner.gateway_processes.supervisor import supervise
 
     _warn_if_reachable(settings)
-    try:
+    with _explained_errors():
         status = supervise(settings, log_to_stderr=log_stderr)
+    if status != 0:
+        raise typer.Exit(status)
+    log.info("stopped")
+
+
+@contextlib.contextmanager
+def _explained_errors() -> Iterator[None]:
+    """Configuration and start-up errors end the command with their message (no traceback) and status 1."""
+    try:
+        yield
     except SomnerError as exc:
         typer.echo(f"error: {exc.message}", err=True)
         raise typer.Exit(1) from None
     except ModelConfigError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
-    if status != 0:
-        raise typer.Exit(status)
-    log.info("stopped")
 
 
 def _warn_if_reachable(settings: Settings) -> None:
-    if settings.host not in ("127.0.0.1", "::1", "localhost"):
+    from somner.api.guard import is_loopback
+
+    if not is_loopback(settings.host):
         log.warning("listening on %s: reachable from other machines", settings.host)
 
 
@@ -189,14 +199,8 @@ def run(settings: Settings) -> None:
     from somner.app import create_app
     from somner.http_server import serve
 
-    try:
+    with _explained_errors():
         app = create_app(settings)
-    except SomnerError as exc:
-        typer.echo(f"error: {exc.message}", err=True)
-        raise typer.Exit(1) from None
-    except ModelConfigError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
     _warn_if_reachable(settings)
     log.info(
         "serving on http://%s:%d (data in %s)",
