@@ -23,7 +23,14 @@ from somner.core import (
 )
 from somner.errors import BadRequest, EngineFailed, NotFound
 from somner.models.backends.http1 import ConnectError, ConnectionPool, HTTPError, ReadTimeout, Response
-from somner.models.backends.passthrough import PassThrough, Reply, error_from_body, event_blobs, parse_event
+from somner.models.backends.passthrough import (
+    PassThrough,
+    Reply,
+    error_from_body,
+    event_blobs,
+    json_object,
+    parse_event,
+)
 from somner.wire import sse
 from somner.wire.openai import decode, encode
 
@@ -170,13 +177,7 @@ class OpenAIHTTPClient:
         except NotFound:
             raise BadRequest(f"The engine serving this model does not offer {what}.", code="unsupported") from None
         payload = await self._read(response, "stopped while answering")
-        try:
-            data = orjson.loads(payload)
-        except orjson.JSONDecodeError as exc:
-            raise EngineFailed(f"{self._label} sent a malformed {what} response") from exc
-        if not isinstance(data, dict):
-            raise EngineFailed(f"{self._label} sent a malformed {what} response")
-        return data
+        return json_object(payload, f"{self._label} sent a malformed {what} response")
 
     async def tokenize(self, text: str, *, add_special: bool = False, with_pieces: bool = False) -> list[Any]:
         """Token ids of `text` (or {"id", "piece"} objects `with_pieces`), llama-server's `/tokenize`."""

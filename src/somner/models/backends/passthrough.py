@@ -43,14 +43,20 @@ def error_from_body(status: int, body: bytes) -> SomnerError:
     return error_from_status(status, message, code=code, param=param)
 
 
-def parse_event(data: bytes, label: str) -> dict[str, Any]:
-    """One event's JSON as a dict; an error event raises the engine's error."""
+def json_object(data: bytes, complaint: str) -> dict[str, Any]:
+    """An engine's JSON object, or `EngineFailed(complaint)` when it sent something else."""
     try:
         obj = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
-        raise EngineFailed(f"{label} sent a malformed event") from exc
+        raise EngineFailed(complaint) from exc
     if not isinstance(obj, dict):
-        raise EngineFailed(f"{label} sent a malformed event")
+        raise EngineFailed(complaint)
+    return obj
+
+
+def parse_event(data: bytes, label: str) -> dict[str, Any]:
+    """One event's JSON as a dict; an error event raises the engine's error."""
+    obj = json_object(data, f"{label} sent a malformed event")
     if obj.get("error") is not None:
         raise error_from_body(500, data)
     return obj
@@ -148,10 +154,6 @@ class PassThrough:
         if aclose is not None:
             await aclose()
 
-    @staticmethod
-    def has_content(blob: bytes) -> bool:
-        return content_events(blob) > 0
-
 
 @dataclass(frozen=True, slots=True)
 class Reply:
@@ -162,10 +164,8 @@ class Reply:
 
     @classmethod
     def of(cls, body: bytes, label: str) -> Reply:
-        try:
-            data = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise EngineFailed(f"{label} sent a malformed answer") from exc
-        if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
-            raise EngineFailed(f"{label} sent a malformed answer")
+        complaint = f"{label} sent a malformed answer"
+        data = json_object(body, complaint)
+        if not isinstance(data.get("choices"), list):
+            raise EngineFailed(complaint)
         return cls(body=body, usage=decode.usage_of(data) or Usage())
