@@ -242,6 +242,17 @@ class LlamaContext:
         """Drop positions [start, end) of `seq`; False when a partial removal is impossible."""
         return bool(lib.llama_memory_seq_rm(self.memory, seq, start, end))
 
+    def keep_prefix(self, seq: int, n: int) -> int:
+        """Keep the first `n` positions of `seq` and drop the rest; returns how many were kept: `n`, or 0 when
+        the sequence cannot be cut there (sliding-window layers keep only their window, so positions before it
+        may already be gone; some caches refuse partial removal), in which case all of it is dropped."""
+        if n > 0 and self.model.n_swa > 0 and self.seq_pos_min(seq) > max(0, n - self.model.n_swa):
+            n = 0
+        if not self.seq_remove(seq, n, -1):
+            self.seq_remove(seq, 0, -1)
+            n = 0
+        return n
+
     def seq_pos_min(self, seq: int) -> int:
         return int(lib.llama_memory_seq_pos_min(self.memory, seq))
 
@@ -252,6 +263,17 @@ class LlamaContext:
         if self.handle:
             lib.llama_free(self.handle)
             self.handle = None
+
+
+def common_prefix(a: list[int], b: list[int]) -> int:
+    """The length of the longest common prefix of two token lists."""
+    n = min(len(a), len(b))
+    if n == 0:
+        return 0
+    left = np.asarray(a[:n], dtype=np.int64)
+    right = np.asarray(b[:n], dtype=np.int64)
+    diff = np.flatnonzero(left != right)
+    return int(diff[0]) if diff.size else n
 
 
 class Batch:

@@ -29,7 +29,7 @@ import numpy as np
 
 from somner.core import Chunk, FinishReason, Timings, TokenLogprob, TopLogprob, Usage
 from somner.engine.jobs import EmbeddingJob, EngineStats, GenerationJob, Output, Sink
-from somner.engine.llama import Batch, EngineError, LlamaContext, LlamaModel
+from somner.engine.llama import Batch, EngineError, LlamaContext, LlamaModel, common_prefix
 from somner.engine.sampling import logprobs_of
 from somner.engine.speculative import Drafter, Wish
 from somner.engine.text import IncrementalDecoder, StopMatcher
@@ -90,16 +90,6 @@ class Slot:
     @property
     def prefilling(self) -> bool:
         return self.job is not None and self.prompt_pos < len(self.job.prompt)
-
-
-def common_prefix(a: list[int], b: list[int]) -> int:
-    n = min(len(a), len(b))
-    if n == 0:
-        return 0
-    left = np.asarray(a[:n], dtype=np.int64)
-    right = np.asarray(b[:n], dtype=np.int64)
-    diff = np.flatnonzero(left != right)
-    return int(diff[0]) if diff.size else n
 
 
 class Scheduler:
@@ -289,13 +279,7 @@ class Scheduler:
         slot = best
         # The last prompt tokens are evaluated again even when cached: their logits give the first output token,
         # and recomputing a run of them keeps a repeated prompt's numerics identical to its first time.
-        reuse = max(0, min(best_common, len(job.prompt) - _TAIL_TOKENS))
-        # Sliding-window layers keep only their window; positions before it may already be gone.
-        if reuse > 0 and self.model.n_swa > 0 and self.ctx.seq_pos_min(slot.seq) > max(0, reuse - self.model.n_swa):
-            reuse = 0
-        if not self.ctx.seq_remove(slot.seq, reuse, -1):
-            self.ctx.seq_remove(slot.seq, 0, -1)
-            reuse = 0
+        reuse = self.ctx.keep_prefix(slot.seq, max(0, min(best_common, len(job.prompt) - _TAIL_TOKENS)))
         del slot.tokens[reuse:]
         if self.drafter is not None:
             self.drafter.keep(slot.seq, slot.tokens)
@@ -435,7 +419,7 @@ class Scheduler:
             self.stats.accepted_tokens += accepted
         self.ctx.seq_remove(seq, len(slot.tokens), -1)
         assert self.drafter is not None
-        self.drafter.keep(seq, slot.tokens)
+        self.drafter.truncate(seq, len(slot.tokens))  # (its cache holds the slot's tokens, then unchecked guesses)
         slot.guesses = []
 
     def _advance(self, slot: Slot, outputs: list[Output]) -> bool:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from somner.engine.llama import Batch, EngineError, LlamaContext, LlamaModel
+from somner.engine.llama import Batch, EngineError, LlamaContext, LlamaModel, common_prefix
 
 log = logging.getLogger(__name__)
 
@@ -50,20 +50,14 @@ class Drafter:
         self.model.close()
 
     def keep(self, seq: int, tokens: list[int]) -> None:
-        """The slot now holds `tokens` (accepted): keep the longest cached prefix of them, drop the rest."""
+        """The slot now holds `tokens` (a new prompt's reused part): keep the longest cached prefix of them."""
+        self.truncate(seq, common_prefix(self.cached[seq], tokens))
+
+    def truncate(self, seq: int, n: int) -> None:
+        """Keep at most the first `n` cached tokens of `seq` (known to agree with the slot's)."""
         cached = self.cached[seq]
-        n = 0
-        limit = min(len(cached), len(tokens))
-        while n < limit and cached[n] == tokens[n]:
-            n += 1
-        if n == len(cached):
-            return
-        if n > 0 and self.model.n_swa > 0 and self.ctx.seq_pos_min(seq) > max(0, n - self.model.n_swa):
-            n = 0  # sliding-window layers no longer hold what precedes the kept part
-        if not self.ctx.seq_remove(seq, n, -1):
-            self.ctx.seq_remove(seq, 0, -1)
-            n = 0
-        del cached[n:]
+        if len(cached) > n:
+            del cached[self.ctx.keep_prefix(seq, n) :]
 
     def propose(self, wishes: list[Wish]) -> None:
         """Fill each wish's `guesses` (possibly none: a slot still catching up gets none this step)."""
