@@ -99,3 +99,19 @@ def test_cancelling_one_stream_spares_the_other(drafted: EngineHarness) -> None:
     while drafted.engine.scheduler.stats.snapshot()["active"] and time.monotonic() < deadline:
         time.sleep(0.05)
     assert drafted.engine.scheduler.stats.snapshot()["active"] == 0
+
+
+def test_guesses_keep_coming_past_the_sliding_window(drafted: EngineHarness) -> None:
+    """Rolling back rejected guesses on a sequence longer than Gemma 3's sliding window keeps the draft model's
+    cache (it is not dropped and caught up again, which would leave no guesses for the steps after)."""
+    window = drafted.engine.model.n_swa
+    if window == 0 or window > 800:
+        pytest.skip(f"the model's sliding window ({window}) does not fit this test's context")
+    prompt = " ".join(f"item {i}," for i in range(window // 4 + 40))
+    assert len(drafted.engine.tokenize_prompt(prompt)) > window + 16
+    before = drafted.engine.scheduler.stats.snapshot()
+    _, last = run(drafted, prompt, max_tokens=48, temperature=0, ignore_eos=True)
+    after = drafted.engine.scheduler.stats.snapshot()
+    assert last.usage.completion_tokens == 48
+    accepted = after["accepted_tokens"] - before["accepted_tokens"]
+    assert accepted > 48 // 3, f"only {accepted} guesses accepted past the window"
