@@ -183,7 +183,9 @@ def test_broken_models_fail_clearly_without_a_retry_storm(tmp_path: Path, model_
     # A valid header but no tensors: passes the header check, then llama.cpp refuses it in the worker.
     (models / "hollow.gguf").write_bytes(b"GGUF" + (3).to_bytes(4, "little") + bytes(16))
     with ThreadedGateway(settings) as gateway, httpx.Client(base_url=gateway.url, timeout=60) as client:
-        for name, reason in (("not-gguf", "not a GGUF file"), ("hollow", "could not be loaded")):
+        # The worker's own verdict and its real exit status (not an abort at its exit) say why.
+        hollow = "could not be loaded (its engine exited with status 2): cannot load model"
+        for name, reason in (("not-gguf", "not a GGUF file"), ("hollow", hollow)):
             body = {"model": name, "messages": [{"role": "user", "content": "x"}]}
             first = client.post("/v1/chat/completions", json=body)
             assert first.status_code == 503

@@ -361,11 +361,15 @@ def create_worker_app(engine: Engine, router: JobRouter, model_id: str) -> Starl
 
 
 def _exit_with_parent() -> None:
-    """Stop when the parent's end of our stdin closes: a gateway that dies leaves no worker behind."""
+    """Stop when the parent's end of our stdin closes: a gateway that dies leaves no worker behind.
+
+    The watcher reads the raw file descriptor (`os.read`), never `sys.stdin`: a daemon thread blocked inside the
+    buffered reader holds its lock, and the interpreter's shutdown, which flushes stdin, then aborts the process
+    (SIGABRT, "could not acquire lock for <stdin>") on every normal exit, hiding the worker's real exit status."""
 
     def watch() -> None:
-        with contextlib.suppress(OSError, ValueError):
-            while sys.stdin.buffer.read(4096):
+        with contextlib.suppress(OSError):
+            while os.read(0, 4096):
                 pass
         log.warning("parent process went away; stopping")
         os.kill(os.getpid(), signal.SIGTERM)

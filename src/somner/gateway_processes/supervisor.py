@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass
 from types import FrameType
 
+from somner.exits import describe_exit
 from somner.gateway_processes.listening import port_taken
 from somner.gateway_processes.orders import Orders, command, encode
 from somner.models.registry import ModelSpec
@@ -242,9 +243,9 @@ class Supervisor:
                 os.close(slot.ready_pipe)
                 slot.ready_pipe = None
             if self._stopping:
-                log.info("gateway process %d (pid %d) %s", slot.number, process.pid, _ending(status))
+                log.info("gateway process %d (pid %d) %s", slot.number, process.pid, describe_exit(status))
                 continue
-            self._died(slot, process.pid, _ending(status))
+            self._died(slot, process.pid, describe_exit(status))
 
     def _died(self, slot: _Slot, pid: int | None, ending: str) -> None:
         now = time.monotonic()
@@ -343,11 +344,3 @@ def _kill_group(process: subprocess.Popen[bytes]) -> None:
         os.killpg(process.pid, signal.SIGKILL)
     with contextlib.suppress(ProcessLookupError):
         process.kill()
-
-
-def _ending(status: int) -> str:
-    if status < 0:
-        with contextlib.suppress(ValueError):
-            return f"was killed by {signal.Signals(-status).name}"
-        return f"was killed by signal {-status}"
-    return f"exited with status {status}"
