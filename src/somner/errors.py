@@ -41,6 +41,12 @@ class BadRequest(SomnerError):
     kind = "invalid_request_error"
 
 
+class AmbiguousModelName(BadRequest):
+    """A model name that, written as the client wrote it, could mean several models."""
+
+    code = "ambiguous_model"
+
+
 class ContextLengthExceeded(BadRequest):
     code = "context_length_exceeded"
 
@@ -109,6 +115,24 @@ class EngineFailed(SomnerError):
 
     status = 502
     code = "engine_error"
+
+
+class EngineGone(EngineFailed):
+    """The engine was not there for a request: the connection was refused or dropped, its socket was missing, its
+    process had exited. A request that has had no token yet runs once more on a fresh engine (see the model
+    manager's `replace`); when this reaches a client, `Retry-After` says when to try again."""
+
+    code = "engine_unreachable"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message, param=param, code=code, headers={"Retry-After": "1", **(headers or {})})
 
 
 class Unavailable(SomnerError):

@@ -2,7 +2,13 @@
 
 Requests whose last message (or prompt) contains a trigger word misbehave on purpose:
 FAIL_BEFORE (error before the stream), FAIL_MIDWAY (error after two chunks), BOOM (an unexpected exception),
-SLOW (pauses between chunks), HANG (never produces anything).
+SLOW (pauses between chunks), HANG (never produces anything), STALL (two tokens, then nothing until the engine
+dies: then its connection breaks). The farm's `vanish` makes the engine that gets the
+next generation die (then it is disarmed): "open" when the request reaches it (`EngineGone` at once), "early" after
+it accepted the request but before the first token, "midway" after two tokens.
+
+`SupervisedFake` (the farm's `supervised=True`) is a backend the manager runs like an engine process: it has a
+heartbeat (`responsive`, false once `frozen`) and can be killed.
 
 A chat request that forces a tool call (tool_choice "required" or a named function) gets a call of that tool
 (the first one for "required") with the arguments `{"word": <first word of the last message>}`, streamed in two
@@ -29,7 +35,7 @@ from somner.core import (
     ToolChoiceMode,
     Usage,
 )
-from somner.errors import BadRequest, EngineFailed, ModelLoadFailed
+from somner.errors import BadRequest, EngineFailed, EngineGone, ModelLoadFailed
 from somner.models.registry import ModelSpec
 
 
@@ -68,9 +74,17 @@ class FakeBackend:
         assert self._exit is not None
         return await asyncio.shield(self._exit)
 
+    def _die(self) -> EngineGone:
+        if self._exit is not None and not self._exit.done():
+            self._exit.set_result(-9)
+        return EngineGone("the fake engine went away")
+
     async def _stream(
         self, text: str, prompt_tokens: int, max_tokens: int | None, logprobs: int | None
     ) -> AsyncIterator[Chunk]:
+        vanish, self.farm.vanish = self.farm.vanish, None
+        if vanish == "open":
+            raise self._die()
         if "FAIL_BEFORE" in text:
             raise EngineFailed("the fake engine refused")
         if "BOOM" in text:
@@ -84,9 +98,17 @@ class FakeBackend:
             produced = 0
             if "HANG" in text:
                 await asyncio.Event().wait()  # an engine that stops making progress (until cancelled)
+            if vanish == "early":
+                yield Chunk()  # the opening event an engine sends before any token (a role)
+                raise self._die()
             for i, word in enumerate(words[:limit]):
                 if "FAIL_MIDWAY" in text and i == 2:
                     raise EngineFailed("the fake engine crashed")
+                if i == 2 and vanish == "midway":
+                    raise self._die()
+                if i == 2 and "STALL" in text and self._exit is not None:
+                    await asyncio.shield(self._exit)
+                    raise self._die()
                 if "SLOW" in text:
                     await asyncio.sleep(0.05)
                 produced += 1
@@ -118,7 +140,13 @@ class FakeBackend:
         usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=2)
         yield Chunk(finish_reason=FinishReason.TOOL_CALLS, usage=usage)
 
+    def _gone_at_once(self) -> None:
+        if self.farm.vanish == "open":
+            self.farm.vanish = None
+            raise self._die()
+
     async def tokenize(self, text: str, *, add_special: bool = False, with_pieces: bool = False) -> list[Any]:
+        self._gone_at_once()
         ids = [len(word) for word in text.split()]
         if with_pieces:
             return [{"id": i, "piece": word} for i, word in zip(ids, text.split(), strict=True)]
@@ -136,8 +164,31 @@ class FakeBackend:
         return await self._stream(text, len(text.split()), request.sampling.max_tokens, request.sampling.logprobs)
 
     async def embed(self, request: EmbeddingRequest) -> EmbeddingResult:
+        self._gone_at_once()
         vectors = [[float(len(str(item))), 1.0, 0.0, 0.0] for item in request.inputs]
         return EmbeddingResult(embeddings=vectors, prompt_tokens=len(request.inputs))
+
+
+class SupervisedFake(FakeBackend):
+    """A fake engine process: it answers its heartbeat until `frozen`, and can be killed."""
+
+    def __init__(self, farm: FakeFarm, spec: ModelSpec) -> None:
+        super().__init__(farm, spec)
+        self.frozen = False
+        self.killed = False
+        self.heartbeats = 0
+
+    async def responsive(self, within: float) -> bool:
+        self.heartbeats += 1
+        if self.frozen:
+            await asyncio.sleep(within)
+            return False
+        return self.alive
+
+    async def kill(self) -> None:
+        self.killed = True
+        if self._exit is not None and not self._exit.done():
+            self._exit.set_result(-9)
 
 
 @dataclass
@@ -146,13 +197,15 @@ class FakeFarm:
 
     start_delay: float = 0.0
     start_error: Exception | None = None
+    supervised: bool = False  # make SupervisedFake backends
+    vanish: str | None = None  # "open", "early", "midway": the engine of the next generation dies then
     starts: int = 0
     stops: int = 0
     tokens: int = 0
     backends: list[FakeBackend] = field(default_factory=list)
 
     def factory(self, spec: ModelSpec) -> FakeBackend:
-        backend = FakeBackend(self, spec)
+        backend = (SupervisedFake if self.supervised else FakeBackend)(self, spec)
         self.backends.append(backend)
         return backend
 

@@ -381,3 +381,34 @@ def test_the_default_budget_is_the_gpus_when_models_are_offloaded(
     assert services.policy_for(cpu_only).budget == int(machine_memory() * 0.8)
     monkeypatch.setattr(services, "read_gpu_memory", list)  # no GPU
     assert services.policy_for(Settings()).budget == int(machine_memory() * 0.8)
+
+
+async def test_many_requests_that_find_their_engine_gone_share_one_fresh_engine(tmp_path: Path) -> None:
+    farm = FakeFarm(supervised=True)
+    manager = make_manager(tmp_path, farm)
+    leases = [await manager.acquire("alpha") for _ in range(5)]
+    farm.backends[0].crash(-9)  # (noticed by nobody yet when the requests ask)
+    fresh = await asyncio.gather(*(manager.replace(lease, "refused") for lease in leases))
+    assert farm.starts == 2 and all(f is not None and f.backend is farm.backends[1] for f in fresh)
+    for lease in [*leases, *fresh]:
+        assert lease is not None
+        lease.release()
+    assert {s.id: s for s in manager.statuses()}["alpha"].in_flight == 0
+
+
+async def test_an_engine_that_still_answers_is_kept(tmp_path: Path) -> None:
+    farm = FakeFarm(supervised=True)
+    manager = make_manager(tmp_path, farm)
+    lease = await manager.acquire("alpha")
+    again = await manager.replace(lease, "a reset connection")
+    assert again is not None and again.backend is lease.backend and farm.starts == 1
+    lease.release()
+    again.release()
+
+
+async def test_engines_the_manager_does_not_run_are_not_replaced(tmp_path: Path) -> None:
+    farm = FakeFarm()  # (not supervised: as a remote engine)
+    manager = make_manager(tmp_path, farm)
+    lease = await manager.acquire("alpha")
+    assert await manager.replace(lease, "refused") is None
+    lease.release()

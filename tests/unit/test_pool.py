@@ -314,6 +314,41 @@ async def test_a_dead_local_member_is_restarted() -> None:
     assert not pool.members[0].backend.alive
 
 
+class SupervisedMember(ScriptedMember):
+    """A local engine with a heartbeat; `hung` makes it stop answering (alive all the same) until killed."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.hung = False
+        self.kills = 0
+
+    async def responsive(self, within: float) -> bool:
+        return self.alive_flag and not self.hung
+
+    async def kill(self) -> None:
+        self.kills += 1
+        self.hung = False
+        self.alive_flag = False
+
+
+async def test_a_hung_local_member_is_taken_down_killed_and_restarted() -> None:
+    a, b = SupervisedMember("a"), ScriptedMember("b")
+    pool = make_pool(a, b, kind="worker")
+    await pool.start()
+    a.hung = True
+    await pool.check_all()
+    assert pool.snapshot()[0].state == "up" and a.kills == 0  # one failed check is below the threshold
+    await pool.check_all()
+    assert pool.snapshot()[0].last_check_error == "its engine does not answer"
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert a.kills == 1 and a.starts == 2 and a.alive
+    await pool.check_all()
+    await pool.check_all()
+    assert pool.snapshot()[0].state == "up"
+    await pool.stop()
+
+
 async def test_start_needs_one_member() -> None:
     a, b = ScriptedMember("a"), ScriptedMember("b")
     a.start_error = ModelLoadFailed("no")

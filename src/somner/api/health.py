@@ -36,21 +36,27 @@ async def ping(request: Request) -> Response:
 
 
 async def health(request: Request) -> Response:
+    """200 with `status: ok`; 503 with `status: degraded` while an engine is unwell (hung, being replaced): the
+    gateway itself is alive (that is `/ping`), but part of what it serves is not."""
     services = _services(request)
     statuses = services.manager.statuses()
+    unwell = {s.id: s.health for s in statuses if s.health is not None}
     return _json(
         {
-            "status": "ok",
+            "status": "degraded" if unwell else "ok",
             "version": __version__,
             "uptime_s": round(time.time() - services.started_at, 1),
             "ready": services.ready,
             "loaded_models": [s.id for s in statuses if s.state is ModelState.LOADED],
-            "models": {s.id: {"state": s.state.value, "in_flight": s.in_flight} for s in statuses},
+            "models": {
+                s.id: {"state": s.state.value, "in_flight": s.in_flight, "health": s.health or "ok"} for s in statuses
+            },
             "queue_depth": services.gateway.queue.depth,
             "in_flight": services.gateway.in_flight,
             "database": await services.db.ping(),
             "gpus": await services.gpus.devices(),
-        }
+        },
+        503 if unwell else 200,
     )
 
 
@@ -65,6 +71,7 @@ async def ready(request: Request) -> Response:
     statuses = services.manager.statuses()
     if settings.ready_requires_model and not any(s.state is ModelState.LOADED for s in statuses):
         problems.append("no model loaded")
+    problems.extend(f"{s.id}: {s.health}" for s in statuses if s.health is not None)
     stalled = services.manager.stalled(settings.stall_timeout)
     if stalled:
         problems.append(f"no progress for {settings.stall_timeout:g}s: {', '.join(sorted(stalled))}")

@@ -9,6 +9,11 @@ which frees the turn, charges the tokens and writes the usage record.
 whole reply or encodes the `observed` chunks into its own events and answers with `streamed`, which ends the
 events with the dialect's trailer, or with its error event if the generation fails midway, and closes the call
 however the response ends.
+
+Every use of the engine goes through the call (`Call.on_engine`, `open_chat`, `tokenizer_of`, ...): when the engine
+turns out to be gone before the request had its first token (`EngineGone`), the call gets a lease on a fresh engine
+from the model manager and runs the request there, once (`Call.recover`); streams do the same up to their first
+token (`Resuming`). Only if that also fails does the client see the error, with Retry-After.
 """
 
 from __future__ import annotations
@@ -16,27 +21,32 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from somner.api.errors import internal_error, request_id
 from somner.api.principal import lane_of, principal_of
-from somner.api.streaming import ClientDisconnected, event_stream, until_disconnected
+from somner.api.streaming import ClientDisconnected, event_stream, shutting_down, until_disconnected
 from somner.core import ChatRequest, Chunk, CompletionRequest
 from somner.core.streams import Collected, collect
-from somner.errors import BadRequest, SomnerError
+from somner.errors import BadRequest, EngineGone, SomnerError
 from somner.gateway.admission import Ticket, status_of
 from somner.models import defaults
-from somner.models.backends.base import ChunkStream, Tokenizes
-from somner.models.manager import Lease
+from somner.models.backends.base import Backend, ChunkStream, Tokenizes
+from somner.models.backends.passthrough import PassThrough
+from somner.models.manager import Lease, ModelManager
 from somner.models.registry import ModelSpec
 from somner.observability.requests import remember_ticket
 from somner.services import Services
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+_RETRY_AFTER = "2"  # seconds, on the error of a request whose second engine failed too
 
 
 @dataclass(eq=False)
@@ -44,15 +54,43 @@ class Call:
     ticket: Ticket
     lease: Lease
     keep: float | None
+    manager: ModelManager
     prompt_text: str | None = None
     text: list[str] = field(default_factory=list)  # the completion, kept only when requests are logged
     completed: bool = False
     error_status: int | None = None  # a stream that ended with an error event
     closed: bool = False
+    recovered: bool = False  # the request already moved to a fresh engine once
 
     @property
     def spec(self) -> ModelSpec:
         return self.lease.spec
+
+    async def on_engine(self, use: Callable[[Backend], Awaitable[T]]) -> T:
+        """`use(backend)`, and once more on a fresh engine if this one turns out to be gone."""
+        try:
+            return await use(self.lease.backend)
+        except EngineGone as exc:
+            await self.recover(exc)
+        return await use(self.lease.backend)
+
+    async def recover(self, error: EngineGone) -> None:
+        """The engine was gone before this request had a token: move the call to a fresh engine (the manager
+        starts one, or waits for the one starting), or raise `error` when that cannot be: a second time, or an
+        engine the manager does not run. Errors from here on say when to try again."""
+        if self.recovered:
+            error.headers.setdefault("Retry-After", _RETRY_AFTER)
+            raise error
+        self.recovered = True
+        try:
+            fresh = await self.manager.replace(self.lease, error.message)
+        except SomnerError as exc:
+            exc.headers.setdefault("Retry-After", _RETRY_AFTER)
+            raise
+        if fresh is None:
+            raise error
+        old, self.lease = self.lease, fresh
+        old.release()
 
     def observe(self, chunk: Chunk) -> None:
         """Account for one chunk on its way to the client."""
@@ -121,7 +159,7 @@ async def begin(
         ticket.finish(status_of(exc))
         raise
     logged = prompt_text if services.gateway.log_requests else None
-    return Call(ticket=ticket, lease=lease, keep=keep, prompt_text=logged)
+    return Call(ticket=ticket, lease=lease, keep=keep, manager=services.manager, prompt_text=logged)
 
 
 def fail(call: Call, error: BaseException) -> None:
@@ -159,6 +197,67 @@ def count_prompt(call: Call, stream: ChunkStream) -> None:
         call.ticket.usage.prompt_tokens += known
 
 
+Opener = Callable[[Backend], Awaitable[ChunkStream]]
+
+
+class Resuming:
+    """An engine's chunk stream that, when the engine goes away before the first token, is opened again on a fresh
+    engine (`Call.recover`) and goes on from there: the client sees one stream."""
+
+    __slots__ = ("_call", "_open", "_started", "_stream", "prompt_tokens")
+
+    def __init__(self, call: Call, open_: Opener, stream: ChunkStream) -> None:
+        self._call = call
+        self._open = open_
+        self._stream = stream
+        self._started = False
+        known = getattr(stream, "prompt_tokens", None)
+        self.prompt_tokens = known if isinstance(known, int) else None
+
+    @classmethod
+    async def open(cls, call: Call, open_: Opener) -> Resuming:
+        return cls(call, open_, await call.on_engine(open_))
+
+    def __aiter__(self) -> Resuming:
+        return self
+
+    async def __anext__(self) -> Chunk:
+        try:
+            chunk = await self._stream.__anext__()
+        except EngineGone as exc:
+            if self._started:
+                raise
+            await self._resume(exc)
+            return await self.__anext__()
+        if not self._started and (chunk.text or chunk.tool_calls or chunk.finish_reason is not None):
+            self._started = True
+        return chunk
+
+    async def _resume(self, error: EngineGone) -> None:
+        await close_stream(self._stream)
+        await self._call.recover(error)
+        self._stream = await self._open(self._call.lease.backend)
+        known = getattr(self._stream, "prompt_tokens", None)
+        if isinstance(known, int):  # the prompt is charged once: the fresh engine's count replaces the lost one's
+            self._call.ticket.usage.prompt_tokens += known - (self.prompt_tokens or 0)
+            self.prompt_tokens = known
+
+    async def aclose(self) -> None:
+        await close_stream(self._stream)
+
+
+def resumable(call: Call, events: PassThrough, open_: Callable[[Backend], Awaitable[PassThrough]]) -> PassThrough:
+    """`events` (an engine's relayed stream), set to go on from a fresh engine if its engine goes away before the
+    first token."""
+
+    async def resume(error: EngineGone) -> PassThrough:
+        await call.recover(error)
+        return await open_(call.lease.backend)
+
+    events.resume = resume
+    return events
+
+
 async def begin_chat(request: Request, services: Services, core: ChatRequest, admission: Admission) -> Call:
     """Admit a chat request and lease its model; the model's defaults are applied to `core`."""
     call = await begin(
@@ -180,7 +279,7 @@ async def begin_chat(request: Request, services: Services, core: ChatRequest, ad
 async def open_chat(call: Call, core: ChatRequest) -> ChunkStream:
     """The engine's stream for an admitted chat request (the call is closed if the engine refuses it)."""
     try:
-        stream = await call.lease.backend.chat(core)
+        stream = await Resuming.open(call, lambda backend: backend.chat(core))
     except BaseException as exc:
         fail(call, exc)
         raise
@@ -220,7 +319,7 @@ async def open_completions(call: Call, cores: list[CompletionRequest]) -> list[C
     streams: list[ChunkStream] = []
     try:
         for core in cores:
-            streams.append(await call.lease.backend.complete(core))
+            streams.append(await Resuming.open(call, _completion(core)))
             count_prompt(call, streams[-1])
     except BaseException as exc:
         for stream in streams:
@@ -228,6 +327,10 @@ async def open_completions(call: Call, cores: list[CompletionRequest]) -> list[C
         fail(call, exc)
         raise
     return streams
+
+
+def _completion(core: CompletionRequest) -> Opener:
+    return lambda backend: backend.complete(core)
 
 
 async def start_completion(
@@ -300,8 +403,20 @@ def streamed(
         finally:
             call.close_stream()
 
-    body = _ending(request, call, events, error_event, trailer)
-    return event_stream(body, on_close=done, media_type=media_type, headers=call.ticket.headers)
+    def cut() -> bytes:  # the drain deadline passed: the server ends the stream, and says so
+        call.error_status = 503
+        return error_event(shutting_down())
+
+    services: Services = request.app.state.services
+    return event_stream(
+        _ending(request, call, events, error_event, trailer),
+        on_close=done,
+        media_type=media_type,
+        headers=call.ticket.headers,
+        keepalive_interval=services.settings.stream_keepalive,
+        stop=services.cutoff,
+        on_stop=cut,
+    )
 
 
 # -- requests that name no model ----------------------------------------------------------------------------
@@ -320,11 +435,40 @@ def default_model(services: Services) -> str:
     )
 
 
-def tokenizer_of(call: Call) -> Tokenizes:
-    backend = call.lease.backend
+class CallTokenizer:
+    """The tokenizer of the call's engine, used through the call (a lost engine is replaced once)."""
+
+    __slots__ = ("_call",)
+
+    def __init__(self, call: Call) -> None:
+        self._call = call
+
+    async def tokenize(self, text: str, *, add_special: bool = False, with_pieces: bool = False) -> list[Any]:
+        return await self._call.on_engine(
+            lambda backend: _tokenizer(backend).tokenize(text, add_special=add_special, with_pieces=with_pieces)
+        )
+
+    async def detokenize(self, tokens: list[int]) -> str:
+        return await self._call.on_engine(lambda backend: _tokenizer(backend).detokenize(tokens))
+
+    async def apply_template(self, request: ChatRequest) -> str:
+        return await self._call.on_engine(lambda backend: _tokenizer(backend).apply_template(request))
+
+
+def _tokenizer(backend: Backend) -> Tokenizes:
     if not isinstance(backend, Tokenizes):
         raise BadRequest("The engine serving this model does not offer tokenization.", code="unsupported")
     return backend
+
+
+def tokenizer_of(call: Call) -> Tokenizes:
+    _tokenizer(call.lease.backend)  # (refused before any work when the engine has none)
+    return CallTokenizer(call)
+
+
+def tokenizer_if_any(call: Call) -> Tokenizes | None:
+    """The call's tokenizer, or None when its engine offers none."""
+    return CallTokenizer(call) if isinstance(call.lease.backend, Tokenizes) else None
 
 
 async def tokenizing(request: Request, services: Services, model: str | None, dialect: str, bytes_in: int) -> Call:

@@ -453,7 +453,7 @@ def status(config: Path | None = ConfigOption, data_dir: Path | None = DataDirOp
     typer.echo(f"address: {record.url}")
     try:
         response = httpx.get(f"{record.url}/health", timeout=5.0)
-        health = response.json() if response.status_code == 200 else None
+        health = response.json() if response.status_code in (200, 503) else None  # (503: an engine is unwell)
         problem = f"HTTP {response.status_code}"
     except (httpx.HTTPError, ValueError) as exc:
         health, problem = None, f"no answer ({exc.__class__.__name__})"
@@ -466,3 +466,10 @@ def status(config: Path | None = ConfigOption, data_dir: Path | None = DataDirOp
     loaded = health.get("loaded_models") if isinstance(health, dict) else None
     models = ", ".join(str(m) for m in loaded) if isinstance(loaded, list) and loaded else "none"
     typer.echo(f"models:  {models}")
+    unwell = {
+        name: model.get("health")
+        for name, model in (health.get("models") or {}).items()
+        if isinstance(model, dict) and model.get("health") not in (None, "ok")
+    }
+    if unwell:
+        typer.echo("health:  degraded (" + "; ".join(f"{name}: {why}" for name, why in unwell.items()) + ")")

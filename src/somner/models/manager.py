@@ -14,7 +14,11 @@ Design note. Each known model has a `ManagedModel` record whose state only this 
   model's ttl, else the global ttl (0: unload now; negative: never). A reaper task unloads expired idle models.
   Pinned models never expire and are never evicted.
 - A backend that exits on its own is noticed by a watcher; its in-flight requests fail through their streams and
-  the next request starts a fresh one.
+  the next request starts a fresh one. A request that finds its engine gone before it had a token asks for
+  `replace`: the lost engine is retired (once, however many requests noticed) and the request runs on a fresh one.
+- Engines the manager runs (`Supervised` backends) have a heartbeat while they have work: one that answers none for
+  `hang_timeout` seconds is hung. It is killed and a fresh one started at once; its streams fail (those that had
+  not had a token run again on the fresh engine), and the model reports its health meanwhile (`/ready`).
 """
 
 from __future__ import annotations
@@ -28,7 +32,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from somner.errors import ModelLoadFailed, SomnerError, Unavailable
-from somner.models.backends.base import Backend
+from somner.exits import describe_exit
+from somner.models.backends.base import Backend, Supervised
 from somner.models.eviction import Newcomer, Resident, plan
 from somner.models.memory import fit_slots
 from somner.models.registry import ModelRegistry, ModelSpec
@@ -41,6 +46,7 @@ Estimator = Callable[[ModelSpec], int]
 
 _MAX_BACKOFF = 60.0
 FOREVER = float("inf")
+_GONE_CHECK = 1.0  # seconds a lost engine gets to answer its health check before it is retired
 
 
 class ModelState(enum.StrEnum):
@@ -77,6 +83,12 @@ class Policy:
     unload_grace: float = 60.0
     dummy_names: frozenset[str] = frozenset()
     min_residency: float = 1.0  # seconds a freshly loaded model is safe from eviction
+    hang_timeout: float = 20.0  # an engine with work that answers no heartbeat this long is restarted (0: never)
+
+    @property
+    def heartbeat_interval(self) -> float:
+        """How often a busy engine's heartbeat is checked: a few beats per `hang_timeout`."""
+        return min(5.0, max(0.05, self.hang_timeout / 4))
 
 
 @dataclass
@@ -95,10 +107,12 @@ class ManagedModel:
     memory: int = 0
     loads: int = 0  # engine starts so far (a restart after a crash counts)
     last_progress: float = 0.0  # when a request last got a token (or the model got busy)
+    health: str | None = None  # why its engine is not well now (no heartbeat, restarting after a hang); None: fine
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     gone: asyncio.Event = field(default_factory=asyncio.Event)  # set while not leaving
     idle: asyncio.Event = field(default_factory=asyncio.Event)  # set while nothing is in flight
     watcher: asyncio.Task[None] | None = None
+    heartbeat: asyncio.Task[None] | None = None
 
     def __post_init__(self) -> None:
         self.gone.set()
@@ -119,6 +133,7 @@ class ModelStatus:
     loads: int
     error: str | None
     last_progress: float | None = None
+    health: str | None = None  # see ManagedModel.health
 
 
 class Lease:
@@ -223,6 +238,7 @@ class ModelManager:
                     loads=record.loads,
                     error=record.last_error.message if record.last_error is not None else None,
                     last_progress=record.last_progress if record.in_flight else None,
+                    health=record.health,
                 )
             )
         return out
@@ -351,6 +367,8 @@ class ModelManager:
         record.last_error = None
         self._transition(record, ModelState.LOADED)
         record.watcher = asyncio.create_task(self._watch(record, backend), name=f"watch-{record.spec.id}")
+        if isinstance(backend, Supervised) and self.policy.hang_timeout > 0:
+            record.heartbeat = asyncio.create_task(self._heartbeat(record, backend), name=f"heartbeat-{record.spec.id}")
         if self.on_load is not None:
             self.on_load(record.spec.id, record.loaded_at - started)
         log.info("model %s loaded in %.2fs", record.spec.id, record.loaded_at - started)
@@ -471,11 +489,7 @@ class ModelManager:
                 return
             self._transition(record, ModelState.UNLOADING)
             backend, record.backend = record.backend, None
-            watcher, record.watcher = record.watcher, None
-            if watcher is not None:
-                watcher.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await watcher
+            await self._end_tasks(record)
             if backend is not None:
                 await backend.stop()
             record.loaded_at = None
@@ -486,23 +500,101 @@ class ModelManager:
             self._stay(record)
             self._notify_room()
 
+    @staticmethod
+    async def _end_tasks(record: ManagedModel) -> None:
+        """Stop the tasks that watch the record's engine (not the calling task, when it is one of them)."""
+        current = asyncio.current_task()
+        for task in (record.watcher, record.heartbeat):
+            if task is not None and task is not current:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        record.watcher = record.heartbeat = None
+
     async def _watch(self, record: ManagedModel, backend: Backend) -> None:
         status = await backend.wait_exit()
         async with record.lock:
             if record.backend is backend and record.state is ModelState.LOADED:
-                log.error("engine for %s exited unexpectedly (status %s)", record.spec.id, status)
-                await self._forget_backend(record, f"its engine exited with status {status}")
+                log.error("engine for %s %s unexpectedly", record.spec.id, describe_exit(status))
+                await self._forget_backend(record, f"its engine {describe_exit(status)}")
 
-    async def _forget_backend(self, record: ManagedModel, why: str) -> None:
-        """Under the lock: a LOADED model whose backend died becomes FAILED (retried on the next request)."""
+    async def _forget_backend(self, record: ManagedModel, why: str, *, kill: bool = False) -> None:
+        """Under the lock: a LOADED model whose backend died (or is killed here) becomes FAILED (the next request
+        starts a fresh engine at once)."""
         backend, record.backend = record.backend, None
         self._transition(record, ModelState.FAILED)
         record.failed_at = self._clock()
         record.failures = 0  # a crash after a good load restarts at once; repeated failed loads back off
         record.last_error = ModelLoadFailed(f"The model '{record.spec.id}' stopped: {why}")
+        await self._end_tasks(record)
         if backend is not None:
+            if kill and isinstance(backend, Supervised):
+                await backend.kill()
             await backend.stop()
         self._notify_room()
+
+    # -- engines that are gone or hung ---------------------------------------------------------------------
+
+    async def replace(self, lease: Lease, why: str) -> Lease | None:
+        """`lease`'s engine was not there for a request that had no token yet (refused, reset, exited): retire
+        that engine, unless someone already has, and lease the model again, which starts a fresh engine or waits
+        for the one being started. The old lease stays held (the caller releases it once it has the new one).
+        None for engines the manager does not run (remote ones): there is nothing to restart."""
+        backend = lease.backend
+        if not isinstance(backend, Supervised):
+            return None
+        record = lease._record
+        async with record.lock:
+            if record.backend is backend and record.state is ModelState.LOADED:
+                if backend.alive and await backend.responsive(_GONE_CHECK):
+                    log.warning("engine for %s failed a request (%s) but answers; retrying on it", record.spec.id, why)
+                else:
+                    log.error("engine for %s is gone (%s); starting a fresh one", record.spec.id, why)
+                    await self._forget_backend(record, why, kill=True)
+        return await self.acquire(record.spec.id)
+
+    async def _heartbeat(self, record: ManagedModel, backend: Backend) -> None:
+        """While the model has requests in flight, its engine must answer a health check at least every
+        `hang_timeout` seconds (real time); otherwise it is hung and recycled."""
+        assert isinstance(backend, Supervised)
+        interval = self.policy.heartbeat_interval
+        answered = time.monotonic()
+        while True:
+            await asyncio.sleep(interval)
+            if record.in_flight == 0:
+                answered = time.monotonic()  # idle: the wait for an answer starts with the next request
+                record.health = None
+                continue
+            if await backend.responsive(interval):
+                answered = time.monotonic()
+                record.health = None
+                continue
+            silent = time.monotonic() - answered
+            record.health = f"its engine has not answered for {silent:.0f}s"
+            if silent >= self.policy.hang_timeout:
+                await self._recycle(record, backend, silent)
+                return
+
+    async def _recycle(self, record: ManagedModel, backend: Backend, silent: float) -> None:
+        """A hung engine: kill it (its streams end with an error; those without a token yet run again on the
+        fresh engine), start a fresh one at once, and report the model unhealthy until it is ready."""
+        log.error(
+            "engine for %s answered no heartbeat for %.1fs with %d request(s) in flight: killing it and starting "
+            "a fresh one",
+            record.spec.id,
+            silent,
+            record.in_flight,
+        )
+        record.health = "restarting: its engine stopped answering"
+        try:
+            async with record.lock:
+                if record.backend is not backend or record.state is not ModelState.LOADED:
+                    return
+                await self._forget_backend(record, f"its engine stopped answering for {silent:.1f}s", kill=True)
+                with contextlib.suppress(SomnerError):  # (a failed start is reported to the next request)
+                    await self._ensure_loaded(record)
+        finally:
+            record.health = None
 
     # -- idle expiry --------------------------------------------------------------------------------------
 

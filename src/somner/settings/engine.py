@@ -60,3 +60,13 @@ class EngineSettings(Section):
     read_timeout: Duration = Field(
         default=300.0, gt=0, description="Longest silence tolerated from an engine while it generates."
     )
+    hang_timeout: Duration = Field(
+        default=20.0,
+        ge=0,
+        description=(
+            "An engine with requests in flight that answers no health check for this long is hung: it is killed "
+            "and a fresh one started; its streams end with an error event, and requests that had no token yet run "
+            "on the fresh engine. /ready answers 503 meanwhile. 0: never (engines the manager runs: workers and "
+            "process backends)."
+        ),
+    )

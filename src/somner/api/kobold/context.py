@@ -76,16 +76,16 @@ def budget(job: KoboldGeneration, spec: ModelSpec) -> tuple[int, int]:
     return limit, max(1, min(length, limit - room))
 
 
-async def fit(job: KoboldGeneration, spec: ModelSpec, backend: object) -> None:
+async def fit(job: KoboldGeneration, spec: ModelSpec, tokenizer: Tokenizes | None) -> None:
     """Set `job.core`'s prompt (memory + prompt, cut from the start of the prompt if needed) and max_tokens.
     An engine that does not tokenize gets the whole text and judges it itself."""
     limit, length = budget(job, spec)
     job.core.sampling.max_tokens = length
     job.core.prompt = job.memory + job.prompt
-    if len(job.core.prompt.encode()) + 1 + length <= limit or not isinstance(backend, Tokenizes):
+    if len(job.core.prompt.encode()) + 1 + length <= limit or tokenizer is None:
         return
-    head = await backend.tokenize(job.memory, add_special=True)  # BOS (if the model has one) and the memory
-    body = await backend.tokenize(job.prompt, add_special=False)
+    head = await tokenizer.tokenize(job.memory, add_special=True)  # BOS (if the model has one) and the memory
+    body = await tokenizer.tokenize(job.prompt, add_special=False)
     keep = limit - length - len(head)
     if len(body) <= keep:
         return

@@ -82,7 +82,7 @@ async def _start(request: Request, *, stream: bool) -> tuple[Call, ChunkStream, 
         )
         call = await serving.begin_completion(request, services, [job.core], admission)
         try:
-            await until_disconnected(request, context.fit(job, call.spec, call.lease.backend))
+            await until_disconnected(request, context.fit(job, call.spec, serving.tokenizer_if_any(call)))
         except BaseException as exc:
             serving.fail(call, exc)
             raise

@@ -196,9 +196,8 @@ async def _embed(
     if not inputs:
         return call, [], timeline
     try:
-        result = await until_disconnected(
-            request, call.lease.backend.embed(EmbeddingRequest(model=model, inputs=inputs))
-        )
+        embedding = EmbeddingRequest(model=model, inputs=inputs)
+        result = await until_disconnected(request, call.on_engine(lambda backend: backend.embed(embedding)))
     except BaseException as exc:
         serving.fail(call, exc)
         raise

@@ -8,7 +8,8 @@ However a request ends, its `Call` is closed once (lease released, usage recorde
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import orjson
 from starlette.requests import Request
@@ -69,18 +70,17 @@ def _stream(request: Request, call: Call, events: AsyncIterator[bytes], *closers
 
 
 async def _pass_through(
-    request: Request, call: Call, opening: Awaitable[PassThrough], model: str, include_usage: bool
+    request: Request, call: Call, open_: Callable[[Any], Awaitable[PassThrough]], model: str, include_usage: bool
 ) -> Response:
     """Relay an OpenAI-speaking engine's events to an OpenAI client as its bytes (but for the model name, when the
     engine calls it otherwise, and the usage event, when the client did not ask for it)."""
     try:
-        events = await opening
+        events = serving.resumable(call, await call.on_engine(open_), open_)
     except BaseException as exc:
         fail(call, exc)
         raise
     client_name = orjson.dumps({"model": model})[1:-1]
     ticket = call.ticket
-    lease = call.lease
     if events.prompt_tokens is not None:
         ticket.usage.prompt_tokens = events.prompt_tokens
 
@@ -88,7 +88,7 @@ async def _pass_through(
         renamed: bool | None = None
         async for relayed in events:
             blob = relayed
-            lease.progress()
+            call.lease.progress()  # (the lease changes if the stream moved to a fresh engine)
             if events.usage is None:
                 if events.content_events:
                     ticket.first_token()
@@ -108,10 +108,10 @@ async def _pass_through(
     return _stream(request, call, body(), events)
 
 
-async def _relay_reply(request: Request, call: Call, opening: Awaitable[Reply], model: str) -> Response:
+async def _relay_reply(request: Request, call: Call, open_: Callable[[Any], Awaitable[Reply]], model: str) -> Response:
     """An OpenAI-speaking remote engine's whole answer, to an OpenAI client as its bytes (model name aside)."""
     try:
-        reply = await until_disconnected(request, opening)
+        reply = await until_disconnected(request, call.on_engine(open_))
     except BaseException as exc:
         fail(call, exc)
         raise
@@ -141,9 +141,9 @@ async def chat_completions(request: Request) -> Response:
     backend = call.lease.backend
     if call.prompt_text is None:  # (requests whose text is logged take the decoding path)
         if core.stream and isinstance(backend, SpeaksOpenAI):
-            return await _pass_through(request, call, backend.chat_events(core), core.model, include_usage)
+            return await _pass_through(request, call, lambda b: b.chat_events(core), core.model, include_usage)
         if not core.stream and isinstance(backend, RelaysReplies):
-            return await _relay_reply(request, call, backend.chat_reply(core), core.model)
+            return await _relay_reply(request, call, lambda b: b.chat_reply(core), core.model)
     stream = await serving.open_chat(call, core)
     if core.stream:
         encoder = encode.ChatStream(core.model, include_usage=include_usage)
@@ -178,9 +178,9 @@ async def completions(request: Request) -> Response:
     backend = call.lease.backend
     if len(cores) == 1 and call.prompt_text is None:
         if wire.stream and isinstance(backend, SpeaksOpenAI):
-            return await _pass_through(request, call, backend.complete_events(cores[0]), model, include_usage)
+            return await _pass_through(request, call, lambda b: b.complete_events(cores[0]), model, include_usage)
         if not wire.stream and isinstance(backend, RelaysReplies):
-            return await _relay_reply(request, call, backend.complete_reply(cores[0]), model)
+            return await _relay_reply(request, call, lambda b: b.complete_reply(cores[0]), model)
     streams = await serving.open_completions(call, cores)
     if wire.stream:
         encoder = encode.CompletionStream(model, include_usage=include_usage)
@@ -229,9 +229,8 @@ async def embeddings(request: Request) -> Response:
         keep=keep_alive(request, wire.keep_alive),
     )
     try:
-        result = await until_disconnected(
-            request, call.lease.backend.embed(EmbeddingRequest(model=wire.model, inputs=inputs, user=wire.user))
-        )
+        embedding = EmbeddingRequest(model=wire.model, inputs=inputs, user=wire.user)
+        result = await until_disconnected(request, call.on_engine(lambda backend: backend.embed(embedding)))
     except BaseException as exc:
         fail(call, exc)
         raise

@@ -40,6 +40,20 @@ class Backend(Protocol):
 
 
 @runtime_checkable
+class Supervised(Protocol):
+    """A backend that runs an engine process of its own (our worker, a process backend): the manager can ask
+    whether the engine still answers (its heartbeat) and kill it outright when it does not."""
+
+    async def responsive(self, within: float) -> bool:
+        """Whether the engine answers its health check within `within` seconds (busy engines still answer)."""
+        ...
+
+    async def kill(self) -> None:
+        """Stop the engine at once (SIGKILL: a hung engine would not act on SIGTERM) and reap it."""
+        ...
+
+
+@runtime_checkable
 class SpeaksOpenAI(Protocol):
     """A backend whose engine speaks the OpenAI dialect: its streamed events can reach an OpenAI client as they
     are (see `PassThrough`), without being decoded and encoded again."""

@@ -21,7 +21,7 @@ from somner.core import (
     EmbeddingRequest,
     EmbeddingResult,
 )
-from somner.errors import BadRequest, EngineFailed, NotFound
+from somner.errors import BadRequest, EngineFailed, EngineGone, NotFound
 from somner.models.backends.http1 import ConnectError, ConnectionPool, HTTPError, ReadTimeout, Response
 from somner.models.backends.passthrough import (
     PassThrough,
@@ -52,11 +52,13 @@ class OpenAIHTTPClient:
         await self.pool.aclose()
 
     def _failed(self, exc: HTTPError, doing: str) -> EngineFailed:
+        """A transport failure: a timeout is the engine's slowness; anything else means it went away (`EngineGone`:
+        a request that had no token yet may run again on a fresh engine)."""
         if isinstance(exc, ReadTimeout):
             return EngineFailed(f"{self._label} did not answer in time")
         if isinstance(exc, ConnectError):
-            return EngineFailed(f"{self._label} is not reachable", code="engine_unreachable")
-        return EngineFailed(f"{self._label} {doing}")
+            return EngineGone(f"{self._label} is not reachable")
+        return EngineGone(f"{self._label} {doing}")
 
     async def _open(self, path: str, body: dict[str, Any], *, rename_model: bool = True) -> Response:
         if self._model_name is not None and rename_model:
@@ -67,7 +69,7 @@ class OpenAIHTTPClient:
             # Nothing came back: the engine never took the request (or broke before answering).
             if isinstance(exc, ReadTimeout):
                 raise EngineFailed(f"{self._label} did not answer in time") from exc
-            raise EngineFailed(f"{self._label} is not reachable", code="engine_unreachable") from exc
+            raise EngineGone(f"{self._label} is not reachable") from exc
         if response.status != 200:
             try:
                 payload = await response.read()

@@ -9,14 +9,14 @@ token counts, and (rarely) a model name to rewrite. Parsing happens only for the
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from somner.core import Usage
-from somner.errors import EngineFailed, SomnerError, error_from_status
+from somner.errors import EngineFailed, EngineGone, SomnerError, error_from_status
 from somner.wire.openai import decode
 
 _DONE = b"data: [DONE]"
@@ -120,10 +120,16 @@ def rename_model(data: bytes, name_field: bytes) -> bytes:
     return _MODEL_FIELD.sub(name_field, data)
 
 
+Resume = Callable[[EngineGone], Awaitable["PassThrough"]]
+
+
 class PassThrough:
     """An engine's OpenAI event stream: iterating yields blobs of whole SSE events (the engine's bytes, `[DONE]`
     left out), while `finished`, `usage` and `content_events` follow what went by. An error event raises the
-    engine's error; a stream that ends without a finish reason raises `EngineFailed`."""
+    engine's error; a stream that ends without a finish reason raises `EngineFailed`.
+
+    With `resume` set, an engine that goes away before the stream carried any generated text is replaced once: the
+    stream goes on with the events of the fresh engine's stream that `resume` opens."""
 
     def __init__(self, blobs: AsyncIterator[bytes], label: str, prompt_tokens: int | None = None) -> None:
         self._blobs = blobs
@@ -132,20 +138,31 @@ class PassThrough:
         self.finished = False
         self.usage: Usage | None = None
         self.content_events = 0
+        self.resume: Resume | None = None
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for blob in self._blobs:
-            if _ERROR in blob:
-                for data in events_of(blob):
-                    parse_event(data, self._label)  # raises at the error event
-            self.content_events += content_events(blob)
-            if not self.finished and _FINISH in blob:
-                self.finished = True
-            if _USAGE in blob:
-                for data in events_of(blob):
-                    if _USAGE in data:
-                        self.usage = decode.usage_of(parse_event(data, self._label)) or self.usage
-            yield blob
+        while True:
+            try:
+                async for blob in self._blobs:
+                    if _ERROR in blob:
+                        for data in events_of(blob):
+                            parse_event(data, self._label)  # raises at the error event
+                    self.content_events += content_events(blob)
+                    if not self.finished and _FINISH in blob:
+                        self.finished = True
+                    if _USAGE in blob:
+                        for data in events_of(blob):
+                            if _USAGE in data:
+                                self.usage = decode.usage_of(parse_event(data, self._label)) or self.usage
+                    yield blob
+                break
+            except EngineGone as exc:
+                if self.resume is None or self.content_events or self.finished:
+                    raise
+                resume, self.resume = self.resume, None
+                await self.aclose()
+                fresh = await resume(exc)
+                self._blobs, self.prompt_tokens = fresh._blobs, fresh.prompt_tokens
         if not self.finished:
             raise EngineFailed(f"{self._label} ended the stream before finishing")
 

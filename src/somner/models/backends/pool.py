@@ -9,8 +9,9 @@
   ends the stream as with any backend. 4xx answers are the request's fault: neither retried nor held against the
   member.
 - Health: see `health.py`. A probe every `check_interval` (remote members: `GET /health`, else `/v1/models`; local
-  ones: their process is alive); a local member whose process died is restarted by the pool, with the ejection
-  backoff between attempts.
+  ones: their process is alive and its engine answers its health check); a local member whose process died is
+  restarted by the pool, with the ejection backoff between attempts, and one that is alive but hung (down by its
+  checks) is killed first.
 - Lifecycle: the manager starts and stops the pool as one backend; the pool starts and stops its members. The pool
   starts when at least one member does.
 """
@@ -31,7 +32,7 @@ import anyio
 
 from somner.core import ChatRequest, CompletionRequest, EmbeddingRequest, EmbeddingResult
 from somner.errors import BadRequest, EngineFailed, SomnerError, Unavailable
-from somner.models.backends.base import Backend, ChunkStream, SpeaksOpenAI, Tokenizes
+from somner.models.backends.base import Backend, ChunkStream, SpeaksOpenAI, Supervised, Tokenizes
 from somner.models.backends.health import HealthPolicy, HttpProbe, MemberHealth
 from somner.models.backends.openai_http import EngineChunks
 from somner.models.backends.passthrough import PassThrough
@@ -201,12 +202,20 @@ class PoolBackend:
                 if member.health.check_failed(now, why):
                     log.warning("pool %s: member %s is down: %s", self.model_id, member.name, why)
                     self._note_error(member, f"health check: {why}")
-                if member.local and not member.backend.alive and not member.restarting and now >= member.next_restart:
-                    self._restart(member, now)
+                if member.local and not member.restarting and now >= member.next_restart:
+                    if not member.backend.alive:
+                        self._restart(member, now)
+                    elif not member.health.up and isinstance(member.backend, Supervised):
+                        log.error("pool %s: member %s is hung: killing it", self.model_id, member.name)
+                        self._restart(member, now)
 
     async def _probe(self, member: Member) -> str | None:
         if member.probe is None:
-            return None if member.backend.alive else "its process is not running"
+            if not member.backend.alive:
+                return "its process is not running"
+            if isinstance(member.backend, Supervised) and not await member.backend.responsive(self.check_timeout):
+                return "its engine does not answer"
+            return None
         try:
             return await asyncio.wait_for(member.probe(), self.check_timeout)
         except TimeoutError:
@@ -220,6 +229,8 @@ class PoolBackend:
         async def restart() -> None:
             try:
                 with contextlib.suppress(Exception):
+                    if isinstance(member.backend, Supervised):
+                        await member.backend.kill()  # (a hung engine would wait out SIGTERM's grace)
                     await member.backend.stop()
                 await member.backend.start()
                 member.restarts_in_row = 0

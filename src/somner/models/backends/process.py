@@ -24,6 +24,7 @@ from pathlib import Path
 import httpx
 
 from somner.errors import ModelLoadFailed
+from somner.exits import describe_exit
 from somner.models.backends.http1 import ConnectionPool, Endpoint
 from somner.models.backends.openai_http import OpenAIHTTPClient, ServedOverHTTP
 from somner.models.backends.worker import log_tail
@@ -138,8 +139,8 @@ class ProcessBackend(ServedOverHTTP):
                     log.error("engine for %s exited at start:\n%s", self.spec.id, tail[-2000:])
                     name = self.log_path.name if self.log_path is not None else "its log"
                     raise ModelLoadFailed(
-                        f"The model '{self.spec.id}' could not be loaded: its command exited with status "
-                        f"{self._process.returncode} (see {name})"
+                        f"The model '{self.spec.id}' could not be loaded: its command "
+                        f"{describe_exit(self._process.returncode)} (see {name})"
                     )
                 with contextlib.suppress(httpx.HTTPError):
                     if (await probe.get(url)).status_code == 200:
@@ -155,6 +156,24 @@ class ProcessBackend(ServedOverHTTP):
         if self._process is None:
             return None
         return await self._process.wait()
+
+    async def responsive(self, within: float) -> bool:  # (Supervised)
+        """Whether the engine's health URL answers 200 within `within` seconds."""
+        if not self.alive:
+            return False
+        url = self.spec.entry.health_url.format(port=self.port)
+        try:
+            async with asyncio.timeout(within), httpx.AsyncClient(timeout=within) as probe:
+                return (await probe.get(url)).status_code == 200
+        except (httpx.HTTPError, TimeoutError):
+            return False
+
+    async def kill(self) -> None:  # (Supervised)
+        process = self._process
+        if process is not None and process.returncode is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, signal.SIGKILL)
+            await process.wait()
 
     async def stop(self) -> None:
         process = self._process

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from somner.errors import ModelLoadFailed
+from somner.exits import describe_exit
 from somner.models.backends.http1 import ConnectionPool, Endpoint, HTTPError
 from somner.models.backends.openai_http import OpenAIHTTPClient, ServedOverHTTP
 from somner.models.gguf import GGUFError, read_gguf
@@ -147,7 +148,7 @@ class WorkerBackend(ServedOverHTTP):
         while True:
             if self._process.returncode is not None:
                 raise ModelLoadFailed(
-                    await self._failure_message(f"its engine exited with status {self._process.returncode}")
+                    await self._failure_message(f"its engine {describe_exit(self._process.returncode)}")
                 )
             if self.socket_path.exists():
                 try:
@@ -177,6 +178,23 @@ class WorkerBackend(ServedOverHTTP):
         if self._process is None:
             return None
         return await self._process.wait()
+
+    async def responsive(self, within: float) -> bool:  # (Supervised)
+        if not self.alive:
+            return False
+        try:
+            async with asyncio.timeout(within):
+                await self._http().get_json("/health", deadline=within)
+        except (HTTPError, ValueError, TimeoutError):
+            return False
+        return True
+
+    async def kill(self) -> None:  # (Supervised)
+        process = self._process
+        if process is not None and process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
 
     async def stop(self) -> None:
         process = self._process
