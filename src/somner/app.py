@@ -103,6 +103,8 @@ def create_app(settings: Settings, *, services: Services | None = None) -> Starl
     )
     app.state.services = services
     app.state.on_drain = services.begin_drain
+    app.state.on_cutoff = services.cut_off
+    app.state.cutoff = services.cutoff
     return app
 
 

@@ -113,6 +113,7 @@ def policy_for(settings: Settings) -> Policy:
         swap_timeout=settings.swap_timeout,
         unload_grace=settings.unload_grace,
         dummy_names=frozenset(settings.dummy_models),
+        hang_timeout=settings.engine.hang_timeout,
     )
 
 
@@ -134,6 +135,8 @@ class Services:
     gpus: GpuMonitor = field(default_factory=GpuMonitor)
     ready: bool = False  # started and not stopping: /ready may say yes
     stopping: bool = False
+    # Set when the drain deadline passes: what still runs ends now, with the dialect's "shutting down" error.
+    cutoff: asyncio.Event = field(default_factory=asyncio.Event)
     _housekeeping: asyncio.Task[None] | None = None
 
     def __post_init__(self) -> None:
@@ -192,6 +195,13 @@ class Services:
     def begin_drain(self) -> None:
         """The server stops taking connections: not ready any more (requests in flight go on)."""
         self.ready, self.stopping = False, True
+
+    def cut_off(self) -> None:
+        """The drain deadline passed: streams and requests still running end now, each with its dialect's
+        "shutting down" error (and a usage record for what was generated)."""
+        if not self.cutoff.is_set():
+            log.warning("drain deadline reached: ending the requests still running")
+            self.cutoff.set()
 
     async def stop(self) -> None:
         self.begin_drain()

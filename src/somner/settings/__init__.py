@@ -104,6 +104,15 @@ class Settings(BaseSettings):
         gt=0,
         description="/ready answers 503 while a model with requests in flight has produced nothing for this long.",
     )
+    stream_keepalive: Duration = Field(
+        default=15.0,
+        ge=0,
+        description=(
+            "Streams (SSE: OpenAI, Anthropic, Kobold) send a keep-alive comment after this long without an event, "
+            "so proxies do not cut a stream whose engine is slow or being replaced. 0: never. (Ollama's NDJSON "
+            "streams cannot carry one.)"
+        ),
+    )
     metrics_public: bool = Field(default=False, description="Serve /metrics without a key.")
     metrics_per_key: bool = Field(
         default=False,
@@ -112,7 +121,10 @@ class Settings(BaseSettings):
     drain_timeout: Duration = Field(
         default=30.0,
         gt=0,
-        description="On stop (SIGTERM, `somner stop`), how long requests in flight may take to finish.",
+        description=(
+            "On stop (SIGTERM, `somner stop`), how long requests in flight may take to finish. Those still running "
+            "then end with their dialect's 'shutting down' error (streams: an error event) and a usage record."
+        ),
     )
     workers: int = Field(
         default=1,
