@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from somner.errors import ModelNotFound
+from somner.errors import AmbiguousModelName, ModelNotFound
 from somner.models.registry import ModelRegistry
 from somner.settings import ModelEntry, Settings
 
@@ -169,3 +169,35 @@ def test_a_draft_model_reaches_the_worker_command(tmp_path: Path) -> None:
         tmp_path / "p.sock",
     )
     assert "--draft-model" not in plain
+
+
+def test_names_as_clients_write_them(tmp_path: Path) -> None:
+    touch(tmp_path / "gemma-3-270m-q4_k_m.gguf")
+    touch(tmp_path / "qwen:7b.gguf")
+    entries = [ModelEntry.model_validate({"id": "qwen:7b", "aliases": ["Chat"]})]
+    registry = ModelRegistry(Settings(models=entries), tmp_path)  # type: ignore[arg-type]
+    for name in (
+        "gemma-3-270m-q4_k_m",
+        "gemma-3-270m-q4_k_m:latest",
+        "Gemma-3-270M-Q4_K_M",
+        "GEMMA-3-270M-Q4_K_M:Latest",
+    ):
+        assert registry.get(name).id == "gemma-3-270m-q4_k_m", name
+    assert registry.registered_name("Gemma-3-270M-Q4_K_M:latest") == "gemma-3-270m-q4_k_m"
+    for name in ("qwen:7b", "QWEN:7B", "chat", "chat:latest", "CHAT"):
+        assert registry.get(name).id == "qwen:7b", name
+    assert registry.registered_name("chat:latest") == "Chat"
+    for name in ("qwen", "qwen:latest", "gemma-3", "gemma-3-270m-q4_k_m:270m"):
+        with pytest.raises(ModelNotFound):
+            registry.get(name)
+
+
+def test_a_name_that_only_letter_case_tells_apart_is_ambiguous(tmp_path: Path) -> None:
+    touch(tmp_path / "Model.gguf")
+    touch(tmp_path / "model.gguf")
+    registry = ModelRegistry(Settings(), tmp_path)
+    assert registry.get("Model").id == "Model" and registry.get("model:latest").id == "model"  # exact names win
+    with pytest.raises(AmbiguousModelName) as info:
+        registry.get("MODEL")
+    assert info.value.status == 400 and info.value.param == "model"
+    assert "'Model', 'model'" in info.value.message

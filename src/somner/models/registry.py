@@ -17,7 +17,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import ValidationError
 
-from somner.errors import ModelNotFound
+from somner.errors import AmbiguousModelName, ModelNotFound
 from somner.models.names import is_valid_model_name
 from somner.settings import EngineSettings, ModelEntry, Settings, deep_merge
 from somner.settings.models import BackendKind, entry_data
@@ -118,6 +118,9 @@ def _scan(models_dir: Path) -> tuple[dict[str, dict[str, Any]], dict[str, dict[s
     return ggufs, files
 
 
+LATEST_TAG = ":latest"
+
+
 class ModelRegistry:
     """Known models by name. Re-reads the models directory when asked for a name it does not know."""
 
@@ -210,17 +213,47 @@ class ModelRegistry:
         with self._lock:
             return [self._specs[key] for key in sorted(self._specs)]
 
-    def find(self, name: str) -> ModelSpec | None:
-        """The model `name` (an id or an alias) refers to, or None."""
-        with self._lock:
-            model_id = self._names.get(name)
-            spec = self._specs.get(model_id) if model_id is not None else None
-        if spec is None and is_valid_model_name(name):
+    def registered_name(self, name: str) -> str | None:
+        """The id or alias, exactly as registered, that a client's `name` refers to: the name itself; else the name
+        with Ollama's `:latest` tag dropped (or added: a bare name means `name:latest`); else any of those in
+        another letter case. None when nothing matches (after re-reading the models directory);
+        `AmbiguousModelName` (400) when letter case alone leaves several models."""
+        found = self._match(name)
+        if found is None and is_valid_model_name(name):
             self.refresh()
-            with self._lock:
-                model_id = self._names.get(name)
-                spec = self._specs.get(model_id) if model_id is not None else None
-        return spec
+            found = self._match(name)
+        return found
+
+    def _match(self, name: str) -> str | None:
+        forms = [name]
+        if name.casefold().endswith(LATEST_TAG):
+            forms.append(name[: -len(LATEST_TAG)])
+        elif ":" not in name:
+            forms.append(name + LATEST_TAG)
+        with self._lock:
+            names = self._names
+        for form in forms:
+            if form in names:
+                return form
+        folded = {form.casefold() for form in forms}
+        matches = sorted(known for known in names if known.casefold() in folded)
+        models = sorted({names[known] for known in matches})
+        if len(models) > 1:
+            raise AmbiguousModelName(
+                f"The model name '{name}' is ambiguous: it could be {', '.join(repr(m) for m in models)}. "
+                "Use one of those names exactly.",
+                param="model",
+            )
+        return matches[0] if matches else None
+
+    def find(self, name: str) -> ModelSpec | None:
+        """The model a client's `name` refers to (see `registered_name`), or None."""
+        known = self.registered_name(name)
+        if known is None:
+            return None
+        with self._lock:
+            model_id = self._names.get(known)
+            return self._specs.get(model_id) if model_id is not None else None
 
     def get(self, name: str) -> ModelSpec:
         spec = self.find(name)

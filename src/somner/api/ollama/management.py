@@ -135,7 +135,7 @@ async def delete(request: Request) -> Response:
     wire = decode.parse(schemas.ModelRequest, await read_request(request))
     registry = services.registry
     name = decode.model_name(wire.model, wire.name)
-    spec = lookup.get(registry, name)
+    spec = registry.get(name)
     known = lookup.registered_name(registry, name) or spec.id
     configured = _configured(services, spec.id)
     models_dir = registry.models_dir
@@ -164,7 +164,7 @@ async def copy(request: Request) -> Response:
     services = services_of(request)
     wire = decode.parse(schemas.CopyRequest, await read_request(request))
     registry = services.registry
-    spec = lookup.get(registry, wire.source)
+    spec = registry.get(wire.source)
     destination = wire.destination.removesuffix(lookup.LATEST)  # listed as `name:latest` either way
     if not is_valid_model_name(destination):
         raise BadRequest(
@@ -172,7 +172,7 @@ async def copy(request: Request) -> Response:
             "(letters, digits, '.', '_', '-' or ':', no '/' or '..').",
             param="destination",
         )
-    taken = lookup.find(registry, destination)
+    taken = registry.find(destination)
     if taken is not None:
         raise BadRequest(f"The name '{wire.destination}' is already taken by '{taken.id}'.", param="destination")
     try:

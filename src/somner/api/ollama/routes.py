@@ -71,7 +71,7 @@ async def tags(request: Request) -> Response:
 async def show(request: Request) -> Response:
     services = services_of(request)
     wire = decode.parse(schemas.ModelRequest, await read_request(request))
-    spec = lookup.get(services.registry, decode.model_name(wire.model, wire.name))
+    spec = services.registry.get(decode.model_name(wire.model, wire.name))
     principal_of(request).require_model(spec.id)
     description = await _describe(services, spec)
     template = catalog.template_text(spec, description)
