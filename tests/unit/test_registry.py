@@ -175,7 +175,7 @@ def test_names_as_clients_write_them(tmp_path: Path) -> None:
     touch(tmp_path / "gemma-3-270m-q4_k_m.gguf")
     touch(tmp_path / "qwen:7b.gguf")
     entries = [ModelEntry.model_validate({"id": "qwen:7b", "aliases": ["Chat"]})]
-    registry = ModelRegistry(Settings(models=entries), tmp_path)  # type: ignore[arg-type]
+    registry = ModelRegistry(Settings(models=entries), tmp_path)
     for name in (
         "gemma-3-270m-q4_k_m",
         "gemma-3-270m-q4_k_m:latest",
