@@ -27,6 +27,7 @@ from somner.api.kobold import routes as kobold_routes
 from somner.api.ollama import routes as ollama_routes
 from somner.api.openai import responses, tokenizer
 from somner.api.openai import routes as openai_routes
+from somner.api.tabby import routes as tabby_routes
 from somner.errors import MethodNotAllowed, NotFound
 from somner.gateway_processes.listening import listening_socket
 from somner.http_server import EmbeddedServer, server_config
@@ -50,6 +51,7 @@ def dialect_routes(enabled: list[str]) -> list[BaseRoute]:
         "anthropic": anthropic_routes.routes,
         "kobold": kobold_routes.routes,
         "ollama": ollama_routes.routes,
+        "tabby": tabby_routes.routes,
     }
     return [route for name, make in by_dialect.items() if name in enabled for route in make()]
 
@@ -79,7 +81,14 @@ def create_app(settings: Settings, *, services: Services | None = None) -> Starl
                 CORSMiddleware,
                 allow_origins=origins,
                 allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
-                allow_headers=["authorization", "content-type", "x-api-key", "x-request-id", "x-somner-keep-alive"],
+                allow_headers=[
+                    "authorization",
+                    "content-type",
+                    "x-admin-key",
+                    "x-api-key",
+                    "x-request-id",
+                    "x-somner-keep-alive",
+                ],
                 allow_credentials="*" not in origins,  # never a wildcard with credentials
             )
         )

@@ -14,8 +14,10 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 from pydantic import SecretStr
 
@@ -37,12 +39,14 @@ from somner.models.memory import default_budget, estimate_bytes
 from somner.models.registry import ModelRegistry, ModelSpec
 from somner.observability.gpu import GpuMonitor, read_gpu_memory
 from somner.observability.metrics import Metrics, ModelGauge
-from somner.settings import Settings, resolve_data_dir, resolve_models_dir
+from somner.settings import Settings, resolve_data_dir, resolve_dir, resolve_models_dir
 from somner.store.db import Database, StoreUnavailable, sqlite_url
 from somner.store.keys import KeyStore
 from somner.store.usage import UsageStore
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +55,9 @@ class Paths:
     models_dir: Path
     log_dir: Path
     run_dir: Path  # private, short-lived: engine sockets
+    templates_dir: Path  # these three are read when they exist (nothing creates them)
+    loras_dir: Path
+    sampler_presets_dir: Path
 
 
 def make_paths(settings: Settings) -> Paths:
@@ -59,7 +66,15 @@ def make_paths(settings: Settings) -> Paths:
     for directory in (data_dir, models_dir, data_dir / "logs"):
         directory.mkdir(parents=True, exist_ok=True)
     run_dir = Path(tempfile.mkdtemp(prefix="somner-"))  # mode 0700, and short enough for socket paths
-    return Paths(data_dir=data_dir, models_dir=models_dir, log_dir=data_dir / "logs", run_dir=run_dir)
+    return Paths(
+        data_dir=data_dir,
+        models_dir=models_dir,
+        log_dir=data_dir / "logs",
+        run_dir=run_dir,
+        templates_dir=resolve_dir(settings.templates_dir, data_dir, "templates"),
+        loras_dir=resolve_dir(settings.loras_dir, data_dir, "loras"),
+        sampler_presets_dir=resolve_dir(settings.sampler_presets_dir, data_dir, "sampler_overrides"),
+    )
 
 
 def backend_factory(settings: Settings, paths: Paths) -> BackendFactory:
@@ -138,6 +153,7 @@ class Services:
     # Set when the drain deadline passes: what still runs ends now, with the dialect's "shutting down" error.
     cutoff: asyncio.Event = field(default_factory=asyncio.Event)
     _housekeeping: asyncio.Task[None] | None = None
+    _background: set[asyncio.Task[Any]] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.metrics.watch_state(lambda: self.gateway.queue.depth, self._model_gauges)
@@ -192,6 +208,20 @@ class Services:
                 log.warning("cannot prune stored request text now: %s", exc)
             await asyncio.sleep(86400)
 
+    def background(self, work: Coroutine[Any, Any, T], *, name: str) -> asyncio.Task[T]:
+        """Run `work` beyond the request that started it (a model load its client may leave); stopped with the
+        services. Its outcome is the caller's to read; nobody reading it is not an error."""
+        task = asyncio.create_task(work, name=name)
+        self._background.add(task)
+
+        def done(finished: asyncio.Task[T]) -> None:
+            self._background.discard(finished)
+            if not finished.cancelled() and finished.exception() is not None:
+                log.debug("%s ended with %r", name, finished.exception())
+
+        task.add_done_callback(done)
+        return task
+
     def begin_drain(self) -> None:
         """The server stops taking connections: not ready any more (requests in flight go on)."""
         self.ready, self.stopping = False, True
@@ -209,6 +239,9 @@ class Services:
             self._housekeeping.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._housekeeping
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
         await self.manager.shutdown()
         await self.recorder.stop()
         await self.gateway.limiter.close()
@@ -246,7 +279,7 @@ def build_services(settings: Settings, factory: BackendFactory | None = None) ->
     """Everything the app needs; raises `SomnerError` or `ModelConfigError` for a configuration that cannot work."""
     paths = make_paths(settings)
     try:
-        registry = ModelRegistry(settings, paths.models_dir)
+        registry = ModelRegistry(settings, paths.models_dir, paths.templates_dir)
         for name in settings.preload:
             registry.get(name)
     except BaseException:

@@ -145,17 +145,19 @@ class FakeBackend:
             self.farm.vanish = None
             raise self._die()
 
-    async def tokenize(self, text: str, *, add_special: bool = False, with_pieces: bool = False) -> list[Any]:
+    async def tokenize(
+        self, text: str, *, add_special: bool = False, with_pieces: bool = False, parse_special: bool = True
+    ) -> list[Any]:
         self._gone_at_once()
         ids = [len(word) for word in text.split()]
         if with_pieces:
             return [{"id": i, "piece": word} for i, word in zip(ids, text.split(), strict=True)]
         return ids
 
-    async def detokenize(self, tokens: list[int]) -> str:
+    async def detokenize(self, tokens: list[int], *, special: bool = True) -> str:
         return " ".join("x" * t for t in tokens)
 
-    async def apply_template(self, request: ChatRequest) -> str:
+    async def apply_template(self, request: ChatRequest, *, add_generation_prompt: bool = True) -> str:
         return " ".join(f"{m.role}: {m.content}" for m in request.messages)
 
     async def complete(self, request: CompletionRequest) -> AsyncIterator[Chunk]:

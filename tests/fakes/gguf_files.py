@@ -10,10 +10,18 @@ def _string(value: str) -> bytes:
     return struct.pack("<Q", len(raw)) + raw
 
 
-def make_gguf(tensor_elements: list[int], *, architecture: str = "llama", alignment: int = 32) -> bytes:
-    """A GGUF v3 file with one F32 tensor per entry of `tensor_elements`, its data zeroed."""
-    kv = _string("general.architecture") + struct.pack("<I", 8) + _string(architecture)
-    header = b"GGUF" + struct.pack("<IQQ", 3, len(tensor_elements), 1) + kv
+def make_gguf(
+    tensor_elements: list[int],
+    *,
+    architecture: str = "llama",
+    alignment: int = 32,
+    strings: dict[str, str] | None = None,
+) -> bytes:
+    """A GGUF v3 file with one F32 tensor per entry of `tensor_elements`, its data zeroed; `strings` are more
+    string metadata (e.g. `general.type: adapter` for a LoRA adapter)."""
+    values = {"general.architecture": architecture, **(strings or {})}
+    kv = b"".join(_string(key) + struct.pack("<I", 8) + _string(value) for key, value in values.items())
+    header = b"GGUF" + struct.pack("<IQQ", 3, len(tensor_elements), len(values)) + kv
     infos = b""
     offset = 0
     for i, elements in enumerate(tensor_elements):

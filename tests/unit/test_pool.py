@@ -106,13 +106,15 @@ class ScriptedMember:
             raise EngineFailed(f"{self.name} is not reachable")
         return EmbeddingResult(embeddings=[[1.0]], prompt_tokens=1)
 
-    async def tokenize(self, text: str, *, add_special: bool = False, with_pieces: bool = False) -> list[Any]:
+    async def tokenize(
+        self, text: str, *, add_special: bool = False, with_pieces: bool = False, parse_special: bool = True
+    ) -> list[Any]:
         return [self.name]
 
-    async def detokenize(self, tokens: list[int]) -> str:
+    async def detokenize(self, tokens: list[int], *, special: bool = True) -> str:
         return self.name
 
-    async def apply_template(self, request: ChatRequest) -> str:
+    async def apply_template(self, request: ChatRequest, *, add_generation_prompt: bool = True) -> str:
         return self.name
 
 

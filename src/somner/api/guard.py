@@ -1,8 +1,8 @@
 """The guard in front of every route (pure ASGI): header limits, the Host check, and authentication.
 
-Every route needs a valid API key except the public ones (`/`, `/ping`, `/health`, `/ready`, and `/metrics`
-when configured public). The caller's `Principal` is left in the request's state for the routes. Errors are answered
-here, in the shape of the dialect the path belongs to.
+Every route needs a valid API key except the public ones (`/`, `/ping`, `/health`, `/ready`, TabbyAPI's
+`/v1/health`, and `/metrics` when configured public). The caller's `Principal` is left in the request's state for
+the routes. Errors are answered here, in the shape of the dialect the path belongs to.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from somner.settings import Settings
 log = logging.getLogger(__name__)
 
 # "/" answers Ollama's probe ("Ollama is running") and nothing else.
-PUBLIC_PATHS = frozenset({"/", "/ping", "/health", "/ready"})
-_AUTH_HEADERS = frozenset({b"authorization", b"x-api-key"})
+PUBLIC_PATHS = frozenset({"/", "/ping", "/health", "/ready", "/v1/health"})
+_AUTH_HEADERS = frozenset({b"authorization", b"x-api-key", b"x-admin-key"})
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
 
 

@@ -443,16 +443,22 @@ class CallTokenizer:
     def __init__(self, call: Call) -> None:
         self._call = call
 
-    async def tokenize(self, text: str, *, add_special: bool = False, with_pieces: bool = False) -> list[Any]:
+    async def tokenize(
+        self, text: str, *, add_special: bool = False, with_pieces: bool = False, parse_special: bool = True
+    ) -> list[Any]:
         return await self._call.on_engine(
-            lambda backend: _tokenizer(backend).tokenize(text, add_special=add_special, with_pieces=with_pieces)
+            lambda backend: _tokenizer(backend).tokenize(
+                text, add_special=add_special, with_pieces=with_pieces, parse_special=parse_special
+            )
         )
 
-    async def detokenize(self, tokens: list[int]) -> str:
-        return await self._call.on_engine(lambda backend: _tokenizer(backend).detokenize(tokens))
+    async def detokenize(self, tokens: list[int], *, special: bool = True) -> str:
+        return await self._call.on_engine(lambda backend: _tokenizer(backend).detokenize(tokens, special=special))
 
-    async def apply_template(self, request: ChatRequest) -> str:
-        return await self._call.on_engine(lambda backend: _tokenizer(backend).apply_template(request))
+    async def apply_template(self, request: ChatRequest, *, add_generation_prompt: bool = True) -> str:
+        return await self._call.on_engine(
+            lambda backend: _tokenizer(backend).apply_template(request, add_generation_prompt=add_generation_prompt)
+        )
 
 
 def _tokenizer(backend: Backend) -> Tokenizes:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,11 +68,21 @@ class LlamaModel:
         gpu_layers: int = -1,
         cpu_repack: bool = False,
         tensor_split: list[float] | None = None,
+        on_progress: Callable[[float], None] | None = None,
     ) -> None:
         init_backend()
         params = lib.llama_model_default_params()
         params.n_gpu_layers = gpu_layers if gpu_layers >= 0 else 999
         params.use_extra_bufts = cpu_repack
+        if on_progress is not None:
+
+            @lib.llama_progress_callback  # type: ignore[untyped-decorator]
+            def _progress(progress: float, _user_data: ctypes.c_void_p) -> bool:
+                on_progress(float(progress))
+                return True  # (False would abort the load)
+
+            params.progress_callback = _progress
+            self._progress = _progress  # must outlive the load call
         if tensor_split:
             devices = lib.llama_max_devices()
             split = (ctypes.c_float * devices)(*tensor_split[:devices])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -63,13 +64,14 @@ def default_threads() -> int:
 
 
 class Engine:
-    def __init__(self, config: EngineConfig, sink: Sink) -> None:
+    def __init__(self, config: EngineConfig, sink: Sink, *, on_progress: Callable[[float], None] | None = None) -> None:
         self.config = config
         self.model = LlamaModel(
             config.model_path,
             gpu_layers=config.gpu_layers,
             cpu_repack=config.cpu_repack,
             tensor_split=list(config.tensor_split) or None,
+            on_progress=on_progress,
         )
         try:
             self.loras = [(self.model.load_lora(path), scale) for path, scale in config.loras]
@@ -205,13 +207,18 @@ class Engine:
         add_bos = self.model.add_bos and not (self.model.bos_text and text.startswith(self.model.bos_text))
         return self.model.tokenize(text, add_special=add_bos, parse_special=True)
 
-    def render_chat(self, request: ChatRequest) -> str:
+    def render_chat(self, request: ChatRequest, *, add_generation_prompt: bool = True) -> str:
         """The prompt text of a chat request: its messages and tools through the chat template."""
         template = self._generates()
         if not request.messages:
             raise BadRequest("messages must not be empty", param="messages")
         check_tools(request.tools, request.tool_choice)
-        return template.render(request.messages, tools=request.tools, tool_choice=request.tool_choice)
+        return template.render(
+            request.messages,
+            tools=request.tools,
+            tool_choice=request.tool_choice,
+            add_generation_prompt=add_generation_prompt,
+        )
 
     def prepare_chat(self, request: ChatRequest) -> GenerationJob:
         prompt = self.render_chat(request)

@@ -283,10 +283,12 @@ async def tokenize(worker: Worker, request: Request) -> Response:
     content = body.get("content")
     if not isinstance(content, str):
         raise BadRequest("'content' must be a string.", param="content")
-    if body.get("add_special"):
+    parse_special = body.get("parse_special", True) is not False  # (text naming special tokens becomes them)
+    if body.get("add_special") and parse_special:
         tokens = worker.engine.tokenize_prompt(content)  # (no second BOS when the text starts with one)
     else:
-        tokens = worker.engine.model.tokenize(content, add_special=False, parse_special=True)
+        add_special = bool(body.get("add_special"))
+        tokens = worker.engine.model.tokenize(content, add_special=add_special, parse_special=parse_special)
     if body.get("with_pieces"):
         model = worker.engine.model
         pieces = [{"id": t, "piece": model.piece(t, special=True).decode("utf-8", "replace")} for t in tokens]
@@ -295,10 +297,13 @@ async def tokenize(worker: Worker, request: Request) -> Response:
 
 
 async def apply_template(worker: Worker, request: Request) -> Response:
-    """The prompt a chat request renders to (llama-server's `/apply-template`), tools included."""
+    """The prompt a chat request renders to (llama-server's `/apply-template`), tools included; with
+    `add_generation_prompt: false` (an extension) without the opening of the assistant's turn."""
     wire = decode.parse(schemas.ChatCompletionRequest, await request.body())
     core = decode.chat_request(wire)
-    return json_response({"prompt": worker.engine.render_chat(core)})
+    declared = getattr(wire, "add_generation_prompt", None)
+    opening = (declared if declared is not None else (wire.model_extra or {}).get("add_generation_prompt")) is not False
+    return json_response({"prompt": worker.engine.render_chat(core, add_generation_prompt=opening)})
 
 
 async def detokenize(worker: Worker, request: Request) -> Response:
@@ -310,11 +315,26 @@ async def detokenize(worker: Worker, request: Request) -> Response:
     bad = next((t for t in tokens if not model.valid_token(t)), None)
     if bad is not None:
         raise BadRequest(f"token {bad} is outside the vocabulary", param="tokens")
-    return json_response({"content": model.detokenize(tokens, special=True)})
+    special = body.get("special", True) is not False
+    return json_response({"content": model.detokenize(tokens, special=special)})
 
 
 async def health(worker: Worker, request: Request) -> Response:
     return json_response({"status": "ok", **worker.engine.info()})
+
+
+async def props(worker: Worker, request: Request) -> Response:
+    """llama-server's `/props`: the chat template's source, the slots and the context per slot."""
+    engine = worker.engine
+    return json_response(
+        {
+            "chat_template": engine.template.source if engine.template is not None else "",
+            "template": engine.template.label if engine.template is not None else None,
+            "total_slots": len(engine.scheduler.slots),
+            "default_generation_settings": {"n_ctx": engine.n_ctx},
+            "model_path": engine.config.model_path.name,
+        }
+    )
 
 
 async def models(worker: Worker, request: Request) -> Response:
@@ -337,6 +357,7 @@ def create_worker_app(engine: Engine, router: JobRouter, model_id: str) -> Starl
     routes = [
         Route("/health", _endpoint(health), methods=["GET"]),
         Route("/stats", _endpoint(stats), methods=["GET"]),
+        Route("/props", _endpoint(props), methods=["GET"]),
         Route("/v1/models", _endpoint(models), methods=["GET"]),
         Route("/v1/chat/completions", _endpoint(chat_completions), methods=["POST"]),
         Route("/v1/completions", _endpoint(completions), methods=["POST"]),
@@ -377,6 +398,23 @@ def _exit_with_parent() -> None:
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
+LOADING_PREFIX = "somner worker: loading "
+
+
+class LoadProgress:
+    """Reports the model load's progress on stdout, one line per whole percent (`somner worker: loading 42%`),
+    for the gateway, which reads its engines' output (load progress on its APIs)."""
+
+    def __init__(self) -> None:
+        self._shown = -1
+
+    def __call__(self, progress: float) -> None:
+        percent = max(0, min(100, int(progress * 100)))
+        if percent > self._shown:
+            self._shown = percent
+            print(f"{LOADING_PREFIX}{percent}%", flush=True)  # noqa: T201 - for the gateway
+
+
 def run_worker(
     config: EngineConfig,
     *,
@@ -390,7 +428,7 @@ def run_worker(
         _exit_with_parent()
     router = JobRouter()
     try:
-        engine = Engine(config, router.sink)
+        engine = Engine(config, router.sink, on_progress=LoadProgress())
     except (SomnerError, RuntimeError, ValueError, OSError) as exc:
         message = exc.message if isinstance(exc, SomnerError) else str(exc)
         log.error("cannot load model %s: %s", config.model_id, message)

@@ -20,9 +20,10 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from somner.core import Message, Tool, ToolCall, ToolChoice
 from somner.engine import tools as tooling
 from somner.errors import BadRequest
+from somner.settings.models import BUILTIN_TEMPLATES, TEMPLATE_ALIASES
 
-BUILTINS = ("gemma", "llama3", "chatml", "mistral", "phi3")
-_ALIASES = {"qwen": "chatml", "phi": "phi3", "llama-3": "llama3"}
+BUILTINS = BUILTIN_TEMPLATES
+_ALIASES = TEMPLATE_ALIASES
 _ARCHITECTURES = {
     "gemma": "gemma",
     "gemma2": "gemma",
@@ -104,6 +105,7 @@ class ChatTemplate:
         except jinja2.TemplateError as exc:
             raise TemplateNotFound(f"chat template {label!r} does not compile: {exc}") from exc
         self.label = label
+        self.source = source
         self.bos_token = bos_token
         self.eos_token = eos_token
 

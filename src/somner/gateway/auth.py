@@ -1,6 +1,7 @@
 """Who is calling: the API key from the request's headers, checked against the key store.
 
-Accepted: `Authorization: Bearer KEY` (OpenAI and Ollama clients), `x-api-key: KEY` (Anthropic clients).
+Accepted: `Authorization: Bearer KEY` (OpenAI and Ollama clients), `x-api-key: KEY` (Anthropic and TabbyAPI
+clients), `x-admin-key: KEY` (TabbyAPI's admin calls; it wins when a client sends several, as in TabbyAPI).
 Lookups are cached for `cache_ttl` seconds, so a key revoked on another replica stops working within that time;
 a revocation through this process takes effect at once.
 """
@@ -20,6 +21,9 @@ from somner.store.keys import KeyStore
 
 
 def key_from_headers(headers: Mapping[str, str]) -> str | None:
+    admin_key = headers.get("x-admin-key")
+    if admin_key and admin_key.strip():
+        return admin_key.strip()
     authorization = headers.get("authorization")
     if authorization:
         scheme, _, value = authorization.partition(" ")

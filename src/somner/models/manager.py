@@ -66,6 +66,13 @@ _LEGAL: dict[ModelState, frozenset[ModelState]] = {
 }
 
 
+def _progress(record: ManagedModel) -> float | None:
+    if record.state is not ModelState.LOADING or record.starting is None:
+        return None
+    progress = getattr(record.starting, "load_progress", None)
+    return float(progress) if isinstance(progress, int | float) else None
+
+
 def retry_delay(failures: int) -> float:
     """Seconds to wait after `failures` consecutive failed loads before trying again."""
     return 0.0 if failures <= 0 else min(2.0 ** (failures - 1), _MAX_BACKOFF)
@@ -113,6 +120,7 @@ class ManagedModel:
     idle: asyncio.Event = field(default_factory=asyncio.Event)  # set while nothing is in flight
     watcher: asyncio.Task[None] | None = None
     heartbeat: asyncio.Task[None] | None = None
+    starting: Backend | None = None  # the backend being started while LOADING (its load progress)
 
     def __post_init__(self) -> None:
         self.gone.set()
@@ -134,6 +142,7 @@ class ModelStatus:
     error: str | None
     last_progress: float | None = None
     health: str | None = None  # see ManagedModel.health
+    progress: float | None = None  # while loading: 0..1, as far as the engine reports it
 
 
 class Lease:
@@ -239,6 +248,7 @@ class ModelManager:
                     error=record.last_error.message if record.last_error is not None else None,
                     last_progress=record.last_progress if record.in_flight else None,
                     health=record.health,
+                    progress=_progress(record),
                 )
             )
         return out
@@ -343,6 +353,7 @@ class ModelManager:
         record.loads += 1
         backend = self._factory(record.spec)
         started = self._clock()
+        record.starting = backend
         try:
             await backend.start()
         except BaseException as exc:
@@ -360,6 +371,8 @@ class ModelManager:
             else:
                 raise
             raise record.last_error from None
+        finally:
+            record.starting = None
         record.backend = backend
         record.loaded_at = self._clock()
         record.last_used = record.loaded_at

@@ -17,7 +17,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import ValidationError
 
-from somner.errors import AmbiguousModelName, ModelNotFound
+from somner.errors import AmbiguousModelName, BadRequest, ModelNotFound
 from somner.models.names import is_valid_model_name
 from somner.settings import EngineSettings, ModelEntry, Settings, deep_merge
 from somner.settings.models import BackendKind, entry_data
@@ -124,9 +124,11 @@ LATEST_TAG = ":latest"
 class ModelRegistry:
     """Known models by name. Re-reads the models directory when asked for a name it does not know."""
 
-    def __init__(self, settings: Settings, models_dir: Path) -> None:
+    def __init__(self, settings: Settings, models_dir: Path, templates_dir: Path | None = None) -> None:
         self._settings = settings
         self._models_dir = models_dir
+        self.templates_dir = templates_dir  # Jinja files a model's `template` may name
+        self._runtime: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
         self._configured: dict[str, dict[str, Any]] = {
             entry.id: entry.model_dump(exclude_unset=True) for entry in settings.models
@@ -164,23 +166,8 @@ class ModelRegistry:
         if self._cli is not None and self._cli["id"] not in ids:
             ids.append(self._cli["id"])
         for model_id in ids:
-            data: dict[str, Any] = {}
-            source: Source = "directory"
-            for layer, name in (
-                (ggufs.get(model_id), "directory"),
-                (self._cli if self._cli is not None and self._cli["id"] == model_id else None, "cli"),
-                (self._configured.get(model_id), "config"),
-                (files.get(model_id), "file"),
-            ):
-                if layer is not None:
-                    data = deep_merge(data, layer)
-                    source = name  # type: ignore[assignment]
-            try:
-                entry = ModelEntry.model_validate(entry_data(data, model_id))
-                problem = entry.missing()
-            except ValidationError as exc:
-                problem = f"model {model_id!r}: {exc.errors(include_url=False)[0]['msg']}"
-            if problem is not None:
+            entry, source, problem = self._entry(model_id, ggufs, files)
+            if entry is None:
                 if strict:
                     raise ModelConfigError(problem)
                 log.warning("ignoring %s", problem)
@@ -191,6 +178,69 @@ class ModelRegistry:
             self._specs, self._names = specs, names
         if self.default_id is not None and self.default_id not in names:
             raise ModelNotFound(f"--model {self.default_id!r} is not a known model; known: {', '.join(specs)}")
+
+    def _entry(
+        self, model_id: str, ggufs: dict[str, dict[str, Any]], files: dict[str, dict[str, Any]]
+    ) -> tuple[ModelEntry | None, Source, str]:
+        """The model's entry merged from every source (runtime settings last), or None and why not."""
+        data: dict[str, Any] = {}
+        source: Source = "directory"
+        for layer, name in (
+            (ggufs.get(model_id), "directory"),
+            (self._cli if self._cli is not None and self._cli["id"] == model_id else None, "cli"),
+            (self._configured.get(model_id), "config"),
+            (files.get(model_id), "file"),
+        ):
+            if layer is not None:
+                data = deep_merge(data, layer)
+                source = name  # type: ignore[assignment]
+        runtime = self._runtime.get(model_id)
+        if runtime is not None:
+            data = {**data, **runtime}  # (whole values: a runtime `loras` list replaces the configured one)
+        try:
+            entry = ModelEntry.model_validate(entry_data(data, model_id))
+            problem = entry.missing()
+        except ValidationError as exc:
+            problem = f"model {model_id!r}: {exc.errors(include_url=False)[0]['msg']}"
+        if problem is not None:
+            return None, source, problem
+        return self._with_template_file(entry), source, ""
+
+    def _with_template_file(self, entry: ModelEntry) -> ModelEntry:
+        """A `template` that names a Jinja file of the templates directory (`NAME` for `NAME.jinja`) becomes its
+        path; anything else (a built-in name, a path) is left for the engine."""
+        name = entry.template
+        if self.templates_dir is None or name is None or not is_valid_model_name(name):
+            return entry
+        path = self.templates_dir / f"{name}.jinja"
+        return entry.model_copy(update={"template": str(path)}) if path.is_file() else entry
+
+    def runtime_settings(self, model_id: str) -> dict[str, Any]:
+        """The settings set at run time for `model_id` (empty when none)."""
+        with self._lock:
+            return dict(self._runtime.get(model_id, {}))
+
+    def set_runtime(self, model_id: str, values: dict[str, Any] | None) -> ModelSpec:
+        """Settings for `model_id` that hold until the server stops, over every other source (what TabbyAPI's
+        load, template and LoRA calls change); None forgets them. They take effect at the model's next load.
+        BadRequest (nothing changed) when the model's entry would not be valid with them."""
+        with self._lock:
+            previous = self._runtime.get(model_id)
+            if values:
+                self._runtime[model_id] = dict(values)
+            else:
+                self._runtime.pop(model_id, None)
+        ggufs, files = _scan(self._models_dir)
+        entry, _, problem = self._entry(model_id, ggufs, files)
+        if entry is None:
+            with self._lock:
+                if previous is None:
+                    self._runtime.pop(model_id, None)
+                else:
+                    self._runtime[model_id] = previous
+            raise BadRequest(problem.replace(f"model {model_id!r}: ", ""))
+        self.refresh()
+        return self.get(model_id)
 
     def _index(self, specs: dict[str, ModelSpec], strict: bool) -> dict[str, str]:
         names: dict[str, str] = {}

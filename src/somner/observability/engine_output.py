@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
+from collections.abc import Callable
 
 from somner.observability.logfiles import RotatingFile
 
@@ -21,14 +23,30 @@ _MAX_PENDING = 256 * 1024
 _FINISH_WAIT = 2.0
 
 
-async def copy_output(stream: asyncio.StreamReader, files: RotatingFile) -> None:
-    """Copy `stream` into `files` until end of file; the file is closed when the copy ends."""
+_PROGRESS = re.compile(rb"somner worker: loading (\d{1,3})%")
+
+
+def load_progress(data: bytes) -> float | None:
+    """The last load progress (0..1) our worker reported in `data` (its `somner worker: loading N%` lines)."""
+    found = _PROGRESS.findall(data)
+    return min(100, int(found[-1])) / 100.0 if found else None
+
+
+async def copy_output(
+    stream: asyncio.StreamReader, files: RotatingFile, on_progress: Callable[[float], None] | None = None
+) -> None:
+    """Copy `stream` into `files` until end of file; the file is closed when the copy ends. `on_progress` hears
+    the load progress the engine reports."""
     pending = b""
     try:
         while True:
             data = await stream.read(_READ_SIZE)
             if not data:
                 break
+            if on_progress is not None and b"loading" in data:
+                progress = load_progress(data)
+                if progress is not None:
+                    on_progress(progress)
             pending += data
             cut = pending.rfind(b"\n") + 1
             if cut == 0 and len(pending) < _MAX_PENDING:
@@ -44,10 +62,15 @@ async def copy_output(stream: asyncio.StreamReader, files: RotatingFile) -> None
         files.close()
 
 
-def start_copy(stream: asyncio.StreamReader | None, files: RotatingFile, name: str) -> asyncio.Task[None] | None:
+def start_copy(
+    stream: asyncio.StreamReader | None,
+    files: RotatingFile,
+    name: str,
+    on_progress: Callable[[float], None] | None = None,
+) -> asyncio.Task[None] | None:
     if stream is None:
         return None
-    return asyncio.create_task(copy_output(stream, files), name=name)
+    return asyncio.create_task(copy_output(stream, files, on_progress), name=name)
 
 
 async def finish_copy(task: asyncio.Task[None] | None) -> None:

@@ -39,6 +39,7 @@ __all__ = [
     "deep_merge",
     "load_settings",
     "resolve_data_dir",
+    "resolve_dir",
     "resolve_models_dir",
 ]
 
@@ -46,8 +47,8 @@ ENV_PREFIX = "SOMNER_"
 PLATFORM_VOLUMES = (Path("/runpod-volume"), Path("/workspace"))
 
 
-ApiServer = Literal["openai", "ollama", "kobold", "anthropic"]
-API_SERVERS: tuple[ApiServer, ...] = ("openai", "ollama", "kobold", "anthropic")
+ApiServer = Literal["openai", "ollama", "kobold", "anthropic", "tabby"]
+API_SERVERS: tuple[ApiServer, ...] = ("openai", "ollama", "kobold", "anthropic", "tabby")
 
 
 class Settings(BaseSettings):
@@ -77,6 +78,31 @@ class Settings(BaseSettings):
     model: str | None = Field(
         default=None,
         description="A model id or a path to a GGUF file to serve and load at start.",
+    )
+    templates_dir: Path | None = Field(
+        default=None,
+        description=(
+            "Chat templates (NAME.jinja) that a model's `template` (and TabbyAPI's template switch) may name. "
+            "Default: <data_dir>/templates."
+        ),
+    )
+    loras_dir: Path | None = Field(
+        default=None,
+        description="LoRA adapters (*.gguf) that TabbyAPI's LoRA calls may load by name. Default: <data_dir>/loras.",
+    )
+    sampler_presets_dir: Path | None = Field(
+        default=None,
+        description=(
+            "Sampler override presets (NAME.yml: per parameter, `override` and `force`), as TabbyAPI's "
+            "sampler_overrides folder. Default: <data_dir>/sampler_overrides."
+        ),
+    )
+    sampler_preset: str | None = Field(
+        default=None,
+        description=(
+            "The sampler override preset applied to every request from start (a name from sampler_presets_dir); "
+            "switched at run time through TabbyAPI's /v1/sampling/override/switch."
+        ),
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field(default="info", description="Log verbosity.")
     log_format: Literal["text", "json"] = Field(
@@ -139,7 +165,8 @@ class Settings(BaseSettings):
         default_factory=lambda: list(API_SERVERS),
         description=(
             "API dialects served on the port: openai (/v1/...), ollama (/api/...), kobold (/api/v1, /api/extra), "
-            "anthropic (/v1/messages). All by default."
+            "anthropic (/v1/messages), tabby (TabbyAPI's /v1/model, /v1/lora, /v1/template, /v1/sampling, "
+            "/v1/token routes). All by default."
         ),
     )
     max_request_bytes: int = Field(
@@ -334,3 +361,8 @@ def resolve_data_dir(
 
 def resolve_models_dir(settings: Settings, data_dir: Path) -> Path:
     return settings.models_dir.expanduser() if settings.models_dir is not None else data_dir / "models"
+
+
+def resolve_dir(configured: Path | None, data_dir: Path, default: str) -> Path:
+    """A folder setting: as configured, else `<data_dir>/<default>`."""
+    return configured.expanduser() if configured is not None else data_dir / default

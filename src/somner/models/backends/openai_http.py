@@ -181,24 +181,36 @@ class OpenAIHTTPClient:
         payload = await self._read(response, "stopped while answering")
         return json_object(payload, f"{self._label} sent a malformed {what} response")
 
-    async def tokenize(self, text: str, *, add_special: bool = False, with_pieces: bool = False) -> list[Any]:
+    async def tokenize(
+        self, text: str, *, add_special: bool = False, with_pieces: bool = False, parse_special: bool = True
+    ) -> list[Any]:
         """Token ids of `text` (or {"id", "piece"} objects `with_pieces`), llama-server's `/tokenize`."""
-        body = {"content": text, "add_special": add_special, "with_pieces": with_pieces}
+        body = {"content": text, "add_special": add_special, "with_pieces": with_pieces, "parse_special": parse_special}
         data = await self._post_json("/tokenize", body, "tokenization")
         tokens = data.get("tokens")
         if not isinstance(tokens, list):
             raise EngineFailed(f"{self._label} sent a malformed tokenization response")
         return tokens
 
-    async def detokenize(self, tokens: list[int]) -> str:
-        data = await self._post_json("/detokenize", {"tokens": tokens}, "detokenization")
+    async def detokenize(self, tokens: list[int], *, special: bool = True) -> str:
+        data = await self._post_json("/detokenize", {"tokens": tokens, "special": special}, "detokenization")
         return str(data.get("content", ""))
 
-    async def apply_template(self, request: ChatRequest) -> str:
+    async def apply_template(self, request: ChatRequest, *, add_generation_prompt: bool = True) -> str:
         """The prompt the engine's chat template makes of a chat request (llama-server's `/apply-template`)."""
         body = encode.chat_request(request)
+        if not add_generation_prompt:
+            body["add_generation_prompt"] = False
         data = await self._post_json("/apply-template", body, "chat templates")
         return str(data.get("prompt", ""))
+
+    async def props(self) -> dict[str, Any]:
+        """llama-server's `/props` (chat template, slots, context), or {} when the engine has none."""
+        try:
+            data = await self.get_json("/props", deadline=5.0)
+        except (HTTPError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
 
     async def get_json(self, path: str, *, deadline: float) -> Any:
         """A GET that must answer 200 with JSON within `deadline` seconds (raises `HTTPError` or ValueError)."""
@@ -250,11 +262,18 @@ class ServedOverHTTP:
     async def complete_events(self, request: CompletionRequest) -> PassThrough:
         return await self._http().complete_events(request)
 
-    async def tokenize(self, text: str, *, add_special: bool = False, with_pieces: bool = False) -> list[Any]:
-        return await self._http().tokenize(text, add_special=add_special, with_pieces=with_pieces)
+    async def tokenize(
+        self, text: str, *, add_special: bool = False, with_pieces: bool = False, parse_special: bool = True
+    ) -> list[Any]:
+        return await self._http().tokenize(
+            text, add_special=add_special, with_pieces=with_pieces, parse_special=parse_special
+        )
 
-    async def detokenize(self, tokens: list[int]) -> str:
-        return await self._http().detokenize(tokens)
+    async def detokenize(self, tokens: list[int], *, special: bool = True) -> str:
+        return await self._http().detokenize(tokens, special=special)
 
-    async def apply_template(self, request: ChatRequest) -> str:
-        return await self._http().apply_template(request)
+    async def apply_template(self, request: ChatRequest, *, add_generation_prompt: bool = True) -> str:
+        return await self._http().apply_template(request, add_generation_prompt=add_generation_prompt)
+
+    async def props(self) -> dict[str, Any]:
+        return await self._http().props()

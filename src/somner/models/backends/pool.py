@@ -426,16 +426,23 @@ class PoolBackend:
     async def embed(self, request: EmbeddingRequest) -> EmbeddingResult:
         return await self._call(lambda b: b.embed(request))
 
-    async def tokenize(self, text: str, *, add_special: bool = False, with_pieces: bool = False) -> list[Any]:
+    async def tokenize(
+        self, text: str, *, add_special: bool = False, with_pieces: bool = False, parse_special: bool = True
+    ) -> list[Any]:
         return await self._call(
-            lambda b: _tokenizer(b).tokenize(text, add_special=add_special, with_pieces=with_pieces), _tokenizes
+            lambda b: _tokenizer(b).tokenize(
+                text, add_special=add_special, with_pieces=with_pieces, parse_special=parse_special
+            ),
+            _tokenizes,
         )
 
-    async def detokenize(self, tokens: list[int]) -> str:
-        return await self._call(lambda b: _tokenizer(b).detokenize(tokens), _tokenizes)
+    async def detokenize(self, tokens: list[int], *, special: bool = True) -> str:
+        return await self._call(lambda b: _tokenizer(b).detokenize(tokens, special=special), _tokenizes)
 
-    async def apply_template(self, request: ChatRequest) -> str:
-        return await self._call(lambda b: _tokenizer(b).apply_template(request), _tokenizes)
+    async def apply_template(self, request: ChatRequest, *, add_generation_prompt: bool = True) -> str:
+        return await self._call(
+            lambda b: _tokenizer(b).apply_template(request, add_generation_prompt=add_generation_prompt), _tokenizes
+        )
 
 
 @dataclass(slots=True)

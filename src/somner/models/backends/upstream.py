@@ -90,14 +90,18 @@ class UpstreamBackend:
     async def complete_reply(self, request: CompletionRequest) -> Reply:
         return await self._first(lambda c: c.complete_reply(request))
 
-    async def tokenize(self, text: str, *, add_special: bool = False, with_pieces: bool = False) -> list[Any]:
-        return await self._first(lambda c: c.tokenize(text, add_special=add_special, with_pieces=with_pieces))
+    async def tokenize(
+        self, text: str, *, add_special: bool = False, with_pieces: bool = False, parse_special: bool = True
+    ) -> list[Any]:
+        return await self._first(
+            lambda c: c.tokenize(text, add_special=add_special, with_pieces=with_pieces, parse_special=parse_special)
+        )
 
-    async def detokenize(self, tokens: list[int]) -> str:
-        return await self._first(lambda c: c.detokenize(tokens))
+    async def detokenize(self, tokens: list[int], *, special: bool = True) -> str:
+        return await self._first(lambda c: c.detokenize(tokens, special=special))
 
-    async def apply_template(self, request: ChatRequest) -> str:
-        return await self._first(lambda c: c.apply_template(request))
+    async def apply_template(self, request: ChatRequest, *, add_generation_prompt: bool = True) -> str:
+        return await self._first(lambda c: c.apply_template(request, add_generation_prompt=add_generation_prompt))
 
 
 def upstream_endpoint(url: str) -> Endpoint:

@@ -91,6 +91,7 @@ class WorkerBackend(ServedOverHTTP):
         self._process: asyncio.subprocess.Process | None = None
         self._output: asyncio.Task[None] | None = None
         self._client: OpenAIHTTPClient | None = None
+        self.load_progress = 0.0  # 0..1 while starting, as the worker reports it; 1.0 once ready
 
     @property
     def pid(self) -> int | None:
@@ -134,12 +135,17 @@ class WorkerBackend(ServedOverHTTP):
             start_new_session=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
-        self._output = start_copy(self._process.stdout, self.log, f"engine-output-{self.spec.id}")
+        self.load_progress = 0.0
+        self._output = start_copy(self._process.stdout, self.log, f"engine-output-{self.spec.id}", self._progressed)
         try:
             await self._wait_ready()
+            self.load_progress = 1.0
         except BaseException:
             await self.stop()
             raise
+
+    def _progressed(self, progress: float) -> None:
+        self.load_progress = max(self.load_progress, progress)
 
     async def _wait_ready(self) -> None:
         assert self._process is not None

@@ -1,0 +1,38 @@
+"""Who may call TabbyAPI's routes, and which model "the model" is.
+
+TabbyAPI serves one model at a time; Somner serves several. Where TabbyAPI means "the loaded model", Somner means
+the model the request names (Somner's extension `model`), else the loaded model used most recently (that the key
+may use). Admin calls need an admin key; as in TabbyAPI, a key without that right is a 401 ("Invalid admin key").
+"""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+
+from somner.api.handlers import services_of
+from somner.api.principal import principal_of
+from somner.errors import Unauthorized, Unavailable
+from somner.models.manager import ModelState
+from somner.models.registry import ModelSpec
+
+NO_MODEL = "No models are currently loaded."
+
+
+def require_admin(request: Request) -> None:
+    if not principal_of(request).rights.admin:
+        raise Unauthorized("Invalid admin key", code="invalid_admin_key")
+
+
+def current_model(request: Request, named: str | None = None) -> ModelSpec:
+    """The model a TabbyAPI call is about: `named`, else the loaded model used last; 503 when none is loaded."""
+    services = services_of(request)
+    principal = principal_of(request)
+    if named:
+        spec = services.manager.resolve(named)
+        principal.require_model(spec.id)
+        return spec
+    loaded = [s for s in services.manager.statuses() if s.state is ModelState.LOADED and principal.rights.may_use(s.id)]
+    if not loaded:
+        raise Unavailable(NO_MODEL)
+    newest = max(loaded, key=lambda s: s.last_used or 0.0)
+    return services.registry.get(newest.id)
