@@ -174,9 +174,10 @@ in
       description = "Open the API port (and the health port) in the firewall.";
     };
     apiServers = mkOption {
-      type = types.listOf (types.enum [ "openai" "ollama" "kobold" "anthropic" ]);
-      default = [ "openai" "ollama" "kobold" "anthropic" ];
-      description = "API dialects served.";
+      # TabbyAPI's names for its servers (OAI, Kobold; any letter case there) are accepted too.
+      type = types.listOf (types.enum [ "openai" "ollama" "kobold" "anthropic" "tabby" "OAI" "oai" "Kobold" ]);
+      default = [ "openai" "ollama" "kobold" "anthropic" "tabby" ];
+      description = "API dialects served: openai, ollama, kobold, anthropic, tabby (TabbyAPI's own names OAI and Kobold mean openai and kobold).";
     };
 
     modelsDir = mkOption {

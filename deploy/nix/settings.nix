@@ -38,9 +38,23 @@ let
       defaults = if model.defaults == { } then null else model.defaults;
     }) model.extraSettings;
 
+  # TabbyAPI's names for its API servers mean Somner's openai and kobold; each dialect is listed once.
+  tabbyNames = {
+    OAI = "openai";
+    oai = "openai";
+    Kobold = "kobold";
+  };
+  apiServers = builtins.foldl' (
+    servers: name:
+    let
+      server = tabbyNames.${name} or name;
+    in
+    if builtins.elem server servers then servers else servers ++ [ server ]
+  ) [ ] cfg.apiServers;
+
   generated = withoutNulls {
     inherit (cfg) host port model;
-    api_servers = cfg.apiServers;
+    api_servers = apiServers;
     models_dir = cfg.modelsDir;
     health_port = cfg.healthPort;
     log_level = cfg.logLevel;

@@ -17,12 +17,12 @@ import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 import yaml
 
-from somner.settings import EngineSettings, Settings, load_settings, unknown_environment_keys
+from somner.settings import ApiServer, EngineSettings, Settings, load_settings, unknown_environment_keys
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -535,7 +535,7 @@ let
     str = declared "str"; int = declared "int"; bool = declared "bool"; port = declared "port";
     package = declared "package"; number = declared "number";
     ints = { positive = declared "positive"; between = lo: hi: declared "between"; };
-    nullOr = t: t; listOf = t: t; attrsOf = t: t; enum = values: declared "enum";
+    nullOr = t: t; listOf = t: t; attrsOf = t: t; enum = values: declared "enum" // { inherit values; };
     submodule = m: { _type = "submodule"; inherit (m) options; };
   };
   lib = {
@@ -561,7 +561,8 @@ let
   });
 in
 { settings = import ./settings.nix { inherit cfg; }; optionNames = builtins.attrNames options;
-  modelOptionNames = builtins.attrNames options.models.type.options; inherit loraDefaults; }
+  modelOptionNames = builtins.attrNames options.models.type.options; inherit loraDefaults;
+  apiServerNames = options.apiServers.type.values; }
 """
 
 
@@ -630,3 +631,12 @@ def test_nix_module_options_map_onto_settings_somner_accepts(tmp_path: Path) -> 
     assert small.pinned is True
     assert [(str(lora.path), lora.scale) for lora in small.loras] == [("/srv/loras/style.gguf", 0.5)]
     assert small.memory == 2 * 1024**3
+
+
+def test_nix_module_accepts_tabbyapis_api_server_names(tmp_path: Path) -> None:
+    """TabbyAPI's `api_servers` names (OAI, Kobold) mean Somner's openai and kobold; each dialect is listed once."""
+    result = module_settings(tmp_path, '{ apiServers = [ "OAI" "Kobold" "openai" "ollama" "oai" ]; }')
+    assert set(result["apiServerNames"]) >= {"openai", "ollama", "kobold", "anthropic", "tabby", "OAI", "Kobold"}
+    assert set(result["apiServerNames"]) - {"OAI", "oai", "Kobold"} == set(get_args(ApiServer))
+    settings = Settings(**result["settings"])
+    assert settings.api_servers == ["openai", "kobold", "ollama"]

@@ -1,4 +1,4 @@
-"""`somner config check|show|example`."""
+"""`somner config check|show|example|import-tabby`."""
 
 from __future__ import annotations
 
@@ -53,3 +53,51 @@ def show(config: Path | None = ConfigOption) -> None:
 def example() -> None:
     """Print an example configuration documenting every key with its default."""
     typer.echo(render(), nl=False)
+
+
+@app.command("import-tabby")
+def import_tabby(
+    path: Path = typer.Argument(..., help="TabbyAPI's config.yml.", exists=False),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Write the configuration here (default: stdout)."),
+) -> None:
+    """Turn a TabbyAPI config.yml into a Somner configuration; each option that cannot be mapped is listed on
+    stderr with the reason. Exit 1 when the file is not a TabbyAPI configuration."""
+    from pydantic import ValidationError
+
+    from somner.cli.common import describe_errors
+    from somner.settings import ConfigFileError, Settings, read_config_file, tabby_import
+
+    try:
+        conversion = tabby_import.convert(read_config_file(path))
+    except (ConfigFileError, tabby_import.TabbyConfigError) as exc:
+        problems = exc.problems if isinstance(exc, tabby_import.TabbyConfigError) else [str(exc)]
+        typer.echo(f"error: {path} is not a TabbyAPI configuration Somner can import:", err=True)
+        for problem in problems:
+            typer.echo(f"  - {problem}", err=True)
+        raise typer.Exit(1) from None
+    try:
+        Settings(**conversion.config)  # the promise: what is printed is a configuration Somner accepts
+    except ValidationError as exc:
+        typer.echo(f"error: the configuration made from {path} is not valid:", err=True)
+        for line in describe_errors(exc):
+            typer.echo(f"  - {line}", err=True)
+        raise typer.Exit(1) from None
+    for warning in conversion.warnings:
+        typer.echo(f"warning: {warning}", err=True)
+    for outcome in conversion.outcomes:
+        if outcome.target is None:
+            typer.echo(f"not mapped: {tabby_import.describe(outcome)}", err=True)
+        elif outcome.reason:
+            typer.echo(f"note: {tabby_import.describe(outcome)}", err=True)
+    text = tabby_import.render(conversion, str(path))
+    if output is None:
+        typer.echo(text, nl=False)
+    else:
+        try:
+            output.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            typer.echo(f"error: cannot write {output}: {exc.strerror or exc}", err=True)
+            raise typer.Exit(1) from None
+    mapped, skipped = len(conversion.mapped), len(conversion.not_mapped)
+    where = f" into {output}" if output is not None else ""
+    typer.echo(f"imported {mapped} option(s){where}; {skipped} not mapped (listed above)", err=True)
