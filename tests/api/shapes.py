@@ -26,6 +26,9 @@ def assert_dialect_error(response: httpx.Response, dialect: str, status: int) ->
     if dialect == "kobold":
         assert set(body) == {"detail"} and set(body["detail"]) == {"msg", "type"}, body
         return str(body["detail"]["msg"])
+    if dialect == "tabby":
+        assert set(body) == {"detail"} and isinstance(body["detail"], str), body
+        return str(body["detail"])
     raise AssertionError(f"unknown dialect {dialect}")
 
 

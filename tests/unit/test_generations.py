@@ -9,7 +9,7 @@ from collections.abc import AsyncGenerator
 import pytest
 
 from somner.core import Chunk, FinishReason
-from somner.gateway.generations import Generations
+from somner.gateway.generations import REMEMBERED_CALLERS, Finished, Generations
 
 pytestmark = pytest.mark.anyio
 
@@ -123,3 +123,30 @@ async def test_engine_errors_pass_through_and_close_it() -> None:
         async for _ in generation.watch(engine):
             pass
     assert engine.closed
+
+
+def test_finished_generations_are_kept_per_caller_for_perf() -> None:
+    now = [100.0]
+    registry = Generations(clock=lambda: now[0])
+    done = Finished(
+        prompt_tokens=4,
+        output_tokens=2,
+        prompt_seconds=0.1,
+        output_seconds=0.2,
+        seed=7,
+        finish_reason=FinishReason.STOP,
+        stop_sequence=False,
+    )
+    now[0] = 103.0
+    assert registry.idle_seconds() == 3.0  # none yet: idle since the registry was made
+    running = registry.start("alice")
+    assert registry.idle_seconds() == 0.0
+    running.finish()
+    registry.record("alice", done)
+    assert (registry.total, registry.last("alice"), registry.last("bob")) == (1, done, None)
+    now[0] = 110.0
+    assert registry.idle_seconds() == 7.0
+    for i in range(REMEMBERED_CALLERS):  # only so many callers are remembered, the least recent forgotten first
+        registry.record(f"caller{i}", done)
+    assert registry.last("alice") is None and registry.last(f"caller{REMEMBERED_CALLERS - 1}") == done
+    assert registry.total == REMEMBERED_CALLERS + 1

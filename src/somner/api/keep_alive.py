@@ -1,5 +1,9 @@
 """`keep_alive` on every dialect: Ollama's semantics (a duration or seconds; 0 unloads the model when the request
-ends; negative keeps it loaded), from the body field or, on the OpenAI dialect, the `X-Somner-Keep-Alive` header."""
+ends; negative keeps it loaded), from the body field (Ollama, OpenAI) or the `X-Somner-Keep-Alive` header (every
+dialect; the only way on Anthropic and Kobold, whose bodies have no such field).
+
+With 0 the model's engine stops as soon as the request's lease is released: the manager's reaper wakes on the
+new expiry at once (Ollama's routes that answer in one piece even wait for it before answering)."""
 
 from __future__ import annotations
 

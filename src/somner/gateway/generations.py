@@ -9,16 +9,25 @@ Aborting sets the generation's flag; `Generation.watch` races each next chunk ag
 slow to produce its next token does not delay the abort, and closes the engine's stream so the engine stops
 decoding. The registry is per gateway process: with several replicas an abort reaches only the replica that
 serves the generation (KoboldCpp itself is a single process).
+
+It also keeps what KoboldCpp's `/api/extra/perf` reports: how many generations finished, when the last one ended,
+and each caller's last generation (its sizes and speeds), so that a caller sees its own measurements only.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator
+import time
+from collections import OrderedDict
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
 
-from somner.core import Chunk
+from somner.core import Chunk, FinishReason
+
+REMEMBERED_CALLERS = 1024
+"""Callers whose last generation is kept (the least recently finished are forgotten first): with auth off a
+caller is an address, so the number of callers is not bounded by the number of keys."""
 
 
 async def _close(stream: object) -> None:
@@ -82,11 +91,49 @@ class Generation:
             await _close(stream)
 
 
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """The measurements of a finished (or aborted) generation. Times in seconds; `finish_reason` None: aborted."""
+
+    prompt_tokens: int
+    output_tokens: int
+    prompt_seconds: float
+    output_seconds: float
+    seed: int | None
+    finish_reason: FinishReason | None
+    stop_sequence: bool  # ended on one of the request's stop strings
+
+
 class Generations:
     """The registry of generations in progress (one per gateway process, in `Services`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._active: dict[str, list[Generation]] = {}
+        self._clock = clock
+        self._created = clock()
+        self._last: OrderedDict[str, Finished] = OrderedDict()
+        self.total = 0  # generations finished since start
+        self.last_ended: float | None = None  # when (on `clock`) the latest one ended
+
+    def record(self, owner: str, finished: Finished) -> None:
+        """Note a generation that ended, as the owner's last."""
+        self.total += 1
+        self.last_ended = self._clock()
+        self._last[owner] = finished
+        self._last.move_to_end(owner)
+        while len(self._last) > REMEMBERED_CALLERS:
+            self._last.popitem(last=False)
+
+    def last(self, owner: str) -> Finished | None:
+        """The owner's last finished generation, if it is remembered."""
+        return self._last.get(owner)
+
+    def idle_seconds(self) -> float:
+        """How long no generation has run: 0 while one does; else since the last one ended (or since this registry
+        was made, when none has)."""
+        if self._active:
+            return 0.0
+        return max(0.0, self._clock() - (self.last_ended if self.last_ended is not None else self._created))
 
     def start(self, owner: str, genkey: str = "") -> Generation:
         """Register a generation; `finish` it however it ends. Several may share an owner and a genkey."""

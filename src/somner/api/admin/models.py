@@ -18,6 +18,7 @@ from starlette.routing import BaseRoute, Route
 from somner.api.handlers import services_of
 from somner.api.openai.routes import openai_endpoint
 from somner.api.principal import require_admin
+from somner.errors import MethodNotAllowed
 from somner.models.manager import FOREVER, ModelStatus
 
 
@@ -95,6 +96,8 @@ async def status(request: Request) -> Response:
 
 @openai_endpoint
 async def unload_all(request: Request) -> Response:
+    if request.method == "HEAD":  # (Starlette adds HEAD to every GET route; a probe must not unload anything)
+        raise MethodNotAllowed(f"Method HEAD is not allowed on {request.url.path}")
     require_admin(request)
     manager = services_of(request).manager
     loaded = [s.id for s in manager.statuses() if s.state.value in ("loaded", "failed")]
@@ -108,5 +111,6 @@ def model_routes() -> list[BaseRoute]:
         Route("/admin/models/{model_id:path}/load", load_model, methods=["POST"]),
         Route("/admin/models/{model_id:path}/unload", unload_model, methods=["POST"]),
         Route("/status", status, methods=["GET"]),
-        Route("/unload", unload_all, methods=["POST"]),
+        # GET too, as llama-swap serves it: scripts written for it unload with a bare `curl URL/unload`.
+        Route("/unload", unload_all, methods=["GET", "POST"]),
     ]

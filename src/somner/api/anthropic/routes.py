@@ -20,6 +20,7 @@ from somner.api import serving
 from somner.api.anthropic.render import render
 from somner.api.errors import guarded
 from somner.api.handlers import json_response, read_request, services_of
+from somner.api.keep_alive import keep_alive
 from somner.api.streaming import until_disconnected
 from somner.models import defaults
 from somner.wire.anthropic import decode, encode, schemas
@@ -37,6 +38,7 @@ async def create_message(request: Request) -> Response:
         dialect="anthropic",
         route="messages",
         bytes_in=len(raw),
+        keep=keep_alive(request, None),  # Anthropic's body has no keep_alive: only Somner's header sets it
         prompt_text=orjson.dumps([{"role": m.role, "content": m.content} for m in core.messages]).decode(),
     )
     call, stream = await serving.start_chat(request, services, core, admission)
