@@ -107,3 +107,28 @@ def test_bad_inputs_get_koboldcpps_error_shape(http: httpx.Client) -> None:
         assert response.status_code == status, response.text
         assert set(response.json()["detail"]) == {"msg", "type"}
     assert http.post("/api/v1/generate", json={"prompt": "x", "max_length": 1}).status_code == 200
+
+
+def test_koboldcpp_extras_on_the_real_engine(http: httpx.Client) -> None:
+    """true_max_context_length, tokenize/detokenize with the model's tokenizer, perf with the engine's timings,
+    and the /api/latest aliases."""
+    context = http.get("/api/v1/config/max_context_length").json()
+    assert http.get("/api/extra/true_max_context_length").json() == context
+    assert http.get("/api/latest/model").json() == http.get("/api/v1/model").json()
+    text = "The capital of France is"
+    tokenized = http.post("/api/extra/tokenize", json={"prompt": text, "special": False}).json()
+    assert tokenized == http.post("/api/extra/tokencount", json={"prompt": text, "special": False}).json()
+    assert http.post("/api/extra/detokenize", json={"ids": tokenized["ids"]}).json() == {
+        "result": text,
+        "success": True,
+    }
+    with_bos = http.post("/api/extra/tokenize", json={"prompt": text}).json()["ids"]
+    assert http.post("/api/extra/detokenize", json={"ids": with_bos[:1], "special": False}).json()["result"] == ""
+    too_big = http.post("/api/extra/detokenize", json={"ids": [10**9]})
+    assert too_big.status_code == 400 and "vocabulary" in too_big.json()["detail"]["msg"]
+    body = {"prompt": text, "max_length": 6, "temperature": 0, "sampler_seed": 11, "ban_eos_token": True}
+    assert http.post("/api/latest/generate", json=body).status_code == 200
+    perf = http.get("/api/extra/perf").json()
+    assert (perf["last_token_count"], perf["last_seed"], perf["stop_reason"]) == (6, 11, 0)
+    assert perf["last_input_count"] >= len(with_bos) and perf["total_gens"] >= 1
+    assert perf["last_eval_time"] > 0 and perf["last_eval_speed"] > 0 and perf["idle"] == 1

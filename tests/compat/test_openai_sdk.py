@@ -230,8 +230,8 @@ def test_errors_surface_as_sdk_exceptions(client: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as too_long:
         client.completions.create(model=MODEL, prompt="word " * 5000, max_tokens=1)
     assert too_long.value.code == "context_length_exceeded"
-    with pytest.raises(openai.BadRequestError):
-        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}], n=2)
+    with pytest.raises(openai.BadRequestError):  # (more choices than one request may ask for)
+        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}], n=17)
     # ...and the server keeps serving.
     assert client.completions.create(model=MODEL, prompt="ok", max_tokens=1).choices
 
@@ -299,3 +299,41 @@ def test_the_load_generator_reports_on_a_real_server(serve: ServeProcess) -> Non
     assert report["errors"] == 0
     assert report["output_tokens"] == 20  # ignore_eos: exactly max_tokens each
     assert report["ttft_ms"]["p50"] > 0 and report["itl_ms"]["p99"] > 0
+
+
+def test_legacy_functions_get_a_legacy_answer(client: openai.OpenAI) -> None:
+    """The SDK's deprecated `functions` / `function_call` parameters: served as tools, answered as OpenAI did."""
+    weather = WEATHER_TOOL["function"]
+    completion = client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "What is the weather in Paris?"}],
+        functions=[weather],
+        function_call={"name": "get_weather"},
+        temperature=0,
+        max_tokens=60,
+    )
+    choice = completion.choices[0]
+    assert choice.finish_reason == "function_call" and not choice.message.tool_calls
+    call = choice.message.function_call
+    assert call is not None and call.name == "get_weather"
+    jsonschema.validate(orjson.loads(call.arguments), weather.get("parameters", {}))
+    stream = client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Weather in Rome?"}],
+        functions=[weather],
+        function_call={"name": "get_weather"},
+        temperature=0,
+        max_tokens=60,
+        stream=True,
+    )
+    names, arguments, finishes = [], "", []
+    for chunk in stream:
+        if not chunk.choices:
+            continue
+        piece = chunk.choices[0].delta.function_call
+        if piece is not None:
+            names.append(piece.name)
+            arguments += piece.arguments or ""
+        finishes.append(chunk.choices[0].finish_reason)
+    assert "get_weather" in names and finishes[-1] == "function_call"
+    jsonschema.validate(orjson.loads(arguments), weather.get("parameters", {}))

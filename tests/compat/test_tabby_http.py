@@ -19,7 +19,10 @@ from tests.servers import ADMIN_KEY, ServeProcess, start_serve
 pytestmark = pytest.mark.integration
 
 MODEL = "gemma-3-270m-q4_k_m"
-PLAIN = "{% for m in messages %}[{{ m.role }}] {{ m.content }}\n{% endfor %}{% if add_generation_prompt %}[assistant] {% endif %}"
+PLAIN = (
+    "{% for m in messages %}[{{ m.role }}] {{ m.content }}\n{% endfor %}"
+    "{% if add_generation_prompt %}[assistant] {% endif %}"
+)
 
 
 @pytest.fixture(scope="module")

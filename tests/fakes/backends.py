@@ -10,6 +10,8 @@ it accepted the request but before the first token, "midway" after two tokens.
 `SupervisedFake` (the farm's `supervised=True`) is a backend the manager runs like an engine process: it has a
 heartbeat (`responsive`, false once `frozen`) and can be killed.
 
+A request for several choices (`n`) gets them, choice i with the words rotated by i.
+
 A chat request that forces a tool call (tool_choice "required" or a named function) gets a call of that tool
 (the first one for "required") with the arguments `{"word": <first word of the last message>}`, streamed in two
 pieces as engines that stream arguments do. The tokenizer is one token per word (ids are word lengths).
@@ -35,6 +37,7 @@ from somner.core import (
     ToolChoiceMode,
     Usage,
 )
+from somner.core.streams import merge_choices
 from somner.errors import BadRequest, EngineFailed, EngineGone, ModelLoadFailed
 from somner.models.registry import ModelSpec
 
@@ -131,7 +134,25 @@ class FakeBackend:
         if request.tools and choice.mode in (ToolChoiceMode.REQUIRED, ToolChoiceMode.FUNCTION):
             name = choice.name or request.tools[0].name
             return self._tool_call(name, (text.split() or ["none"])[0], len(request.messages))
+        if request.n > 1:
+            return await self._choices(
+                text, len(request.messages), request.sampling.max_tokens, request.sampling.logprobs, request.n
+            )
         return await self._stream(text, len(request.messages), request.sampling.max_tokens, request.sampling.logprobs)
+
+    async def _choices(
+        self, text: str, prompt_tokens: int, max_tokens: int | None, logprobs: int | None, n: int
+    ) -> AsyncIterator[Chunk]:
+        """`n` > 1: choice i is the text with its words rotated by i (choice 0 is what n = 1 gives), the choices'
+        chunks interleaved, each choice finished, the usage of all (the prompt once) on the last chunk."""
+        words = text.split() or ["empty"]
+        streams = [
+            await self._stream(
+                " ".join(words[i % len(words) :] + words[: i % len(words)]), prompt_tokens, max_tokens, logprobs
+            )
+            for i in range(n)
+        ]
+        return merge_choices(streams)
 
     async def _tool_call(self, name: str, word: str, prompt_tokens: int) -> AsyncIterator[Chunk]:
         arguments = json.dumps({"word": word})
@@ -163,6 +184,10 @@ class FakeBackend:
     async def complete(self, request: CompletionRequest) -> AsyncIterator[Chunk]:
         self.requests.append(request)
         text = request.prompt if isinstance(request.prompt, str) else " ".join(f"t{t}" for t in request.prompt)
+        if request.n > 1:
+            return await self._choices(
+                text, len(text.split()), request.sampling.max_tokens, request.sampling.logprobs, request.n
+            )
         return await self._stream(text, len(text.split()), request.sampling.max_tokens, request.sampling.logprobs)
 
     async def embed(self, request: EmbeddingRequest) -> EmbeddingResult:

@@ -115,3 +115,16 @@ def test_guesses_keep_coming_past_the_sliding_window(drafted: EngineHarness) -> 
     assert last.usage.completion_tokens == 48
     accepted = after["accepted_tokens"] - before["accepted_tokens"]
     assert accepted > 48 // 3, f"only {accepted} guesses accepted past the window"
+
+
+def test_banned_strings_go_back_past_the_guesses(drafted: EngineHarness, harness: EngineHarness) -> None:
+    """A rewind for a banned string also cuts the draft model's cache: the output is still the plain engine's."""
+    text, _ = run(harness, PROMPTS[2], max_tokens=40, temperature=0)
+    ban = max(text.split()[3:], key=len)
+    expected, _ = run(harness, PROMPTS[2], max_tokens=40, temperature=0, banned_strings=[ban])
+    assert ban.lower() not in expected.lower()
+    rewinds = drafted.engine.scheduler.stats.snapshot()["rewinds"]
+    got, last = run(drafted, PROMPTS[2], max_tokens=40, temperature=0, banned_strings=[ban])
+    assert got == expected
+    assert last.usage.completion_tokens == 40 or last.finish_reason is FinishReason.STOP
+    assert drafted.engine.scheduler.stats.snapshot()["rewinds"] > rewinds

@@ -95,7 +95,7 @@ def test_text_parts_are_joined_and_images_refused() -> None:
         ({**BASE, "messages": []}, "messages", "invalid_value"),
         ({**BASE, "messages": [{"role": "wizard", "content": "x"}]}, "messages.0.role", "invalid_value"),
         ({**BASE, "stop": 5}, "stop", "invalid_type"),
-        ({**BASE, "n": 2}, "n", "unsupported_value"),
+        ({**BASE, "n": 17}, "n", "invalid_value"),
         ({**BASE, "logit_bias": {"abc": 1}}, "logit_bias", "invalid_value"),
         ({**BASE, "logit_bias": {"1": 500}}, "logit_bias.1", "invalid_value"),
         ({**BASE, "top_logprobs": 2}, "top_logprobs", "invalid_value"),

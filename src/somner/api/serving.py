@@ -32,7 +32,7 @@ from somner.api.errors import internal_error, request_id
 from somner.api.principal import lane_of, principal_of
 from somner.api.streaming import ClientDisconnected, event_stream, shutting_down, until_disconnected
 from somner.core import ChatRequest, Chunk, CompletionRequest
-from somner.core.streams import Collected, collect
+from somner.core.streams import Collected, collect, collect_choices
 from somner.errors import BadRequest, EngineGone, SomnerError
 from somner.gateway.admission import Ticket, status_of
 from somner.models import defaults
@@ -344,6 +344,18 @@ async def collected(request: Request, call: Call, stream: ChunkStream) -> Collec
     """The whole reply of a stream that is not streamed to the client; the call is closed either way."""
     try:
         result = await until_disconnected(request, collect(stream, call.observe))
+    except BaseException as exc:
+        await close_stream(stream)
+        fail(call, exc)
+        raise
+    call.close(200)
+    return result
+
+
+async def collected_choices(request: Request, call: Call, stream: ChunkStream, choices: int) -> list[Collected]:
+    """`collected` for a request with several choices (`n`): one whole reply per choice."""
+    try:
+        result = await until_disconnected(request, collect_choices(stream, choices, call.observe))
     except BaseException as exc:
         await close_stream(stream)
         fail(call, exc)

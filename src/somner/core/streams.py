@@ -1,5 +1,5 @@
 """Consuming chunk streams: collecting one into a whole reply, running several at once (one per prompt of a
-multi-prompt completion)."""
+multi-prompt completion, one per choice of a request with `n` > 1)."""
 
 from __future__ import annotations
 
@@ -103,3 +103,59 @@ async def collect(chunks: AsyncIterator[Chunk], observe: Callable[[Chunk], None]
         result.last = chunk
     result.text = "".join(parts)
     return result
+
+
+def choices_usage(usages: Sequence[Usage]) -> Usage:
+    """The usage of several choices of one prompt: the prompt once (as OpenAI counts it), the outputs summed."""
+    return Usage(
+        prompt_tokens=usages[0].prompt_tokens if usages else 0,
+        completion_tokens=sum(u.completion_tokens for u in usages),
+        cached_tokens=usages[0].cached_tokens if usages else 0,
+    )
+
+
+async def merge_choices(streams: Sequence[AsyncIterator[Chunk]]) -> AsyncIterator[Chunk]:
+    """The choices of one prompt as one stream: stream i's chunks get `index` i, in arrival order. Each choice
+    keeps its finish chunk; the usage goes only on the last one, for all choices together (`choices_usage`)."""
+    if len(streams) == 1:
+        async for only in streams[0]:
+            yield only
+        return
+    usages: list[Usage] = []
+    async for index, chunk in merge(streams):
+        chunk.index = index
+        if chunk.finish_reason is not None:
+            usages.append(chunk.usage or Usage())
+            chunk.usage = choices_usage(usages) if len(usages) == len(streams) else None
+        yield chunk
+
+
+async def collect_choices(
+    chunks: AsyncIterator[Chunk], choices: int, observe: Callable[[Chunk], None] | None = None
+) -> list[Collected]:
+    """Read a stream of `choices` choices to its end and put each reply together (reply i from the chunks with
+    `index` i; indexes outside the range are folded into the last)."""
+    parts: list[list[str]] = [[] for _ in range(choices)]
+    results = [Collected() for _ in range(choices)]
+    async for chunk in chunks:
+        if observe is not None:
+            observe(chunk)
+        index = min(max(chunk.index, 0), choices - 1)
+        result = results[index]
+        parts[index].append(chunk.text)
+        if chunk.logprobs:
+            result.logprobs = (result.logprobs or []) + chunk.logprobs
+        result.tool_calls.add(chunk.tool_calls)
+        if chunk.finish_reason is not None or result.last.finish_reason is None:
+            result.last = chunk
+    for result, texts in zip(results, parts, strict=True):
+        result.text = "".join(texts)
+    return results
+
+
+def total_usage(results: Sequence[Collected]) -> Usage:
+    """The usage the replies' final chunks carry, together (a reply without any adds nothing)."""
+    total = Usage()
+    for result in results:
+        total.add(result.last.usage)
+    return total

@@ -24,17 +24,43 @@ class SamplingParams:
 
     max_tokens: int | None = None
     temperature: float | None = None
+    # False: temperature before the truncation samplers (HF/TabbyAPI "temperature first"); None or True: last,
+    # llama.cpp's order.
+    temperature_last: bool | None = None
+    # Dynamic temperature (llama.cpp's temp_ext): the temperature varies in [temperature - range, temperature +
+    # range] with the normalized entropy of the distribution, raised to `dynatemp_exponent`.
+    dynatemp_range: float | None = None
+    dynatemp_exponent: float | None = None
     top_p: float | None = None
     top_k: int | None = None
     min_p: float | None = None
     typical_p: float | None = None
+    top_a: float | None = None  # KoboldAI's top-a: drop tokens with p < top_a * p_max^2
+    tfs: float | None = None  # tail-free sampling's z (1: off)
+    top_n_sigma: float | None = None  # keep logits within n standard deviations of the maximum (<= 0: off)
+    xtc_probability: float | None = None  # Exclude Top Choices: how often it acts
+    xtc_threshold: float | None = None  # ... on the tokens at least this likely (all but the least likely of them)
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
     repeat_penalty: float | None = None
-    repeat_last_n: int | None = None
+    repeat_last_n: int | None = None  # the penalties' window: -1 the whole context, 0 off
+    dry_multiplier: float | None = None  # DRY ("don't repeat yourself"): 0 off
+    dry_base: float | None = None
+    dry_allowed_length: int | None = None
+    dry_range: int | None = None  # DRY's window: -1 the whole context, 0 off
+    dry_sequence_breakers: list[str] | None = None
+    mirostat: int | None = None  # 0 off, 1 Mirostat, 2 Mirostat 2.0 (replaces the truncation samplers)
+    mirostat_tau: float | None = None
+    mirostat_eta: float | None = None
     seed: int | None = None
     stop: list[str] = field(default_factory=list)
     logit_bias: dict[int, float] = field(default_factory=dict)
+    # Strings the output never contains (case-insensitive, also across tokens): generation goes back to where one
+    # began and chooses another token there.
+    banned_strings: list[str] = field(default_factory=list)
+    banned_tokens: list[int] = field(default_factory=list)  # never sampled
+    allowed_tokens: list[int] = field(default_factory=list)  # when not empty: only these are sampled
+    min_tokens: int | None = None  # no end-of-generation token before this many tokens
     # Number of alternatives per position to report; None = no logprobs, 0 = only the chosen token.
     logprobs: int | None = None
     # Constrained output: a JSON schema (None with json_mode=True means "any JSON object"), or raw GBNF.
@@ -106,6 +132,7 @@ class ChatRequest:
     messages: list[Message]
     sampling: SamplingParams = field(default_factory=SamplingParams)
     stream: bool = False
+    n: int = 1  # choices to generate; chunks of choice i carry `index` i
     user: str | None = None
     tools: list[Tool] = field(default_factory=list)
     tool_choice: ToolChoice = field(default_factory=ToolChoice)
@@ -120,6 +147,7 @@ class CompletionRequest:
     prompt: str | list[int]
     sampling: SamplingParams = field(default_factory=SamplingParams)
     stream: bool = False
+    n: int = 1  # choices to generate for the prompt; chunks of choice i carry `index` i
     echo: bool = False
     user: str | None = None
 
@@ -144,14 +172,18 @@ class TopLogprob:
     token: str
     logprob: float
     bytes: list[int]
+    id: int | None = None  # the token id, when the engine says
 
 
 @dataclass(slots=True)
 class TokenLogprob:
+    """The chosen token's log-probability under the model's distribution, and the most likely alternatives."""
+
     token: str
     logprob: float
     bytes: list[int]
     top: list[TopLogprob]
+    id: int | None = None
 
 
 @dataclass(slots=True)
@@ -182,7 +214,10 @@ class Timings:
 
 @dataclass(slots=True)
 class Chunk:
-    """A piece of a generation. The last chunk carries `finish_reason` and `usage`."""
+    """A piece of a generation. The last chunk carries `finish_reason` and `usage`.
+
+    With several choices (`n`), `index` says whose piece it is; each choice ends with its own `finish_reason`, and
+    the stream's last chunk carries the usage of all of them (the prompt counted once)."""
 
     text: str = ""
     logprobs: list[TokenLogprob] | None = None
@@ -191,3 +226,4 @@ class Chunk:
     stop_sequence: str | None = None  # with finish_reason STOP: the stop string that ended the text, if one did
     usage: Usage | None = None
     timings: Timings | None = None
+    index: int = 0

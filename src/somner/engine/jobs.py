@@ -27,6 +27,8 @@ class GenerationJob:
     max_tokens: int
     stop: list[str] = field(default_factory=list)
     logprobs: int | None = None  # alternatives per position; None = no logprobs
+    banned: list[str] = field(default_factory=list)  # strings the output must not contain (see banned.py)
+    group: int | None = None  # the choices (`n`) of one request: the same prompt, prefilled once for all
     id: int = field(default_factory=next_job_id)
 
 
@@ -63,6 +65,7 @@ class EngineStats:
     queued: int = 0
     drafted_tokens: int = 0  # guesses of the draft model (speculative decoding)
     accepted_tokens: int = 0  # of which the model's own sampling confirmed
+    rewinds: int = 0  # times a sequence went back to where a banned string began
     step_seconds: float = 0.0  # time spent in scheduling steps, decode included
     decode_seconds: float = 0.0  # of which inside llama_decode; the rest is per-step Python work
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -81,6 +84,7 @@ class EngineStats:
                 "generated_tokens": self.generated_tokens,
                 "drafted_tokens": self.drafted_tokens,
                 "accepted_tokens": self.accepted_tokens,
+                "rewinds": self.rewinds,
                 "steps": self.steps,
                 "embeddings": self.embeddings,
                 "active": self.active,

@@ -264,6 +264,13 @@ class LlamaContext:
             n = 0
         return n
 
+    def seq_copy(self, source: int, target: int) -> bool:
+        """Make `target` hold what `source` holds (all positions; `target` must be empty); False if it did not."""
+        lib.llama_memory_seq_cp(self.memory, source, target, -1, -1)
+        return int(lib.llama_memory_seq_pos_max(self.memory, target)) == int(
+            lib.llama_memory_seq_pos_max(self.memory, source)
+        )
+
     def seq_pos_min(self, seq: int) -> int:
         return int(lib.llama_memory_seq_pos_min(self.memory, seq))
 

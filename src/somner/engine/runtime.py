@@ -8,6 +8,7 @@ only ever sees jobs that fit.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 from collections.abc import Callable
@@ -221,6 +222,11 @@ class Engine:
         )
 
     def prepare_chat(self, request: ChatRequest) -> GenerationJob:
+        """The job of a chat request's first choice (see `chat_jobs`)."""
+        return self.chat_jobs(request, choices=1)[0]
+
+    def chat_jobs(self, request: ChatRequest, *, choices: int | None = None) -> list[GenerationJob]:
+        """One job per choice (`request.n`, or `choices`), all of the same prompt (rendered once)."""
         prompt = self.render_chat(request)
         grammar = None
         if request.tool_choice.mode in (ToolChoiceMode.REQUIRED, ToolChoiceMode.FUNCTION):
@@ -228,9 +234,15 @@ class Engine:
                 raise BadRequest("A forced tool call cannot be combined with 'grammar'.", param="grammar")
             shown = tooling.offered(request.tools, request.tool_choice)
             grammar = tooling.forced_grammar(shown, parallel=request.parallel_tool_calls)
-        return self._job(self.tokenize_prompt(prompt), request.sampling, "messages", grammar=grammar)
+        tokens = self.tokenize_prompt(prompt)
+        return self._jobs(tokens, request.sampling, "messages", request.n if choices is None else choices, grammar)
 
     def prepare_completion(self, request: CompletionRequest) -> GenerationJob:
+        """The job of a completion request's first choice (see `completion_jobs`)."""
+        return self.completion_jobs(request, choices=1)[0]
+
+    def completion_jobs(self, request: CompletionRequest, *, choices: int | None = None) -> list[GenerationJob]:
+        """One job per choice (`request.n`, or `choices`), all of the same prompt."""
         self._generates()
         if isinstance(request.prompt, str):
             tokens = self.tokenize_prompt(request.prompt)
@@ -241,7 +253,27 @@ class Engine:
             tokens = list(request.prompt)
         if not tokens:
             raise BadRequest("the prompt is empty", param="prompt")
-        return self._job(tokens, request.sampling, "prompt")
+        return self._jobs(tokens, request.sampling, "prompt", request.n if choices is None else choices, None)
+
+    def _jobs(
+        self, tokens: list[int], sampling: SamplingParams, param: str, choices: int, grammar: str | None
+    ) -> list[GenerationJob]:
+        """Jobs for the choices of one prompt. With a seed, choice i draws with seed + i: the choices differ, and
+        each is reproducible. If one cannot be made, none is left behind."""
+        jobs: list[GenerationJob] = []
+        try:
+            for i in range(max(1, choices)):
+                own = sampling
+                if i and sampling.seed is not None:
+                    own = dataclasses.replace(sampling, seed=sampling.seed + i)
+                jobs.append(self._job(tokens, own, param, grammar=grammar))
+                if choices > 1:
+                    jobs[-1].group = jobs[0].id
+        except BaseException:
+            for job in jobs:
+                job.sampler.close()
+            raise
+        return jobs
 
     def _job(
         self, tokens: list[int], sampling: SamplingParams, param: str, *, grammar: str | None = None
@@ -256,13 +288,14 @@ class Engine:
         room = self.n_ctx - len(tokens)
         max_tokens = room if sampling.max_tokens is None else min(sampling.max_tokens, room)
         grammar = grammar if grammar is not None else grammar_for(sampling)
-        sampler = Sampler(self.model, sampling, grammar=grammar, prompt_tokens=tokens)
+        sampler = Sampler(self.model, sampling, grammar=grammar, prompt_tokens=tokens, context_size=self.n_ctx)
         return GenerationJob(
             prompt=tokens,
             sampler=sampler,
             max_tokens=max_tokens,
             stop=sampling.stop,
             logprobs=sampling.logprobs,
+            banned=sampling.banned_strings,
         )
 
     # -- embeddings ------------------------------------------------------------------------------------

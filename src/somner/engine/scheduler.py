@@ -10,10 +10,18 @@ After the decode, each slot whose last row produced logits samples its next toke
 
 Requests enter a FIFO queue (`submit`); a free slot takes the queue head, preferring the slot whose cached
 tokens share the longest prefix with the new prompt (prompt prefix cache: a chat's next turn re-prefills
-only the new text). Cancelling (`cancel`) frees the slot at the start of the next step. Outputs of a step
+only the new text). The choices of one request (`n`, a job `group`) are prefilled once: the first takes a slot
+and prefills the prompt, the others wait in their slots and, the step it is done, copy its cache and draw their
+first token from the same logits. Cancelling (`cancel`) frees the slot at the start of the next step. Outputs of a step
 go to the sink in one call, so the serving event loop is woken once per step, not once per token.
 Everything here runs on the engine thread except `submit`, `cancel`, `submit_embedding` and `stop`, which
 only touch the inbox under its condition variable.
+
+Banned strings (see banned.py) make a sequence go back: when its held text completes one, the slot keeps the
+tokens before the token where it began, cuts its cache back to them (as far as the cache allows; what it cannot
+keep is prefilled again, like a prompt: `feed` is what must be in the cache before the next sample), its sampler
+rebuilds its history, the draft model forgets the rest, and that token is banned at that position. A sequence
+goes back at most `_MAX_REWINDS` times; then, or when a position has no token left, it ends there.
 """
 
 from __future__ import annotations
@@ -28,9 +36,10 @@ from collections.abc import Callable, Iterator
 import numpy as np
 
 from somner.core import Chunk, FinishReason, Timings, TokenLogprob, TopLogprob, Usage
+from somner.engine.banned import BannedStrings, Released
 from somner.engine.jobs import EmbeddingJob, EngineStats, GenerationJob, Output, Sink
 from somner.engine.llama import Batch, EngineError, LlamaContext, LlamaModel, common_prefix
-from somner.engine.sampling import logprobs_of
+from somner.engine.sampling import NoCandidates, logprobs_of
 from somner.engine.speculative import Drafter, Wish
 from somner.engine.text import IncrementalDecoder, StopMatcher
 from somner.errors import EngineFailed, SomnerError
@@ -46,21 +55,31 @@ _MIN_PREFILL_WHILE_DECODING = 32
 _TAIL_TOKENS = 16
 # Longest wait, from idle, for announced requests to join the first step (see _gather_burst_locked).
 _MAX_GATHER = 0.05
+# Rewinds one sequence may make for its banned strings: each costs a decode of at least one token, so this bounds
+# what a request can make the engine redo (a model that keeps heading for a banned string then just stops there).
+_MAX_REWINDS = 128
 
 
 class Slot:
     """One sequence of the shared context: its cached tokens and, while busy, the job it serves."""
 
     __slots__ = (
+        "bans",
         "cached",
         "decoder",
+        "fed",
+        "feed",
         "first_token_at",
         "generated",
+        "guard",
         "guesses",
         "job",
         "last_token",
         "last_used",
+        "leader",
+        "output",
         "prompt_pos",
+        "rewinds",
         "row",
         "seq",
         "started_at",
@@ -76,11 +95,18 @@ class Slot:
         self._reset_job_state()
 
     def _reset_job_state(self) -> None:
-        self.prompt_pos = 0
+        self.feed: list[int] = []  # what must be in the cache before the next sample: the prompt (+ kept output)
+        self.prompt_pos = 0  # how much of `feed` is in the cache
         self.last_token = -1
         self.generated = 0
+        self.output: list[int] = []  # the generated tokens (the last one is fed next step)
         self.cached = 0
         self.row = -1
+        self.fed = False  # this step's batch feeds `last_token` at `row`
+        self.guard: BannedStrings | None = None
+        self.leader: Slot | None = None  # the slot prefilling this one's prompt (a choice of the same request)
+        self.bans: dict[int, set[int]] = {}  # generated index -> tokens banned there (rewinds)
+        self.rewinds = 0
         self.guesses: list[int] = []  # the draft model's guesses fed after last_token this step
         self.started_at = 0.0
         self.first_token_at = 0.0
@@ -89,7 +115,7 @@ class Slot:
 
     @property
     def prefilling(self) -> bool:
-        return self.job is not None and self.prompt_pos < len(self.job.prompt)
+        return self.job is not None and self.prompt_pos < len(self.feed)
 
 
 class Scheduler:
@@ -279,24 +305,60 @@ class Scheduler:
         slot = best
         # The last prompt tokens are evaluated again even when cached: their logits give the first output token,
         # and recomputing a run of them keeps a repeated prompt's numerics identical to its first time.
-        reuse = self.ctx.keep_prefix(slot.seq, max(0, min(best_common, len(job.prompt) - _TAIL_TOKENS)))
+        leader = self._leader_for(job)
+        keep = 0 if leader is not None else max(0, min(best_common, len(job.prompt) - _TAIL_TOKENS))
+        reuse = self.ctx.keep_prefix(slot.seq, keep)
         del slot.tokens[reuse:]
         if self.drafter is not None:
             self.drafter.keep(slot.seq, slot.tokens)
         slot._reset_job_state()
         slot.job = job
+        slot.feed = job.prompt
         slot.prompt_pos = reuse
         slot.cached = reuse
         slot.stops = StopMatcher(job.stop)
+        slot.guard = BannedStrings(job.banned) if job.banned else None
+        slot.leader = leader
         slot.started_at = time.perf_counter()
         with self.stats.lock:
             self.stats.active += 1
             self.stats.cached_tokens += reuse
 
+    def _leader_for(self, job: GenerationJob) -> Slot | None:
+        """A slot prefilling the prompt of another choice of `job`'s request, if one is (its first prefill: a choice
+        that went back for a banned string prefills more than the prompt)."""
+        if job.group is None:
+            return None
+        for slot in self.slots:
+            other = slot.job
+            joinable = other is not None and other.group == job.group and slot.feed is other.prompt
+            if joinable and slot.leader is None and slot.prefilling:
+                return slot
+        return None
+
+    def _share_prompt(self, leader: Slot) -> None:
+        """`leader` has just prefilled its prompt: the choices waiting for it copy its cache and sample their first
+        token from its last row, in this step."""
+        for slot in self.slots:
+            if slot.leader is not leader:
+                continue
+            slot.leader = None
+            if not self.ctx.seq_copy(leader.seq, slot.seq):  # (then it prefills the prompt itself)
+                continue
+            slot.tokens = list(leader.tokens)
+            slot.prompt_pos = len(slot.feed)
+            slot.cached = len(slot.feed)
+            slot.row = leader.row
+            with self.stats.lock:
+                self.stats.cached_tokens += len(slot.feed)
+
     def _release(self, slot: Slot) -> None:
         job = slot.job
         if job is None:
             return
+        followers = [other for other in self.slots if other.leader is slot]
+        for follower in followers:  # (the first prefills the prompt itself, for the others)
+            follower.leader = followers[0] if follower is not followers[0] else None
         job.sampler.close()
         slot.job = None
         slot.last_used = time.monotonic()
@@ -322,16 +384,16 @@ class Scheduler:
             return
         decoded = time.perf_counter()
         for slot, take in prefill:
-            job = slot.job
-            assert job is not None
-            slot.tokens.extend(job.prompt[slot.prompt_pos : slot.prompt_pos + take])
+            slot.tokens.extend(slot.feed[slot.prompt_pos : slot.prompt_pos + take])
             slot.prompt_pos += take
             with self.stats.lock:
                 self.stats.prompt_tokens += take
+            if not slot.prefilling:
+                self._share_prompt(slot)
         for slot in self.slots:
             if slot.row < 0 or slot.job is None:
                 continue
-            if not slot.prefilling and slot.generated > 0:
+            if slot.fed:
                 slot.tokens.append(slot.last_token)  # the token fed this step is now in the cache
             if slot.guesses:
                 self._advance_guessed(slot, outputs)
@@ -350,7 +412,8 @@ class Scheduler:
         decoding = False
         for slot in self.slots:
             slot.row = -1
-            if slot.job is not None and not slot.prefilling:
+            slot.fed = slot.job is not None and not slot.prefilling
+            if slot.fed:
                 slot.row = batch.add(slot.last_token, len(slot.tokens), slot.seq, True)
                 if slot.guesses:
                     batch.add_run(slot.guesses, len(slot.tokens) + 1, slot.seq, True, logits_all=True)
@@ -359,19 +422,18 @@ class Scheduler:
         if decoding:
             budget = min(budget, max(_MIN_PREFILL_WHILE_DECODING, self.batch_size // 4))
         prefill: list[tuple[Slot, int]] = []
-        for slot in sorted((s for s in self.slots if s.prefilling), key=lambda s: s.started_at):
+        waiting = (s for s in self.slots if s.prefilling and s.leader is None)  # (followers wait: _share_prompt)
+        for slot in sorted(waiting, key=lambda s: s.started_at):
             if budget <= 0:
                 break
-            job = slot.job
-            assert job is not None
-            remaining = len(job.prompt) - slot.prompt_pos
+            remaining = len(slot.feed) - slot.prompt_pos
             take = min(budget, remaining)
             if take < remaining and remaining - take < _TAIL_TOKENS:
                 take = remaining - _TAIL_TOKENS  # never leave a short tail chunk (see _TAIL_TOKENS)
             if take <= 0:
                 continue
-            piece = job.prompt[slot.prompt_pos : slot.prompt_pos + take]
-            last = slot.prompt_pos + take == len(job.prompt)
+            piece = slot.feed[slot.prompt_pos : slot.prompt_pos + take]
+            last = slot.prompt_pos + take == len(slot.feed)
             row = batch.add_run(piece, slot.prompt_pos, slot.seq, last)
             if last:
                 slot.row = row
@@ -409,7 +471,7 @@ class Scheduler:
         accepted = 0
         for i in range(len(guesses) + 1):
             slot.row = first + i
-            if not self._advance(slot, outputs):
+            if not self._advance(slot, outputs) or slot.prefilling:  # (ended, or went back: see _rewind)
                 break
             if i == len(guesses) or slot.last_token != guesses[i]:
                 break
@@ -426,37 +488,92 @@ class Scheduler:
         """Sample the next token of `slot` and turn it into output; False when that ended the sequence."""
         job = slot.job
         assert job is not None
-        token = job.sampler.sample(self.ctx, slot.row)
-        now = time.perf_counter()
-        if slot.generated == 0:
-            slot.first_token_at = now
+        banned = slot.bans.get(slot.generated, ()) if slot.bans else ()
+        try:
+            token = job.sampler.sample(self.ctx, slot.row, generated=slot.generated, banned=banned)
+        except NoCandidates:
+            self._end(slot, outputs, FinishReason.STOP)
+            return False
+        if not slot.first_token_at:
+            slot.first_token_at = time.perf_counter()
         slot.generated += 1
+        slot.output.append(token)
         with self.stats.lock:
             self.stats.generated_tokens += 1
         logprobs = self._logprobs(slot, token) if job.logprobs is not None else None
         if self.model.is_eog(token):
-            self._finish(slot, outputs, FinishReason.STOP, self._drain(slot), logprobs)
+            self._end(slot, outputs, FinishReason.STOP, after=logprobs)
             return False
-        emit, stopped = slot.stops.feed(slot.decoder.feed(self.model.piece(token)))
+        text = slot.decoder.feed(self.model.piece(token))
+        if slot.guard is not None:
+            held = slot.guard.push(text, whole=not slot.decoder.pending, logprobs=logprobs)
+            if not isinstance(held, Released):
+                return self._rewind(slot, outputs, slot.guard.base + held)
+            text, logprobs = held.text, (held.logprobs or None) if job.logprobs is not None else None
+        emit, stopped = slot.stops.feed(text)
         if stopped:
             self._finish(slot, outputs, FinishReason.STOP, emit, logprobs)
             return False
         slot.last_token = token
         # The sampled token is fed next step at position len(tokens); it must fit in the sequence's cells.
         if slot.generated >= job.max_tokens or len(slot.tokens) >= self.n_ctx_seq:
-            tail = emit + self._drain(slot)
-            reason = FinishReason.STOP if slot.stops.stopped else FinishReason.LENGTH
-            self._finish(slot, outputs, reason, tail, logprobs)
+            self._end(slot, outputs, FinishReason.LENGTH, emit, logprobs)
             return False
         if emit or logprobs:
             outputs.append((job, Chunk(text=emit, logprobs=logprobs)))
         return True
 
-    @staticmethod
-    def _drain(slot: Slot) -> str:
-        """Text still held back (an incomplete character, a partial stop string) at the end of a sequence."""
-        text, stopped = slot.stops.feed(slot.decoder.flush())
-        return text if stopped else text + slot.stops.flush()
+    def _rewind(self, slot: Slot, outputs: list[Output], start: int) -> bool:
+        """A banned string began with generated token `start`: go back to just before it and ban it there (see the
+        design note). False when the sequence ends instead (too many rewinds)."""
+        job = slot.job
+        assert job is not None
+        slot.decoder = IncrementalDecoder()  # (rewind points are whole characters: nothing of what follows stays)
+        if slot.rewinds >= _MAX_REWINDS:
+            log.info("sequence %d went back %d times for banned strings; it ends there", slot.seq, slot.rewinds)
+            self._end(slot, outputs, FinishReason.STOP)
+            return False
+        slot.rewinds += 1
+        slot.bans.setdefault(start, set()).add(slot.output[start])
+        for later in [p for p in slot.bans if p > start]:
+            del slot.bans[later]  # (made for a context that is gone)
+        del slot.output[start:]
+        slot.generated = start
+        slot.feed = [*job.prompt, *slot.output]
+        # The cache keeps all but the last token of `feed`, which is fed again for the logits of position `start`.
+        kept = self.ctx.keep_prefix(slot.seq, len(slot.feed) - 1)
+        del slot.tokens[kept:]
+        slot.prompt_pos = kept
+        if self.drafter is not None:
+            self.drafter.keep(slot.seq, slot.tokens)
+        job.sampler.rewind(slot.output)
+        with self.stats.lock:
+            self.stats.rewinds += 1
+        return True
+
+    def _end(
+        self,
+        slot: Slot,
+        outputs: list[Output],
+        reason: FinishReason,
+        emit: str = "",
+        logprobs: list[TokenLogprob] | None = None,
+        *,
+        after: list[TokenLogprob] | None = None,
+    ) -> None:
+        """Finish with `emit` and whatever is still held back (an incomplete character, a partial stop string, text
+        that could have become a banned string); `after`: log-probabilities of a token that added no text."""
+        job = slot.job
+        assert job is not None
+        held = slot.guard.flush() if slot.guard is not None else Released()
+        text, stopped = slot.stops.feed(held.text + slot.decoder.flush())
+        if stopped:
+            reason = FinishReason.STOP  # (the held tail completed a stop string)
+        else:
+            text += slot.stops.flush()
+        if job.logprobs is not None:
+            logprobs = [*(logprobs or []), *held.logprobs, *(after or [])]
+        self._finish(slot, outputs, reason, emit + text, logprobs)
 
     def _logprobs(self, slot: Slot, token: int) -> list[TokenLogprob]:
         job = slot.job
@@ -474,9 +591,11 @@ class Scheduler:
                         token=self.model.piece(t).decode("utf-8", errors="replace"),
                         logprob=lp,
                         bytes=list(self.model.piece(t)),
+                        id=t,
                     )
                     for t, lp in top
                 ],
+                id=token,
             )
         ]
 

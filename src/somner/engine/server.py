@@ -27,7 +27,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from somner.core import Chunk, SamplingParams, Usage
-from somner.core.streams import Collected, collect, gather_all, merge
+from somner.core.streams import Collected, collect_choices, gather_all, merge, merge_choices, total_usage
 from somner.engine import tools
 from somner.engine.jobs import GenerationJob, Output
 from somner.engine.runtime import Engine, EngineConfig
@@ -151,14 +151,16 @@ def _endpoint(
 PROMPT_TOKENS_HEADER = "x-somner-prompt-tokens"
 
 
-def _prompt_header(jobs: list[GenerationJob]) -> dict[str, str]:
-    """Prompt tokens, known before the first output: the gateway records them even if the stream breaks off."""
-    return {PROMPT_TOKENS_HEADER: str(sum(len(job.prompt) for job in jobs))}
+def _prompt_header(prompts: list[list[int]]) -> dict[str, str]:
+    """Prompt tokens, known before the first output: the gateway records them even if the stream breaks off. (A
+    prompt counts once however many choices it has.)"""
+    return {PROMPT_TOKENS_HEADER: str(sum(len(prompt) for prompt in prompts))}
 
 
-async def _prepare(fn: Callable[[R], GenerationJob], request: R, *, heavy: bool) -> GenerationJob:
-    """Render, tokenize and check a request. Small ones inline (a thread hop costs more than the work, and
-    under load it delays the request's arrival); large prompts and grammars in a thread, off the event loop."""
+async def _prepare(fn: Callable[[R], list[GenerationJob]], request: R, *, heavy: bool) -> list[GenerationJob]:
+    """Render, tokenize and check a request (one job per choice). Small ones inline (a thread hop costs more than
+    the work, and under load it delays the request's arrival); large prompts and grammars in a thread, off the
+    event loop."""
     return await asyncio.to_thread(fn, request) if heavy else fn(request)
 
 
@@ -166,25 +168,54 @@ def _is_heavy(body_size: int, sampling: SamplingParams, *, tools: bool = False) 
     return body_size > _INLINE_BODY_BYTES or tools or sampling.grammar is not None or sampling.json_schema is not None
 
 
+def _run_all(worker: Worker, jobs: list[GenerationJob], started: list[JobStream]) -> list[JobStream]:
+    """Submit the jobs of one prompt's choices together (they join the same steps), appending each stream to
+    `started` (which the caller closes if anything fails); jobs left unsubmitted by a failure free their samplers."""
+    streams: list[JobStream] = []
+    for position, job in enumerate(jobs):
+        try:
+            stream = worker.run(job)
+        except BaseException:
+            for unsubmitted in jobs[position + 1 :]:
+                unsubmitted.sampler.close()
+            raise
+        streams.append(stream)
+        started.append(stream)
+    return streams
+
+
+async def _close_all(streams: list[JobStream]) -> None:
+    for stream in streams:
+        await stream.aclose()
+
+
 async def chat_completions(worker: Worker, request: Request) -> Response:
+    started: list[JobStream] = []
     with worker.engine.scheduler.arriving():
         raw = await request.body()
         wire = decode.parse(schemas.ChatCompletionRequest, raw)
         core = decode.chat_request(wire)
-        job = await _prepare(
-            worker.engine.prepare_chat, core, heavy=_is_heavy(len(raw), core.sampling, tools=bool(core.tools))
+        jobs = await _prepare(
+            worker.engine.chat_jobs, core, heavy=_is_heavy(len(raw), core.sampling, tools=bool(core.tools))
         )
-        job_stream = worker.run(job)
-    chunks: AsyncIterator[Chunk] = job_stream
+        try:
+            job_streams = _run_all(worker, jobs, started)
+        except BaseException:
+            await _close_all(started)
+            raise
     offered = tools.offered(core.tools, core.tool_choice)
-    if offered:
-        chunks = tools.with_tool_calls(job_stream, tools.ToolCallParser(offered, parallel=core.parallel_tool_calls))
+    per_choice: list[AsyncIterator[Chunk]] = [
+        tools.with_tool_calls(s, tools.ToolCallParser(offered, parallel=core.parallel_tool_calls)) if offered else s
+        for s in job_streams
+    ]
+    chunks = merge_choices(per_choice)
+    headers = _prompt_header([jobs[0].prompt])
     include_usage = bool(wire.stream_options and wire.stream_options.include_usage)
     if core.stream:
         stream = encode.ChatStream(worker.model_id, include_usage=include_usage, with_timings=True)
 
         async def body() -> AsyncIterator[bytes]:
-            yield stream.start()
+            yield stream.start(len(jobs))
             try:
                 async for chunk in chunks:
                     yield stream.chunk(chunk)
@@ -193,45 +224,45 @@ async def chat_completions(worker: Worker, request: Request) -> Response:
                 return
             yield encode.DONE_EVENT
 
-        return ManagedStream(body(), on_close=job_stream.aclose, headers=_prompt_header([job]))
+        return ManagedStream(body(), on_close=lambda: _close_all(job_streams), headers=headers)
     try:
-        collected = await collect(chunks)
+        results = await collect_choices(chunks, len(jobs))
     finally:
-        await job_stream.aclose()  # (also when `chunks` is the tool-call filter over it)
-    reply = encode.chat_completion(
-        worker.model_id,
-        collected.text,
-        collected.last,
-        collected.logprobs,
-        calls=collected.tool_calls.calls(),
-        with_timings=True,
-    )
-    return json_response(reply, headers=_prompt_header([job]))
+        await _close_all(job_streams)  # (also when the chunks come through the tool-call filter)
+    if len(results) == 1:
+        (only,) = results
+        reply = encode.chat_completion(
+            worker.model_id, only.text, only.last, only.logprobs, calls=only.tool_calls.calls(), with_timings=True
+        )
+    else:
+        reply = encode.chat_completion_choices(worker.model_id, results, total_usage(results), with_timings=True)
+    return json_response(reply, headers=headers)
 
 
-async def _collect(chunks: JobStream) -> Collected:
+async def _collect_choices(streams: list[JobStream]) -> list[Collected]:
     try:
-        return await collect(chunks)
+        return await collect_choices(merge_choices(streams), len(streams))
     finally:
-        await chunks.aclose()
+        await _close_all(streams)
 
 
 async def completions(worker: Worker, request: Request) -> Response:
-    streams: list[JobStream] = []
-    jobs: list[GenerationJob] = []
+    started: list[JobStream] = []
+    by_prompt: list[list[JobStream]] = []
+    prompts: list[list[int]] = []
     with worker.engine.scheduler.arriving():
         raw = await request.body()
         wire = decode.parse(schemas.CompletionRequest, raw)
         cores = decode.completion_requests(wire)
         try:
             for core in cores:
-                job = await _prepare(worker.engine.prepare_completion, core, heavy=_is_heavy(len(raw), core.sampling))
-                streams.append(worker.run(job))
-                jobs.append(job)
+                jobs = await _prepare(worker.engine.completion_jobs, core, heavy=_is_heavy(len(raw), core.sampling))
+                by_prompt.append(_run_all(worker, jobs, started))
+                prompts.append(jobs[0].prompt)
         except BaseException:
-            for started in streams:
-                await started.aclose()
+            await _close_all(started)
             raise
+    choices = cores[0].n
     include_usage = bool(wire.stream_options and wire.stream_options.include_usage)
     if wire.stream:
         stream = encode.CompletionStream(worker.model_id, include_usage=include_usage, with_timings=True)
@@ -239,22 +270,19 @@ async def completions(worker: Worker, request: Request) -> Response:
         async def body() -> AsyncIterator[bytes]:
             total = Usage()
             try:
-                async for index, chunk in merge(streams):
+                async for prompt, chunk in merge([merge_choices(streams) for streams in by_prompt]):
                     total.add(chunk.usage)
-                    yield stream.chunk(chunk, index)
+                    yield stream.chunk(chunk, prompt * choices + chunk.index)
             except SomnerError as exc:
                 yield encode.error_event(exc)
                 return
             yield stream.usage_event(total)
             yield encode.DONE_EVENT
 
-        async def close_all() -> None:
-            for chunks in streams:
-                await chunks.aclose()
-
-        return ManagedStream(body(), on_close=close_all, headers=_prompt_header(jobs))
-    results = await gather_all([_collect(stream) for stream in streams])
-    return json_response(encode.completion(worker.model_id, results, with_timings=True), headers=_prompt_header(jobs))
+        return ManagedStream(body(), on_close=lambda: _close_all(started), headers=_prompt_header(prompts))
+    results = await gather_all([_collect_choices(streams) for streams in by_prompt])
+    flat = [result for per_prompt in results for result in per_prompt]
+    return json_response(encode.completion(worker.model_id, flat, with_timings=True), headers=_prompt_header(prompts))
 
 
 async def embeddings(worker: Worker, request: Request) -> Response:

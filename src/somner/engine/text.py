@@ -21,6 +21,12 @@ class IncrementalDecoder:
     def feed(self, data: bytes) -> str:
         return self._decoder.decode(data)
 
+    @property
+    def pending(self) -> bool:
+        """Whether it holds the first bytes of a character that has not been completed yet."""
+        buffered, _flag = self._decoder.getstate()
+        return bool(buffered)
+
     def flush(self) -> str:
         return self._decoder.decode(b"", final=True)
 

@@ -1,8 +1,9 @@
 """Request bodies of every dialect: the pydantic base classes, and parsing with errors that name the parameter.
 
 Tolerant of clients (unknown fields are kept aside and ignored, logged at debug level), strict about types: a
-string where a number belongs is a 400 naming the parameter, as OpenAI answers. Dialects render the resulting
-`BadRequest` in their own shape.
+string where a number belongs is a 400 naming the parameter, as OpenAI answers. Numbers must be finite: JSON has
+no infinity, and the `Infinity`, `NaN` or 1e999 some encoders write would reach engines as nonsense. Dialects
+render the resulting `BadRequest` in their own shape.
 """
 
 from __future__ import annotations
@@ -21,13 +22,13 @@ log = logging.getLogger(__name__)
 class WireObject(BaseModel):
     """A nested object of a request body: unknown fields ignored."""
 
-    model_config = ConfigDict(strict=True, extra="ignore", populate_by_name=True)
+    model_config = ConfigDict(strict=True, extra="ignore", populate_by_name=True, allow_inf_nan=False)
 
 
 class RequestBody(BaseModel):
     """A request body: unknown fields kept aside (`model_extra`) and ignored."""
 
-    model_config = ConfigDict(strict=True, extra="allow", populate_by_name=True)
+    model_config = ConfigDict(strict=True, extra="allow", populate_by_name=True, allow_inf_nan=False)
 
 
 RequestT = TypeVar("RequestT", bound=BaseModel)

@@ -5,12 +5,16 @@ gives the `model` extension. A generation is a raw completion of its prompt (mem
 model's context as KoboldCpp fits it (`context.fit`), admitted and accounted for by `serving` like every other
 dialect's. While it runs it is in `services.generations`, under the caller's identity and its `genkey`, so that
 the caller (and only the caller) can abort it or read its text so far. Abort and check are control requests:
-they need a key but spend no rate limit (front ends poll `check` while they wait).
+they need a key but spend no rate limit (front ends poll `check` while they wait). When it ends, its sizes and
+speeds are kept as the caller's last generation, for `/api/extra/perf` (`perf`).
+
+KoboldCpp answers a few of the KoboldAI paths under `/api/latest/...` too (model, config, version, generate);
+those aliases, and no others, are served here (`_LATEST`).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -19,7 +23,8 @@ from starlette.routing import BaseRoute, Route
 from somner.api import serving
 from somner.api.errors import guarded
 from somner.api.handlers import json_response, read_request, services_of
-from somner.api.kobold import context
+from somner.api.keep_alive import keep_alive
+from somner.api.kobold import context, perf
 from somner.api.kobold.render import render
 from somner.api.principal import lane_of
 from somner.api.serving import Call
@@ -65,6 +70,22 @@ async def max_length(request: Request) -> Response:
     return json_response({"value": context.default_max_length(spec)})
 
 
+@kobold_endpoint
+async def soft_prompt(request: Request) -> Response:
+    """Soft prompts are a KoboldAI feature KoboldCpp (and Somner) lacks: none is set, none exists."""
+    return json_response({"value": ""})
+
+
+@kobold_endpoint
+async def soft_prompts_list(request: Request) -> Response:
+    return json_response({"values": []})
+
+
+@kobold_endpoint
+async def server_perf(request: Request) -> Response:
+    return json_response(perf.body(services_of(request), lane_of(request)))
+
+
 # -- generations ----------------------------------------------------------------------------------------
 
 
@@ -78,7 +99,11 @@ async def _start(request: Request, *, stream: bool) -> tuple[Call, ChunkStream, 
     generation = services.generations.start(lane_of(request), job.genkey)
     try:
         admission = serving.Admission(
-            dialect="kobold", route="generate", bytes_in=len(raw), prompt_text=job.memory + job.prompt
+            dialect="kobold",
+            route="generate",
+            bytes_in=len(raw),
+            keep=keep_alive(request, None),  # (Kobold bodies have no keep_alive: only Somner's header sets it)
+            prompt_text=job.memory + job.prompt,
         )
         call = await serving.begin_completion(request, services, [job.core], admission)
         try:
@@ -93,6 +118,21 @@ async def _start(request: Request, *, stream: bool) -> tuple[Call, ChunkStream, 
     return call, engine, job, generation
 
 
+async def _timed(chunks: AsyncGenerator[Chunk], watch: perf.Stopwatch) -> AsyncGenerator[Chunk]:
+    """The chunks, seen by the stopwatch; closing this closes `chunks` (and so the engine's stream)."""
+    try:
+        async for chunk in chunks:
+            watch.see(chunk)
+            yield chunk
+    finally:
+        await chunks.aclose()
+
+
+def _record(request: Request, call: Call, job: KoboldGeneration, watch: perf.Stopwatch) -> None:
+    finished = watch.finished(call.ticket.usage, job.core.sampling.seed)
+    services_of(request).generations.record(lane_of(request), finished)
+
+
 def _untrimmed(job: KoboldGeneration, last: Chunk | None) -> str:
     """With `trim_stop: false`, KoboldCpp leaves the stop sequence that ended the text in it; engines cut it."""
     if job.trim_stop or last is None or last.stop_sequence is None:
@@ -103,26 +143,31 @@ def _untrimmed(job: KoboldGeneration, last: Chunk | None) -> str:
 @kobold_endpoint
 async def generate(request: Request) -> Response:
     call, engine, job, generation = await _start(request, stream=False)
+    watch = perf.Stopwatch()
     try:
-        reply = await serving.collected(request, call, generation.watch(engine))
+        reply = await serving.collected(request, call, _timed(generation.watch(engine), watch))
     finally:
         await serving.close_stream(engine)  # (already closed unless the watch never started)
         generation.finish()
+    _record(request, call, job, watch)
     text = reply.text + _untrimmed(job, reply.last)
-    return json_response(encode.generation(text, reply.last.finish_reason), call.ticket.headers)
+    logprobs = (reply.logprobs or []) if job.logprobs else None
+    return json_response(encode.generation(text, reply.last.finish_reason, logprobs), call.ticket.headers)
 
 
 @kobold_endpoint
 async def generate_stream(request: Request) -> Response:
     call, engine, job, generation = await _start(request, stream=True)
+    watch = perf.Stopwatch()
 
     async def events() -> AsyncIterator[bytes]:
         last: Chunk | None = None
-        async for chunk in serving.observed(call, generation.watch(engine)):
+        async for chunk in serving.observed(call, _timed(generation.watch(engine), watch)):
             if chunk.text:
                 yield encode.token_event(chunk.text)
             if chunk.finish_reason is not None:
                 last = chunk
+        _record(request, call, job, watch)
         stop = _untrimmed(job, last)
         if stop:
             yield encode.token_event(stop)
@@ -168,16 +213,49 @@ async def token_count(request: Request) -> Response:
     return json_response({"value": len(ids), "ids": ids}, call.ticket.headers)
 
 
+@kobold_endpoint
+async def detokenize(request: Request) -> Response:
+    """Token ids to text (`special`: special tokens rendered as text, as by default). Unlike KoboldCpp, which
+    skips ids outside the vocabulary, Somner answers 400 naming the first one (the engine's rule)."""
+    services = services_of(request)
+    raw = await read_request(request)
+    wire = decode.parse(schemas.DetokenizeRequest, raw)
+    call = await serving.tokenizing(request, services, wire.model, "kobold", len(raw))
+    try:
+        text = await until_disconnected(request, serving.tokenizer_of(call).detokenize(wire.ids, special=wire.special))
+    except BaseException as exc:
+        serving.fail(call, exc)
+        raise
+    call.close(200)
+    return json_response(encode.detokenized(text), call.ticket.headers)
+
+
+_LATEST = (
+    ("model", model, "GET"),
+    ("info/version", api_version, "GET"),
+    ("config/max_context_length", max_context_length, "GET"),
+    ("config/max_length", max_length, "GET"),
+    ("config/soft_prompt", soft_prompt, "GET"),
+    ("config/soft_prompts_list", soft_prompts_list, "GET"),
+    ("generate", generate, "POST"),
+)
+"""The KoboldAI routes KoboldCpp serves under both `/api/v1/` and `/api/latest/` (no other path has an alias)."""
+
+
 def routes() -> list[BaseRoute]:
     return [
-        Route("/api/v1/model", model, methods=["GET"]),
-        Route("/api/v1/info/version", api_version, methods=["GET"]),
+        *(
+            Route(f"{prefix}/{path}", endpoint, methods=[method])
+            for path, endpoint, method in _LATEST
+            for prefix in ("/api/v1", "/api/latest")
+        ),
         Route("/api/extra/version", extra_version, methods=["GET"]),
-        Route("/api/v1/config/max_context_length", max_context_length, methods=["GET"]),
-        Route("/api/v1/config/max_length", max_length, methods=["GET"]),
-        Route("/api/v1/generate", generate, methods=["POST"]),
+        Route("/api/extra/true_max_context_length", max_context_length, methods=["GET"]),
+        Route("/api/extra/perf", server_perf, methods=["GET"]),
         Route("/api/extra/generate/stream", generate_stream, methods=["POST"]),
         Route("/api/extra/generate/check", check, methods=["GET", "POST"]),
         Route("/api/extra/abort", abort, methods=["POST"]),
         Route("/api/extra/tokencount", token_count, methods=["POST"]),
+        Route("/api/extra/tokenize", token_count, methods=["POST"]),
+        Route("/api/extra/detokenize", detokenize, methods=["POST"]),
     ]

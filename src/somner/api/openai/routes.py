@@ -25,7 +25,7 @@ from somner.api.principal import principal_of
 from somner.api.serving import Call, begin, fail
 from somner.api.streaming import until_disconnected
 from somner.core import Chunk, EmbeddingRequest, Usage
-from somner.core.streams import collect, gather_all, merge
+from somner.core.streams import collect_choices, gather_all, merge, total_usage
 from somner.errors import BadRequest
 from somner.models.backends.base import RelaysReplies, SpeaksOpenAI
 from somner.models.backends.passthrough import PassThrough, Reply, rename_model, without_usage_event
@@ -129,6 +129,7 @@ async def chat_completions(request: Request) -> Response:
     raw = await read_request(request)
     wire = decode.parse(schemas.ChatCompletionRequest, raw)
     core = decode.chat_request(wire)
+    legacy = decode.uses_functions(wire)  # answered in the legacy shape, so never relayed as the engine's bytes
     include_usage = bool(wire.stream_options and wire.stream_options.include_usage)
     admission = serving.Admission(
         dialect="openai",
@@ -139,23 +140,29 @@ async def chat_completions(request: Request) -> Response:
     )
     call = await serving.begin_chat(request, services, core, admission)
     backend = call.lease.backend
-    if call.prompt_text is None:  # (requests whose text is logged take the decoding path)
+    if call.prompt_text is None and not legacy:  # (requests whose text is logged take the decoding path)
         if core.stream and isinstance(backend, SpeaksOpenAI):
             return await _pass_through(request, call, lambda b: b.chat_events(core), core.model, include_usage)
         if not core.stream and isinstance(backend, RelaysReplies):
             return await _relay_reply(request, call, lambda b: b.chat_reply(core), core.model)
     stream = await serving.open_chat(call, core)
     if core.stream:
-        encoder = encode.ChatStream(core.model, include_usage=include_usage)
+        encoder = encode.ChatStream(core.model, include_usage=include_usage, legacy_functions=legacy)
 
         async def events() -> AsyncIterator[bytes]:
-            yield encoder.start()
+            yield encoder.start(core.n)
             async for chunk in serving.observed(call, stream):
                 yield encoder.chunk(chunk)
 
         return _stream(request, call, events(), stream)
+    if core.n > 1:
+        replies = await serving.collected_choices(request, call, stream, core.n)
+        body = encode.chat_completion_choices(core.model, replies, call.ticket.usage, legacy_functions=legacy)
+        return json_response(body, call.ticket.headers)
     reply = await serving.collected(request, call, stream)
-    body = encode.chat_completion(core.model, reply.text, reply.last, reply.logprobs, calls=reply.tool_calls.calls())
+    body = encode.chat_completion(
+        core.model, reply.text, reply.last, reply.logprobs, calls=reply.tool_calls.calls(), legacy_functions=legacy
+    )
     return json_response(body, call.ticket.headers)
 
 
@@ -182,15 +189,16 @@ async def completions(request: Request) -> Response:
         if not wire.stream and isinstance(backend, RelaysReplies):
             return await _relay_reply(request, call, lambda b: b.complete_reply(cores[0]), model)
     streams = await serving.open_completions(call, cores)
+    choices = cores[0].n  # (prompt p's choice i is choice p * n + i of the answer)
     if wire.stream:
         encoder = encode.CompletionStream(model, include_usage=include_usage)
 
         async def events() -> AsyncIterator[bytes]:
             total = Usage()
-            async for index, chunk in merge(streams):
+            async for prompt, chunk in merge(streams):
                 total.add(chunk.usage)
                 call.observe(Chunk(text=chunk.text))
-                data = encoder.chunk(chunk, index)
+                data = encoder.chunk(chunk, prompt * choices + chunk.index)
                 if data:
                     yield data
             call.ticket.usage = total
@@ -199,16 +207,16 @@ async def completions(request: Request) -> Response:
 
         return _stream(request, call, events(), *streams)
     try:
-        results = await until_disconnected(request, gather_all([collect(s, call.observe) for s in streams]))
+        per_prompt = await until_disconnected(
+            request, gather_all([collect_choices(s, choices, call.observe) for s in streams])
+        )
     except BaseException as exc:
         for stream in streams:
             await serving.close_stream(stream)
         serving.fail(call, exc)
         raise
-    total = Usage()
-    for result in results:
-        total.add(result.last.usage)
-    call.ticket.usage = total
+    results = [result for replies in per_prompt for result in replies]
+    call.ticket.usage = total_usage(results)
     call.close(200)
     return json_response(encode.completion(model, results), call.ticket.headers)
 

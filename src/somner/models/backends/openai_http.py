@@ -119,18 +119,23 @@ class OpenAIHTTPClient:
                 await response.aclose()
 
     async def _chunks(self, events: AsyncIterator[bytes], decode_chunk: ChunkDecoder) -> AsyncIterator[Chunk]:
-        """Events decoded into core chunks. The finish chunk is held until the usage event after it arrives, so
-        the consumer sees one final chunk carrying both."""
+        """Events decoded into core chunks. The latest finish chunk is held until the next one (several choices,
+        `n`) or the end, and the usage event after the last is put on it, so the consumer sees one final chunk
+        carrying the usage of them all."""
         held: Chunk | None = None
         async for data in events:
             chunk = decode_chunk(parse_event(data, self._label))
+            if chunk.finish_reason is not None:
+                if held is not None:
+                    yield held
+                held = chunk
+                continue
             if held is not None:
                 if chunk.usage is not None:
                     held.usage = chunk.usage
-                continue
-            if chunk.finish_reason is not None:
-                held = chunk
-                continue
+                if not (chunk.text or chunk.tool_calls or chunk.logprobs):
+                    continue  # (after a finish: the usage event, or nothing for any choice)
+                chunk.usage = None
             yield chunk
         if held is None:
             raise EngineFailed(f"{self._label} ended the stream before finishing")

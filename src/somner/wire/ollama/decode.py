@@ -21,6 +21,7 @@ from somner.core import (
     check_tools,
 )
 from somner.errors import BadRequest
+from somner.wire import sampling as wire_sampling
 from somner.wire.body import parse, validation_error
 from somner.wire.ollama import schemas
 
@@ -57,13 +58,27 @@ def sampling(
         max_tokens=_max_tokens(opts.num_predict),
         temperature=opts.temperature,
         top_p=opts.top_p,
-        top_k=opts.top_k,
+        top_k=0 if opts.top_k == -1 else opts.top_k,
         min_p=opts.min_p,
         typical_p=opts.typical_p,
         presence_penalty=opts.presence_penalty,
         frequency_penalty=opts.frequency_penalty,
         repeat_penalty=opts.repeat_penalty,
         repeat_last_n=opts.repeat_last_n,
+        tfs=opts.tfs_z,
+        mirostat=opts.mirostat,
+        mirostat_tau=opts.mirostat_tau,
+        mirostat_eta=opts.mirostat_eta,
+        top_n_sigma=opts.top_n_sigma,
+        xtc_probability=opts.xtc_probability,
+        xtc_threshold=opts.xtc_threshold,
+        dynatemp_range=opts.dynatemp_range,
+        dynatemp_exponent=opts.dynatemp_exponent,
+        dry_multiplier=opts.dry_multiplier,
+        dry_base=opts.dry_base,
+        dry_allowed_length=opts.dry_allowed_length,
+        dry_range=opts.dry_penalty_last_n,
+        dry_sequence_breakers=wire_sampling.breakers(opts.dry_sequence_breakers, "options.dry_sequence_breakers"),
         seed=opts.seed,
         stop=[stop] if isinstance(stop, str) else list(stop),
         logprobs=(top_logprobs or 0) if logprobs else None,

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from somner.wire import sampling
 from somner.wire.body import RequestBody, WireObject
 
 
@@ -19,18 +20,33 @@ class Options(WireObject):
     loads a model, which Somner's configuration decides, so they are accepted and ignored."""
 
     # Sampling (honoured):
-    num_predict: int | None = None  # -1: unlimited, -2: until the context is full
-    temperature: float | None = Field(default=None, ge=0.0)
-    top_k: int | None = Field(default=None, ge=0)
-    top_p: float | None = Field(default=None, ge=0.0, le=1.0)
-    min_p: float | None = Field(default=None, ge=0.0, le=1.0)
-    typical_p: float | None = Field(default=None, gt=0.0, le=1.0)
-    repeat_penalty: float | None = Field(default=None, gt=0.0)
-    repeat_last_n: int | None = Field(default=None, ge=-1)
-    presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
-    frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
-    seed: int | None = None
+    num_predict: int | None = Field(default=None, ge=-2, le=sampling.INT32)  # -1: unlimited, -2: fill the context
+    temperature: float | None = Field(default=None, ge=0.0, le=100.0)
+    top_k: sampling.TopK | None = None
+    top_p: sampling.Probability | None = None
+    min_p: sampling.Probability | None = None
+    typical_p: sampling.Typical | None = None
+    repeat_penalty: sampling.RepeatPenalty | None = None
+    repeat_last_n: sampling.Window | None = None
+    presence_penalty: sampling.Penalty | None = None
+    frequency_penalty: sampling.Penalty | None = None
+    seed: int | None = Field(default=None, ge=-(2**63), le=2**64 - 1)
     stop: str | list[str] | None = None
+    tfs_z: sampling.Probability | None = None  # (Ollama dropped it with llama.cpp; honoured here)
+    mirostat: sampling.Mirostat | None = None
+    mirostat_tau: sampling.MirostatTau | None = None
+    mirostat_eta: sampling.MirostatEta | None = None
+    # Extensions: llama.cpp's other samplers, under llama-server's names.
+    top_n_sigma: sampling.Sigma | None = None
+    xtc_probability: sampling.Probability | None = None
+    xtc_threshold: sampling.Probability | None = None
+    dynatemp_range: sampling.TemperatureRange | None = None
+    dynatemp_exponent: sampling.Exponent | None = None
+    dry_multiplier: sampling.DryMultiplier | None = None
+    dry_base: sampling.DryBase | None = None
+    dry_allowed_length: sampling.AllowedLength | None = None
+    dry_penalty_last_n: sampling.Window | None = None
+    dry_sequence_breakers: sampling.Breakers | None = None
     # Load-time and legacy options (ignored: the model's configuration in Somner sets these):
     num_ctx: int | None = Field(default=None, ge=1)
     num_keep: int | None = None
@@ -42,10 +58,6 @@ class Options(WireObject):
     low_vram: bool | None = None
     use_mmap: bool | None = None
     use_mlock: bool | None = None
-    tfs_z: float | None = None
-    mirostat: int | None = None
-    mirostat_tau: float | None = None
-    mirostat_eta: float | None = None
     penalize_newline: bool | None = None
 
 

@@ -24,6 +24,7 @@ from somner.core import (
     check_tools,
 )
 from somner.errors import BadRequest
+from somner.wire import sampling
 from somner.wire.body import parse, validation_error
 from somner.wire.openai import schemas
 
@@ -49,22 +50,43 @@ def _logit_bias(raw: dict[str, float] | None) -> dict[int, float]:
 
 
 def _sampling(req: schemas._Sampling, max_tokens: int | None, logprobs: int | None) -> SamplingParams:
-    if req.n is not None and req.n != 1:
-        raise BadRequest("Only n=1 is supported.", param="n", code="unsupported_value")
+    temperature, dynatemp_range = sampling.dynamic_temperature(
+        req.temperature, req.dynatemp_range, req.min_temp, req.max_temp
+    )
     params = SamplingParams(
         max_tokens=max_tokens,
-        temperature=req.temperature,
+        temperature=temperature,
+        temperature_last=req.temperature_last,
+        dynatemp_range=dynatemp_range,
+        dynatemp_exponent=req.dynatemp_exponent,
         top_p=req.top_p,
-        top_k=req.top_k,
+        top_k=0 if req.top_k == -1 else req.top_k,  # (TabbyAPI's -1: off)
         min_p=req.min_p,
         typical_p=req.typical_p,
+        top_a=req.top_a,
+        tfs=req.tfs,
+        top_n_sigma=req.top_n_sigma,
+        xtc_probability=req.xtc_probability,
+        xtc_threshold=req.xtc_threshold,
         presence_penalty=req.presence_penalty,
         frequency_penalty=req.frequency_penalty,
         repeat_penalty=req.repeat_penalty,
         repeat_last_n=req.repeat_last_n,
+        dry_multiplier=req.dry_multiplier,
+        dry_base=req.dry_base,
+        dry_allowed_length=req.dry_allowed_length,
+        dry_range=req.dry_range,
+        dry_sequence_breakers=sampling.breakers(req.dry_sequence_breakers, "dry_sequence_breakers"),
+        mirostat=req.mirostat,
+        mirostat_tau=req.mirostat_tau,
+        mirostat_eta=req.mirostat_eta,
         seed=req.seed,
         stop=_stop_list(req.stop),
         logit_bias=_logit_bias(req.logit_bias),
+        banned_strings=sampling.banned_strings(req.banned_strings),
+        banned_tokens=sampling.token_ids(req.banned_tokens, "banned_tokens"),
+        allowed_tokens=sampling.token_ids(req.allowed_tokens, "allowed_tokens"),
+        min_tokens=req.min_tokens,
         logprobs=logprobs,
         grammar=req.grammar,
         ignore_eos=bool(req.ignore_eos),
@@ -112,6 +134,9 @@ def _message(message: schemas.ChatMessage, index: int) -> Message:
             f"Missing required parameter: 'messages[{index}].tool_call_id'.", param=f"messages[{index}].tool_call_id"
         )
     calls = [ToolCall(id=c.id, name=c.function.name, arguments=c.function.arguments) for c in message.tool_calls or []]
+    if message.function_call is not None:
+        legacy = message.function_call
+        calls.append(ToolCall(id=f"call_{index}", name=legacy.name, arguments=legacy.arguments))
     return Message(
         role=message.role,
         content=_text_of(message, index),
@@ -119,6 +144,26 @@ def _message(message: schemas.ChatMessage, index: int) -> Message:
         tool_calls=calls,
         tool_call_id=message.tool_call_id,
     )
+
+
+def _messages(items: list[schemas.ChatMessage]) -> list[Message]:
+    """The chat, with legacy function results (`function` messages, which name the function but no call) turned
+    into tool results answering the latest call of that function, so engines see one kind of history."""
+    out: list[Message] = []
+    calls_by_name: dict[str, str] = {}
+    for index, item in enumerate(items):
+        message = _message(item, index)
+        for call in message.tool_calls:
+            calls_by_name[call.name] = call.id
+        if message.role == "function":
+            if not message.name:
+                raise BadRequest(
+                    f"Missing required parameter: 'messages[{index}].name'.", param=f"messages[{index}].name"
+                )
+            message.role = "tool"
+            message.tool_call_id = calls_by_name.get(message.name, f"call_{index}")
+        out.append(message)
+    return out
 
 
 def tool_choice(choice: schemas.ToolChoiceInput | None) -> ToolChoice:
@@ -140,23 +185,62 @@ def tools(items: list[schemas.ChatTool] | None) -> list[Tool]:
     return out
 
 
+def uses_functions(req: schemas.ChatCompletionRequest) -> bool:
+    """The request uses OpenAI's legacy function calling (`functions`, `function_call`): it is served as tools
+    (one call at most, as legacy calls come one per message) and answered in the legacy shape
+    (`message.function_call`, `finish_reason` "function_call"). Mixing the two kinds is a 400."""
+    if req.functions is None and req.function_call is None:
+        return False
+    if req.tools is not None:
+        raise BadRequest("Use either 'functions' or 'tools', not both.", param="functions")
+    if req.tool_choice is not None:
+        raise BadRequest("Use either 'function_call' or 'tool_choice', not both.", param="function_call")
+    if req.functions is None:
+        raise BadRequest("'function_call' needs 'functions'.", param="function_call")
+    return True
+
+
+def _legacy_tools(req: schemas.ChatCompletionRequest) -> tuple[list[Tool], ToolChoice]:
+    """`functions` and `function_call` as tools and a tool choice (checked here, so errors name them)."""
+    offered = tools([schemas.ChatTool(type="function", function=f) for f in req.functions or []])
+    names = [t.name for t in offered]
+    duplicate = next((n for n in names if names.count(n) > 1), None)
+    if duplicate is not None:
+        raise BadRequest(f"Two functions are named '{duplicate}'.", param="functions")
+    legacy = req.function_call
+    if legacy is None:
+        return offered, ToolChoice()
+    if isinstance(legacy, str):
+        return offered, ToolChoice(mode=ToolChoiceMode(legacy))
+    if legacy.name not in names:
+        raise BadRequest(
+            f"function_call names the function '{legacy.name}', which is not among the functions.",
+            param="function_call",
+        )
+    return offered, ToolChoice(mode=ToolChoiceMode.FUNCTION, name=legacy.name)
+
+
 def chat_request(req: schemas.ChatCompletionRequest) -> ChatRequest:
     if req.top_logprobs is not None and not req.logprobs:
         raise BadRequest("'top_logprobs' requires 'logprobs' to be true.", param="top_logprobs")
     logprobs = (req.top_logprobs or 0) if req.logprobs else None
     max_tokens = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
-    choice = tool_choice(req.tool_choice)
-    offered = tools(req.tools)
-    check_tools(offered, choice)
+    legacy = uses_functions(req)
+    if legacy:
+        offered, choice = _legacy_tools(req)
+    else:
+        offered, choice = tools(req.tools), tool_choice(req.tool_choice)
+        check_tools(offered, choice)
     return ChatRequest(
         model=req.model,
-        messages=[_message(m, i) for i, m in enumerate(req.messages)],
+        messages=_messages(req.messages),
         sampling=_sampling(req, max_tokens, logprobs),
         stream=bool(req.stream),
+        n=req.n or 1,
         user=req.user,
         tools=offered,
         tool_choice=choice,
-        parallel_tool_calls=req.parallel_tool_calls is not False,
+        parallel_tool_calls=req.parallel_tool_calls is not False and not legacy,
     )
 
 
@@ -172,19 +256,21 @@ def prompts(prompt: schemas.PromptInput) -> list[str] | list[list[int]]:
 
 
 def completion_requests(req: schemas.CompletionRequest) -> list[CompletionRequest]:
-    """One core request per prompt, in order (OpenAI returns one choice per prompt)."""
+    """One core request per prompt, in order (OpenAI returns `n` choices per prompt: prompt p's choice i has the
+    index p * n + i)."""
     if req.suffix:
         raise BadRequest("'suffix' is not supported.", param="suffix", code="unsupported_value")
     if req.echo:
         raise BadRequest("'echo' is not supported.", param="echo", code="unsupported_value")
     items = prompts(req.prompt)
-    sampling = _sampling(req, req.max_tokens, req.logprobs)
+    params = _sampling(req, req.max_tokens, req.logprobs)
     return [
         CompletionRequest(
             model=req.model,
             prompt=item,
-            sampling=dataclasses.replace(sampling),
+            sampling=dataclasses.replace(params),
             stream=bool(req.stream),
+            n=req.n or 1,
             user=req.user,
         )
         for item in items
@@ -238,6 +324,12 @@ def _timings(data: Any) -> Timings | None:
     return Timings(prompt_ms=float(data.get("prompt_ms") or 0.0), predicted_ms=float(data.get("predicted_ms") or 0.0))
 
 
+def _token_id(item: dict[str, Any]) -> int | None:
+    """The token id of a logprobs entry, where the engine gives one (llama-server's and Somner's `id`)."""
+    value = item.get("id")
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 def _chat_logprobs(data: Any) -> list[TokenLogprob] | None:
     if not isinstance(data, dict) or not isinstance(data.get("content"), list):
         return None
@@ -249,15 +341,25 @@ def _chat_logprobs(data: Any) -> list[TokenLogprob] | None:
                 logprob=float(item["logprob"]),
                 bytes=list(item.get("bytes") or item["token"].encode()),
                 top=[
-                    TopLogprob(token=t["token"], logprob=float(t["logprob"]), bytes=list(t.get("bytes") or b""))
+                    TopLogprob(
+                        token=t["token"],
+                        logprob=float(t["logprob"]),
+                        bytes=list(t.get("bytes") or b""),
+                        id=_token_id(t),
+                    )
                     for t in item.get("top_logprobs") or []
                 ],
+                id=_token_id(item),
             )
         )
     return out
 
 
 def _completion_logprobs(data: Any) -> list[TokenLogprob] | None:
+    """The legacy shape, or (when the engine adds it: Somner's worker, llama-server) its `content` list, which
+    has what the legacy shape loses: token ids, bytes, and alternatives that look alike."""
+    if isinstance(data, dict) and isinstance(data.get("content"), list):
+        return _chat_logprobs(data)
     if not isinstance(data, dict) or not isinstance(data.get("tokens"), list):
         return None
     tops = data.get("top_logprobs") or [None] * len(data["tokens"])
@@ -270,6 +372,12 @@ def _completion_logprobs(data: Any) -> list[TokenLogprob] | None:
         )
         for token, lp, top in zip(data["tokens"], data["token_logprobs"], tops, strict=False)
     ]
+
+
+def _index(choice: dict[str, Any]) -> int:
+    """Which choice an event is about (engines send one choice per event, also with `n` > 1)."""
+    value = choice.get("index")
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
 
 
 def _tool_call_deltas(data: Any) -> list[ToolCallDelta] | None:
@@ -294,11 +402,12 @@ def _tool_call_deltas(data: Any) -> list[ToolCallDelta] | None:
 
 
 def chat_chunk(data: dict[str, Any]) -> Chunk:
-    """A `chat.completion.chunk` (choice 0) as a core chunk."""
+    """A `chat.completion.chunk` (its first choice) as a core chunk."""
     chunk = Chunk(usage=_usage(data.get("usage")), timings=_timings(data.get("timings")))
     choices = data.get("choices") or []
     if choices:
         choice = choices[0]
+        chunk.index = _index(choice)
         delta = choice.get("delta") or {}
         chunk.text = delta.get("content") or ""
         chunk.tool_calls = _tool_call_deltas(delta.get("tool_calls"))
@@ -309,11 +418,12 @@ def chat_chunk(data: dict[str, Any]) -> Chunk:
 
 
 def completion_chunk(data: dict[str, Any]) -> Chunk:
-    """A streamed `text_completion` (choice 0) as a core chunk."""
+    """A streamed `text_completion` (its first choice) as a core chunk."""
     chunk = Chunk(usage=_usage(data.get("usage")), timings=_timings(data.get("timings")))
     choices = data.get("choices") or []
     if choices:
         choice = choices[0]
+        chunk.index = _index(choice)
         chunk.text = choice.get("text") or ""
         chunk.finish_reason = _finish(choice.get("finish_reason"))
         chunk.stop_sequence = _stop_reason(choice)

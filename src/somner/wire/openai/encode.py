@@ -27,6 +27,7 @@ from somner.core import (
     ToolCallDelta,
     ToolChoice,
     ToolChoiceMode,
+    TopLogprob,
     Usage,
 )
 from somner.core.streams import Collected
@@ -47,25 +48,51 @@ def now() -> int:
 # -- requests (gateway → engine) ------------------------------------------------------------------------
 
 
+_SAMPLING_FIELDS = (
+    # (core name, wire name): llama-server's names, so that llama-server engines understand what they have.
+    ("max_tokens", "max_tokens"),
+    ("temperature", "temperature"),
+    ("temperature_last", "temperature_last"),
+    ("dynatemp_range", "dynatemp_range"),
+    ("dynatemp_exponent", "dynatemp_exponent"),
+    ("top_p", "top_p"),
+    ("top_k", "top_k"),
+    ("min_p", "min_p"),
+    ("typical_p", "typical_p"),
+    ("top_a", "top_a"),
+    ("tfs", "tfs"),
+    ("top_n_sigma", "top_n_sigma"),
+    ("xtc_probability", "xtc_probability"),
+    ("xtc_threshold", "xtc_threshold"),
+    ("presence_penalty", "presence_penalty"),
+    ("frequency_penalty", "frequency_penalty"),
+    ("repeat_penalty", "repeat_penalty"),
+    ("repeat_last_n", "repeat_last_n"),
+    ("dry_multiplier", "dry_multiplier"),
+    ("dry_base", "dry_base"),
+    ("dry_allowed_length", "dry_allowed_length"),
+    ("dry_range", "dry_penalty_last_n"),
+    ("dry_sequence_breakers", "dry_sequence_breakers"),
+    ("mirostat", "mirostat"),
+    ("mirostat_tau", "mirostat_tau"),
+    ("mirostat_eta", "mirostat_eta"),
+    ("min_tokens", "min_tokens"),
+    ("seed", "seed"),
+    ("grammar", "grammar"),
+)
+
+
 def sampling_fields(params: SamplingParams) -> dict[str, Any]:
+    """The request's sampling as body fields for an engine: every field that is set (the worker reads them all)."""
     body: dict[str, Any] = {}
-    for name in (
-        "max_tokens",
-        "temperature",
-        "top_p",
-        "top_k",
-        "min_p",
-        "typical_p",
-        "presence_penalty",
-        "frequency_penalty",
-        "repeat_penalty",
-        "repeat_last_n",
-        "seed",
-        "grammar",
-    ):
+    for name, wire_name in _SAMPLING_FIELDS:
         value = getattr(params, name)
         if value is not None:
-            body[name] = value
+            body[wire_name] = value
+    for name in ("banned_strings", "banned_tokens", "allowed_tokens"):
+        values = getattr(params, name)
+        if values:
+            body[name] = list(values)
     if params.stop:
         body["stop"] = list(params.stop)
     if params.ignore_eos:
@@ -124,6 +151,8 @@ def chat_request(req: ChatRequest, *, stream: bool = True) -> dict[str, Any]:
     if req.sampling.logprobs is not None:
         body["logprobs"] = True
         body["top_logprobs"] = req.sampling.logprobs
+    if req.n != 1:
+        body["n"] = req.n
     body["stream"] = stream
     if stream:
         body["stream_options"] = {"include_usage": True}
@@ -135,6 +164,8 @@ def completion_request(req: CompletionRequest, *, stream: bool = True) -> dict[s
     body.update(sampling_fields(req.sampling))
     if req.sampling.logprobs is not None:
         body["logprobs"] = req.sampling.logprobs
+    if req.n != 1:
+        body["n"] = req.n
     body["stream"] = stream
     if stream:
         body["stream_options"] = {"include_usage": True}
@@ -177,23 +208,26 @@ def error_event(error: SomnerError) -> bytes:
     return event(orjson.dumps(error_body(error)))
 
 
+def _entry(item: TokenLogprob | TopLogprob) -> dict[str, Any]:
+    """One token's logprobs entry, with its id (llama-server's extension) when known."""
+    entry: dict[str, Any] = {"token": item.token, "logprob": item.logprob, "bytes": item.bytes}
+    if item.id is not None:
+        entry["id"] = item.id
+    return entry
+
+
+def logprobs_content(items: list[TokenLogprob]) -> list[dict[str, Any]]:
+    return [{**_entry(lp), "top_logprobs": [_entry(t) for t in lp.top]} for lp in items]
+
+
 def chat_logprobs(items: list[TokenLogprob]) -> dict[str, Any]:
-    return {
-        "content": [
-            {
-                "token": lp.token,
-                "logprob": lp.logprob,
-                "bytes": lp.bytes,
-                "top_logprobs": [{"token": t.token, "logprob": t.logprob, "bytes": t.bytes} for t in lp.top],
-            }
-            for lp in items
-        ],
-        "refusal": None,
-    }
+    return {"content": logprobs_content(items), "refusal": None}
 
 
 class CompletionLogprobs:
-    """The legacy completions logprobs shape; tracks text offsets across chunks."""
+    """The legacy completions logprobs shape; tracks text offsets across chunks. Extension: `content`, the same
+    entries as a chat's logprobs (as llama-server adds it), with what the legacy shape loses (ids, bytes,
+    alternatives whose text is alike)."""
 
     def __init__(self) -> None:
         self.offset = 0
@@ -206,9 +240,19 @@ class CompletionLogprobs:
         return {
             "tokens": [lp.token for lp in items],
             "token_logprobs": [lp.logprob for lp in items],
-            "top_logprobs": [{t.token: t.logprob for t in lp.top} for lp in items],
+            "top_logprobs": [_top_by_text(lp.top) for lp in items],
             "text_offset": offsets,
+            "content": logprobs_content(items),
         }
+
+
+def _top_by_text(top: list[TopLogprob]) -> dict[str, float]:
+    """The legacy alternatives, text -> logprob, most likely first; of alternatives whose text is alike (bytes of
+    partial characters), the most likely."""
+    out: dict[str, float] = {}
+    for item in top:
+        out.setdefault(item.token, item.logprob)
+    return out
 
 
 class _EventStream:
@@ -239,34 +283,73 @@ class _EventStream:
         return event(orjson.dumps(body))
 
 
+LEGACY_FINISH = "function_call"
+"""The finish reason of a call in OpenAI's legacy function calling (`tool_calls` in the current API)."""
+
+
+def _finish_reason(reason: FinishReason, legacy_functions: bool) -> str:
+    return LEGACY_FINISH if legacy_functions and reason is FinishReason.TOOL_CALLS else reason.value
+
+
+def legacy_function_call(deltas: list[ToolCallDelta]) -> dict[str, Any] | None:
+    """A streamed call's pieces as a legacy `function_call` delta: the first call only (a legacy request offers
+    at most one call, and engines make one; a second would have no place in the legacy shape)."""
+    for delta in deltas:
+        if delta.index == 0:
+            function: dict[str, Any] = {"arguments": delta.arguments}
+            if delta.name is not None:
+                function = {"name": delta.name, **function}
+            return function
+    return None
+
+
 class ChatStream(_EventStream):
-    """`chat.completion.chunk` events for one streamed chat completion (choice 0)."""
+    """`chat.completion.chunk` events for one streamed chat completion (each event about one choice: the chunk's
+    `index`, 0 unless the request asked for several, `n`). With `legacy_functions`,
+    calls come as `delta.function_call` and end with finish reason "function_call", as in OpenAI's legacy
+    function calling."""
 
     object_name = "chat.completion.chunk"
     id_prefix = "chatcmpl"
 
-    def start(self) -> bytes:
-        return self._event(
-            [
-                {
-                    "index": 0,
-                    "delta": {"role": "assistant", "content": ""},
-                    "logprobs": None,
-                    "finish_reason": None,
-                }
-            ]
+    def __init__(
+        self, model: str, *, include_usage: bool, with_timings: bool = False, legacy_functions: bool = False
+    ) -> None:
+        super().__init__(model, include_usage=include_usage, with_timings=with_timings)
+        self.legacy_functions = legacy_functions
+
+    def start(self, choices: int = 1) -> bytes:
+        """The opening event of each choice (its role)."""
+        return b"".join(
+            self._event(
+                [
+                    {
+                        "index": index,
+                        "delta": {"role": "assistant", "content": ""},
+                        "logprobs": None,
+                        "finish_reason": None,
+                    }
+                ]
+            )
+            for index in range(choices)
         )
 
     def chunk(self, chunk: Chunk) -> bytes:
         out = b""
         if chunk.tool_calls:
-            delta = {"tool_calls": tool_call_deltas(chunk.tool_calls)}
-            out += self._event([{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}])
+            delta: dict[str, Any]
+            if self.legacy_functions:
+                function = legacy_function_call(chunk.tool_calls)
+                delta = {"function_call": function} if function is not None else {}
+            else:
+                delta = {"tool_calls": tool_call_deltas(chunk.tool_calls)}
+            if delta:
+                out += self._event([{"index": chunk.index, "delta": delta, "logprobs": None, "finish_reason": None}])
         if chunk.text or chunk.logprobs:
             out += self._event(
                 [
                     {
-                        "index": 0,
+                        "index": chunk.index,
                         "delta": {"content": chunk.text},
                         "logprobs": chat_logprobs(chunk.logprobs) if chunk.logprobs else None,
                         "finish_reason": None,
@@ -277,7 +360,8 @@ class ChatStream(_EventStream):
             extra: dict[str, Any] = {}
             if self.with_timings and chunk.timings is not None and chunk.usage is not None:
                 extra["timings"] = timings(chunk.timings, chunk.usage)
-            choice = {"index": 0, "delta": {}, "logprobs": None, "finish_reason": chunk.finish_reason.value}
+            finish = _finish_reason(chunk.finish_reason, self.legacy_functions)
+            choice = {"index": chunk.index, "delta": {}, "logprobs": None, "finish_reason": finish}
             out += self._event([with_stop_reason(choice, chunk)], **extra)
             if self.include_usage and chunk.usage is not None:
                 out += self._event([], usage=usage(chunk.usage))
@@ -341,12 +425,17 @@ def chat_completion(
     *,
     calls: list[ToolCall] | None = None,
     with_timings: bool = False,
+    legacy_functions: bool = False,
 ) -> dict[str, Any]:
-    """A whole `chat.completion` from the collected text, tool calls and the final chunk."""
+    """A whole `chat.completion` from the collected text, tool calls and the final chunk. With `legacy_functions`
+    the (first) call is `message.function_call`, as in OpenAI's legacy function calling."""
     message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None}
     if calls:
         message["content"] = text or None
-        message["tool_calls"] = tool_calls(calls)
+        if legacy_functions:
+            message["function_call"] = {"name": calls[0].name, "arguments": calls[0].arguments}
+        else:
+            message["tool_calls"] = tool_calls(calls)
     body: dict[str, Any] = {
         "id": new_id("chatcmpl"),
         "object": "chat.completion",
@@ -359,7 +448,7 @@ def chat_completion(
                     "index": 0,
                     "message": message,
                     "logprobs": chat_logprobs(logprobs) if logprobs is not None else None,
-                    "finish_reason": (chunk.finish_reason or FinishReason.STOP).value,
+                    "finish_reason": _finish_reason(chunk.finish_reason or FinishReason.STOP, legacy_functions),
                 },
                 chunk,
             )
@@ -371,8 +460,41 @@ def chat_completion(
     return body
 
 
+def chat_completion_choices(
+    model: str,
+    results: Sequence[Collected],
+    total: Usage,
+    *,
+    with_timings: bool = False,
+    legacy_functions: bool = False,
+) -> dict[str, Any]:
+    """A whole `chat.completion` with one choice per result (`n` > 1), choice i from `results[i]`; `total`: the
+    usage of them all."""
+    bodies = [
+        chat_completion(
+            model,
+            result.text,
+            result.last,
+            result.logprobs,
+            calls=result.tool_calls.calls(),
+            legacy_functions=legacy_functions,
+        )
+        for result in results
+    ]
+    body = bodies[0]
+    body["choices"] = [{**each["choices"][0], "index": index} for index, each in enumerate(bodies)]
+    body["usage"] = usage(total)
+    timed = [r.last.timings for r in results if r.last.timings is not None]
+    if with_timings and timed:
+        worst = Timings(
+            prompt_ms=max(t.prompt_ms for t in timed), predicted_ms=max(t.predicted_ms for t in timed)
+        )  # (the choices ran side by side: the request took as long as the slowest)
+        body["timings"] = timings(worst, total)
+    return body
+
+
 def completion(model: str, results: Sequence[Collected], *, with_timings: bool = False) -> dict[str, Any]:
-    """A whole `text_completion`, one choice per prompt."""
+    """A whole `text_completion`, one choice per result: per prompt, its `n` choices in order."""
     total = Usage()
     choices = []
     for index, result in enumerate(results):

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 
+from somner.wire import sampling
 from somner.wire.body import RequestBody, WireObject
 
 
@@ -56,6 +57,7 @@ class ChatMessage(WireObject):
     name: str | None = None
     tool_calls: list[MessageToolCall] | None = None
     tool_call_id: str | None = None
+    function_call: FunctionCall | None = None  # legacy function calling: the assistant's one call
 
 
 class FunctionDefinition(WireObject):
@@ -80,6 +82,7 @@ class NamedToolChoice(WireObject):
 
 
 ToolChoiceInput = Literal["none", "auto", "required"] | NamedToolChoice
+FunctionCallInput = Literal["none", "auto"] | NamedFunction  # legacy: `function_call` of a request
 
 
 class StreamOptions(WireObject):
@@ -104,8 +107,8 @@ class _Sampling(RequestBody):
     model: str = Field(min_length=1)
     frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
     logit_bias: dict[str, Annotated[float, Field(ge=-100.0, le=100.0)]] | None = None
-    max_tokens: int | None = Field(default=None, ge=1)
-    n: int | None = Field(default=None, ge=1, le=128)
+    max_tokens: sampling.Tokens | None = Field(default=None, validation_alias=AliasChoices("max_tokens", "max_length"))
+    n: int | None = Field(default=None, ge=1, le=sampling.MAX_CHOICES)
     presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
     response_format: ResponseFormat | None = None
     seed: int | None = Field(default=None, ge=-(2**63), le=2**64 - 1)
@@ -115,25 +118,73 @@ class _Sampling(RequestBody):
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     top_p: float | None = Field(default=None, ge=0.0, le=1.0)
     user: str | None = None
-    # Extensions (llama.cpp's sampling parameters, as llama-server accepts them):
-    top_k: int | None = Field(default=None, ge=0)
-    min_p: float | None = Field(default=None, ge=0.0, le=1.0)
-    typical_p: float | None = Field(default=None, gt=0.0, le=1.0)
-    repeat_penalty: float | None = Field(default=None, gt=0.0, le=10.0)
-    repeat_last_n: int | None = Field(default=None, ge=-1)
+    # Extensions: llama.cpp's samplers, under llama-server's names and TabbyAPI's (names and aliases). Where both
+    # name a field, the first name listed that the body has wins.
+    top_k: sampling.TopK | None = None
+    min_p: sampling.Probability | None = None
+    typical_p: sampling.Typical | None = Field(default=None, validation_alias=AliasChoices("typical_p", "typical"))
+    top_a: sampling.Probability | None = None
+    tfs: sampling.Probability | None = Field(default=None, validation_alias=AliasChoices("tfs", "tfs_z"))
+    top_n_sigma: sampling.Sigma | None = None
+    xtc_probability: sampling.Probability | None = None
+    xtc_threshold: sampling.Probability | None = None
+    temperature_last: bool | None = None
+    dynatemp_range: sampling.TemperatureRange | None = None
+    dynatemp_exponent: sampling.Exponent | None = Field(
+        default=None, validation_alias=AliasChoices("dynatemp_exponent", "temp_exponent")
+    )
+    min_temp: sampling.TemperatureRange | None = Field(
+        default=None, validation_alias=AliasChoices("min_temp", "dynatemp_low")
+    )
+    max_temp: sampling.TemperatureRange | None = Field(
+        default=None, validation_alias=AliasChoices("max_temp", "dynatemp_high")
+    )
+    repeat_penalty: sampling.RepeatPenalty | None = Field(
+        default=None, validation_alias=AliasChoices("repeat_penalty", "repetition_penalty", "rep_pen")
+    )
+    repeat_last_n: sampling.Window | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "repeat_last_n", "penalty_range", "repetition_range", "repetition_penalty_range", "rep_pen_range"
+        ),
+    )
+    dry_multiplier: sampling.DryMultiplier | None = None
+    dry_base: sampling.DryBase | None = None
+    dry_allowed_length: sampling.AllowedLength | None = None
+    dry_range: sampling.Window | None = Field(
+        default=None, validation_alias=AliasChoices("dry_range", "dry_penalty_last_n")
+    )
+    dry_sequence_breakers: sampling.Breakers | None = None
+    mirostat: sampling.Mirostat | None = Field(default=None, validation_alias=AliasChoices("mirostat", "mirostat_mode"))
+    mirostat_tau: sampling.MirostatTau | None = None
+    mirostat_eta: sampling.MirostatEta | None = None
+    banned_strings: sampling.BannedStrings | None = None
+    banned_tokens: sampling.TokenIds | None = Field(
+        default=None, validation_alias=AliasChoices("banned_tokens", "custom_token_bans")
+    )
+    allowed_tokens: sampling.TokenIds | None = Field(
+        default=None, validation_alias=AliasChoices("allowed_tokens", "allowed_token_ids")
+    )
+    min_tokens: sampling.MinTokens | None = Field(
+        default=None, validation_alias=AliasChoices("min_tokens", "min_length")
+    )
     grammar: str | None = None
-    ignore_eos: bool | None = None
+    ignore_eos: bool | None = Field(default=None, validation_alias=AliasChoices("ignore_eos", "ban_eos_token"))
     keep_alive: float | str | None = None  # Ollama's keep_alive, honoured here too
 
 
 class ChatCompletionRequest(_Sampling):
     messages: list[ChatMessage] = Field(min_length=1)
     logprobs: bool | None = None
-    max_completion_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: sampling.Tokens | None = None
     parallel_tool_calls: bool | None = None
     tool_choice: ToolChoiceInput | None = None
     tools: Annotated[list[ChatTool], Field(max_length=128)] | None = None
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    # Deprecated by OpenAI, still sent by older clients: legacy function calling (served as tools, answered in
+    # the legacy shape; see decode.uses_functions).
+    functions: Annotated[list[FunctionDefinition], Field(max_length=128)] | None = None
+    function_call: FunctionCallInput | None = None
 
 
 PromptInput = str | list[str] | list[int] | list[list[int]]
