@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 from pydantic import SecretStr
 
+from somner.errors import SomnerError
 from somner.gateway.admission import Gateway
 from somner.gateway.auth import Authenticator
 from somner.gateway.bootstrap import ensure_admin_key
@@ -36,6 +37,7 @@ from somner.models.backends.upstream import UpstreamBackend
 from somner.models.backends.worker import WorkerBackend, WorkerPaths
 from somner.models.manager import BackendFactory, ModelManager, ModelState, Policy
 from somner.models.memory import default_budget, estimate_bytes
+from somner.models.presets import SamplerPresets
 from somner.models.registry import ModelRegistry, ModelSpec
 from somner.observability.gpu import GpuMonitor, read_gpu_memory
 from somner.observability.metrics import Metrics, ModelGauge
@@ -43,6 +45,7 @@ from somner.settings import Settings, resolve_data_dir, resolve_dir, resolve_mod
 from somner.store.db import Database, StoreUnavailable, sqlite_url
 from somner.store.keys import KeyStore
 from somner.store.usage import UsageStore
+from somner.wire.openai.decode import sampler_fields
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +147,7 @@ class Services:
     recorder: UsageRecorder
     gateway: Gateway
     auth: Authenticator
+    presets: SamplerPresets
     generations: Generations = field(default_factory=Generations)  # in progress, for Kobold's abort and check
     started_at: float = field(default_factory=time.time)
     metrics: Metrics = field(default_factory=Metrics)
@@ -303,9 +307,17 @@ def build_services(settings: Settings, factory: BackendFactory | None = None) ->
         recorder,
         log_requests=settings.log_requests,
     )
+    presets = SamplerPresets(paths.sampler_presets_dir, sampler_fields)
+    if settings.sampler_preset is not None:
+        try:
+            presets.switch(settings.sampler_preset)
+        except SomnerError as exc:
+            shutil.rmtree(paths.run_dir, ignore_errors=True)
+            raise SomnerError(f"sampler_preset: {exc.message}") from None
     return Services(
         settings=settings,
         paths=paths,
+        presets=presets,
         registry=registry,
         manager=manager,
         db=db,

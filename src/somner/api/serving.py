@@ -273,6 +273,7 @@ async def begin_chat(request: Request, services: Services, core: ChatRequest, ad
         prompt_text=admission.prompt_text,
     )
     defaults.apply_to_chat(core, call.spec.entry.defaults)
+    services.presets.apply(core.sampling)
     return call
 
 
@@ -311,6 +312,7 @@ async def begin_completion(
     )
     for core in cores:
         defaults.apply_to_completion(core, call.spec.entry.defaults)
+        services.presets.apply(core.sampling)
     return call
 
 

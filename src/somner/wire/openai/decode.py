@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import orjson
+
 from somner.core import (
     ChatRequest,
     Chunk,
@@ -275,6 +277,22 @@ def completion_requests(req: schemas.CompletionRequest) -> list[CompletionReques
         )
         for item in items
     ]
+
+
+_NOT_SAMPLERS = frozenset({"model", "prompt", "messages", "stream", "stream_options", "n", "suffix", "echo"})
+
+
+def sampler_fields(values: dict[str, Any]) -> SamplingParams:
+    """Sampler parameters under any name a completion request takes (llama-server's, TabbyAPI's and their aliases),
+    checked as in a request: the core values they set. For server-wide presets; keys that are not sampler fields
+    are left out."""
+    body = {key: value for key, value in values.items() if key not in _NOT_SAMPLERS}
+    try:
+        encoded = orjson.dumps({"model": "-", "prompt": "-", **body})
+    except TypeError as exc:
+        raise BadRequest(f"A sampler value cannot be read: {exc}") from None
+    wire = parse(schemas.CompletionRequest, encoded)
+    return _sampling(wire, wire.max_tokens, None)
 
 
 def embedding_inputs(req: schemas.EmbeddingRequest) -> list[str] | list[list[int]]:
