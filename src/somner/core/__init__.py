@@ -6,6 +6,7 @@ Plain dataclasses, no validation: values are checked where they enter (wire sche
 
 from somner.core.tool_calls import ToolCallAssembler, check_tools
 from somner.core.types import (
+    AdapterScale,
     ChatRequest,
     Chunk,
     CompletionRequest,
@@ -26,6 +27,7 @@ from somner.core.types import (
 )
 
 __all__ = [
+    "AdapterScale",
     "ChatRequest",
     "Chunk",
     "CompletionRequest",

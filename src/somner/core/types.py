@@ -126,6 +126,16 @@ class Message:
     tool_call_id: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class AdapterScale:
+    """A request's scale for one of the model's LoRA adapters, named by its position (`id`, as llama-server) or
+    its name (the adapter file's stem)."""
+
+    scale: float
+    id: int | None = None
+    name: str | None = None
+
+
 @dataclass(slots=True)
 class ChatRequest:
     model: str
@@ -137,6 +147,9 @@ class ChatRequest:
     tools: list[Tool] = field(default_factory=list)
     tool_choice: ToolChoice = field(default_factory=ToolChoice)
     parallel_tool_calls: bool = True
+    # The model's LoRA adapters with this request's scales (empty: the model's own scales; given: unlisted
+    # adapters get 0, as in llama-server).
+    lora: list[AdapterScale] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -150,6 +163,7 @@ class CompletionRequest:
     n: int = 1  # choices to generate for the prompt; chunks of choice i carry `index` i
     echo: bool = False
     user: str | None = None
+    lora: list[AdapterScale] = field(default_factory=list)  # (see ChatRequest.lora)
 
 
 @dataclass(slots=True)

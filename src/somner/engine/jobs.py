@@ -29,6 +29,7 @@ class GenerationJob:
     logprobs: int | None = None  # alternatives per position; None = no logprobs
     banned: list[str] = field(default_factory=list)  # strings the output must not contain (see banned.py)
     group: int | None = None  # the choices (`n`) of one request: the same prompt, prefilled once for all
+    adapters: tuple[float, ...] = ()  # the scale of each of the engine's LoRA adapters for this job
     id: int = field(default_factory=next_job_id)
 
 

@@ -16,8 +16,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from somner.core import ChatRequest, CompletionRequest, EmbeddingResult, SamplingParams, ToolChoiceMode, check_tools
+from somner.core import (
+    AdapterScale,
+    ChatRequest,
+    CompletionRequest,
+    EmbeddingResult,
+    SamplingParams,
+    ToolChoiceMode,
+    check_tools,
+)
 from somner.engine import tools as tooling
+from somner.engine.adapters import AdapterScales
 from somner.engine.grammar import grammar_for
 from somner.engine.jobs import EmbeddingJob, GenerationJob, Sink
 from somner.engine.llama import ContextShape, LlamaContext, LlamaModel
@@ -76,6 +85,8 @@ class Engine:
         )
         try:
             self.loras = [(self.model.load_lora(path), scale) for path, scale in config.loras]
+            self.adapter_names = [path.stem for path, _ in config.loras]
+            self.default_scales = tuple(scale for _, scale in config.loras)
             self.template: ChatTemplate | None = None
             if config.mode != "embed":
                 label, source = choose_template(
@@ -107,6 +118,7 @@ class Engine:
             batch_size=config.batch,
             embedding_context=None if config.mode == "generate" else self._embedding_context,
             drafter=self.drafter,
+            adapters=AdapterScales(self._set_scales, self.default_scales) if self.loras else None,
         )
         log.info(
             "model %s loaded: %s, template %s, ctx %d x %d slots, %d threads, mode %s",
@@ -235,7 +247,8 @@ class Engine:
             shown = tooling.offered(request.tools, request.tool_choice)
             grammar = tooling.forced_grammar(shown, parallel=request.parallel_tool_calls)
         tokens = self.tokenize_prompt(prompt)
-        return self._jobs(tokens, request.sampling, "messages", request.n if choices is None else choices, grammar)
+        jobs = self._jobs(tokens, request.sampling, "messages", request.n if choices is None else choices, grammar)
+        return self._with_adapters(jobs, request.lora)
 
     def prepare_completion(self, request: CompletionRequest) -> GenerationJob:
         """The job of a completion request's first choice (see `completion_jobs`)."""
@@ -253,7 +266,47 @@ class Engine:
             tokens = list(request.prompt)
         if not tokens:
             raise BadRequest("the prompt is empty", param="prompt")
-        return self._jobs(tokens, request.sampling, "prompt", request.n if choices is None else choices, None)
+        jobs = self._jobs(tokens, request.sampling, "prompt", request.n if choices is None else choices, None)
+        return self._with_adapters(jobs, request.lora)
+
+    def _set_scales(self, scales: tuple[float, ...]) -> None:
+        """The generation context's LoRA scales (engine thread, between decodes)."""
+        self.ctx.set_loras([(adapter, scale) for (adapter, _), scale in zip(self.loras, scales, strict=True)])
+
+    def adapter_scales(self, requested: list[AdapterScale]) -> tuple[float, ...]:
+        """Each LoRA adapter's scale for a request: the model's own when the request names none; else the named
+        ones at the request's scale and the others at 0 (llama-server's rule). BadRequest for an unknown adapter."""
+        if not requested:
+            return self.default_scales
+        scales = [0.0] * len(self.loras)
+        for item in requested:
+            index = item.id if item.id is not None else self._adapter_index(item.name)
+            if index is None or not 0 <= index < len(self.loras):
+                known = ", ".join(f"{i}: {name}" for i, name in enumerate(self.adapter_names)) or "none"
+                raise BadRequest(
+                    f"Unknown LoRA adapter {item.id if item.id is not None else item.name!r}; this model's adapters "
+                    f"are {known}.",
+                    param="lora",
+                )
+            scales[index] = item.scale
+        return tuple(scales)
+
+    def _adapter_index(self, name: str | None) -> int | None:
+        if name is None:
+            return None
+        stem = name.removesuffix(".gguf")
+        return self.adapter_names.index(stem) if stem in self.adapter_names else None
+
+    def _with_adapters(self, jobs: list[GenerationJob], requested: list[AdapterScale]) -> list[GenerationJob]:
+        try:
+            scales = self.adapter_scales(requested)
+        except BadRequest:
+            for job in jobs:
+                job.sampler.close()
+            raise
+        for job in jobs:
+            job.adapters = scales
+        return jobs
 
     def _jobs(
         self, tokens: list[int], sampling: SamplingParams, param: str, choices: int, grammar: str | None

@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 
 from somner.core import Chunk, FinishReason, Timings, TokenLogprob, TopLogprob, Usage
+from somner.engine.adapters import AdapterScales, Scales, step_scales
 from somner.engine.banned import BannedStrings, Released
 from somner.engine.jobs import EmbeddingJob, EngineStats, GenerationJob, Output, Sink
 from somner.engine.llama import Batch, EngineError, LlamaContext, LlamaModel, common_prefix
@@ -64,6 +65,7 @@ class Slot:
     """One sequence of the shared context: its cached tokens and, while busy, the job it serves."""
 
     __slots__ = (
+        "adapters",
         "bans",
         "cached",
         "decoder",
@@ -91,6 +93,7 @@ class Slot:
         self.seq = seq
         self.job: GenerationJob | None = None
         self.tokens: list[int] = []  # tokens whose KV is in the cache, position i at index i
+        self.adapters: Scales = ()  # the LoRA scales `tokens` were computed with
         self.last_used = 0.0
         self._reset_job_state()
 
@@ -118,6 +121,11 @@ class Slot:
         return self.job is not None and self.prompt_pos < len(self.feed)
 
 
+def _takes(slot: Slot, scales: Scales | None) -> bool:
+    """Whether `slot`'s job is decoded in a step of LoRA `scales` (None: every step)."""
+    return scales is None or (slot.job is not None and slot.job.adapters == scales)
+
+
 class Scheduler:
     def __init__(
         self,
@@ -128,6 +136,7 @@ class Scheduler:
         batch_size: int,
         embedding_context: Callable[[], LlamaContext] | None = None,
         drafter: Drafter | None = None,
+        adapters: AdapterScales | None = None,
     ) -> None:
         self.model = model
         self.ctx = ctx
@@ -137,6 +146,8 @@ class Scheduler:
         self.slots = [Slot(seq) for seq in range(ctx.shape.n_seq_max)]
         self.stats = EngineStats()
         self.drafter = drafter
+        self.adapters = adapters  # LoRA scales per request (see adapters.py)
+        self._adapter_turn = 0
         guesses = drafter.max_tokens if drafter is not None else 0
         self._batch = Batch(max(batch_size, len(self.slots) * (1 + guesses)))
         self._make_embedding_context = embedding_context
@@ -298,7 +309,7 @@ class Scheduler:
         for slot in self.slots:
             if slot.job is not None:
                 continue
-            common = common_prefix(slot.tokens, job.prompt)
+            common = common_prefix(slot.tokens, job.prompt) if slot.adapters == job.adapters else 0
             if common > best_common or (common == best_common and best and slot.last_used < best.last_used):
                 best, best_common = slot, common
         assert best is not None
@@ -309,6 +320,7 @@ class Scheduler:
         keep = 0 if leader is not None else max(0, min(best_common, len(job.prompt) - _TAIL_TOKENS))
         reuse = self.ctx.keep_prefix(slot.seq, keep)
         del slot.tokens[reuse:]
+        slot.adapters = job.adapters
         if self.drafter is not None:
             self.drafter.keep(slot.seq, slot.tokens)
         slot._reset_job_state()
@@ -368,11 +380,14 @@ class Scheduler:
 
     def _step(self, outputs: list[Output]) -> None:
         step_started = time.perf_counter()
+        scales = self._step_adapters()
         if self.drafter is not None:
-            self._guess()
-        prefill = self._fill_batch()
+            self._guess(scales)
+        prefill = self._fill_batch(scales)
         if self._batch.size == 0:
             return
+        if self.adapters is not None and scales is not None:
+            self.adapters.use(scales)
         started = time.perf_counter()
         try:
             self.ctx.decode(self._batch)
@@ -404,15 +419,28 @@ class Scheduler:
             self.stats.decode_seconds += decoded - started
             self.stats.step_seconds += time.perf_counter() - step_started
 
-    def _fill_batch(self) -> list[tuple[Slot, int]]:
-        """One token per generating slot, then prompt chunks within the step's budget (oldest request first).
-        Sets each slot's `row` (the batch row to sample from, or -1); returns (slot, prompt tokens taken)."""
+    def _step_adapters(self) -> Scales | None:
+        """The LoRA scales of this step's sequences (see adapters.py); None: every sequence's (no adapters)."""
+        if self.adapters is None:
+            return None
+        waiting = [
+            (slot.job.adapters, slot.started_at)
+            for slot in self.slots
+            if slot.job is not None and (not slot.prefilling or slot.leader is None)
+        ]
+        self._adapter_turn += 1
+        return step_scales(waiting, self._adapter_turn)
+
+    def _fill_batch(self, scales: Scales | None = None) -> list[tuple[Slot, int]]:
+        """One token per generating slot, then prompt chunks within the step's budget (oldest request first);
+        with `scales`, only the slots of jobs with those LoRA scales. Sets each slot's `row` (the batch row to
+        sample from, or -1); returns (slot, prompt tokens taken)."""
         batch = self._batch
         batch.clear()
         decoding = False
         for slot in self.slots:
             slot.row = -1
-            slot.fed = slot.job is not None and not slot.prefilling
+            slot.fed = slot.job is not None and not slot.prefilling and _takes(slot, scales)
             if slot.fed:
                 slot.row = batch.add(slot.last_token, len(slot.tokens), slot.seq, True)
                 if slot.guesses:
@@ -422,7 +450,9 @@ class Scheduler:
         if decoding:
             budget = min(budget, max(_MIN_PREFILL_WHILE_DECODING, self.batch_size // 4))
         prefill: list[tuple[Slot, int]] = []
-        waiting = (s for s in self.slots if s.prefilling and s.leader is None)  # (followers wait: _share_prompt)
+        waiting = (  # (followers wait: _share_prompt)
+            s for s in self.slots if s.prefilling and s.leader is None and _takes(s, scales)
+        )
         for slot in sorted(waiting, key=lambda s: s.started_at):
             if budget <= 0:
                 break
@@ -441,14 +471,14 @@ class Scheduler:
             budget -= take
         return prefill
 
-    def _guess(self) -> None:
-        """Let the draft model guess the next tokens of every generating slot (see speculative.py)."""
+    def _guess(self, scales: Scales | None = None) -> None:
+        """Let the draft model guess the next tokens of every generating slot this step decodes (speculative.py)."""
         assert self.drafter is not None
         wishes: list[Wish] = []
         for slot in self.slots:
             slot.guesses = []
             job = slot.job
-            if job is None or slot.prefilling or slot.generated == 0:
+            if job is None or slot.prefilling or slot.generated == 0 or not _takes(slot, scales):
                 continue
             # Guesses must leave room for the token sampled after them, within max_tokens and the context.
             limit = min(self.drafter.max_tokens, job.max_tokens - slot.generated - 1)

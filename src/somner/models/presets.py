@@ -127,9 +127,7 @@ class SamplerPresets:
 
     def listing(self) -> dict[str, dict[str, Any]]:
         """The active overrides as TabbyAPI lists them."""
-        return {
-            o.param: {"override": o.value, "force": o.force, "additive": o.additive} for o in self.active.values()
-        }
+        return {o.param: {"override": o.value, "force": o.force, "additive": o.additive} for o in self.active.values()}
 
     def apply(self, sampling: SamplingParams) -> None:
         if self.active:

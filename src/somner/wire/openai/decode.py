@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 
 from somner.core import (
+    AdapterScale,
     ChatRequest,
     Chunk,
     CompletionRequest,
@@ -243,7 +244,20 @@ def chat_request(req: schemas.ChatCompletionRequest) -> ChatRequest:
         tools=offered,
         tool_choice=choice,
         parallel_tool_calls=req.parallel_tool_calls is not False and not legacy,
+        lora=adapter_scales(req.lora),
     )
+
+
+def adapter_scales(items: list[schemas.LoraScale] | None) -> list[AdapterScale]:
+    """The request's LoRA scales; each names its adapter by `id` or by `name`, not both."""
+    out = []
+    for index, item in enumerate(items or []):
+        if (item.id is None) == (item.name is None):
+            raise BadRequest(
+                f"Invalid value for 'lora[{index}]': name the adapter by 'id' or by 'name'.", param=f"lora.{index}"
+            )
+        out.append(AdapterScale(scale=item.scale, id=item.id, name=item.name))
+    return out
 
 
 def prompts(prompt: schemas.PromptInput) -> list[str] | list[list[int]]:
@@ -274,6 +288,7 @@ def completion_requests(req: schemas.CompletionRequest) -> list[CompletionReques
             stream=bool(req.stream),
             n=req.n or 1,
             user=req.user,
+            lora=adapter_scales(req.lora),
         )
         for item in items
     ]

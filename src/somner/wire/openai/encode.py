@@ -15,6 +15,7 @@ import numpy as np
 import orjson
 
 from somner.core import (
+    AdapterScale,
     ChatRequest,
     Chunk,
     CompletionRequest,
@@ -153,10 +154,16 @@ def chat_request(req: ChatRequest, *, stream: bool = True) -> dict[str, Any]:
         body["top_logprobs"] = req.sampling.logprobs
     if req.n != 1:
         body["n"] = req.n
+    if req.lora:
+        body["lora"] = lora(req.lora)
     body["stream"] = stream
     if stream:
         body["stream_options"] = {"include_usage": True}
     return body
+
+
+def lora(items: list[AdapterScale]) -> list[dict[str, Any]]:
+    return [{"id": i.id, "scale": i.scale} if i.id is not None else {"name": i.name, "scale": i.scale} for i in items]
 
 
 def completion_request(req: CompletionRequest, *, stream: bool = True) -> dict[str, Any]:
@@ -166,6 +173,8 @@ def completion_request(req: CompletionRequest, *, stream: bool = True) -> dict[s
         body["logprobs"] = req.sampling.logprobs
     if req.n != 1:
         body["n"] = req.n
+    if req.lora:
+        body["lora"] = lora(req.lora)
     body["stream"] = stream
     if stream:
         body["stream_options"] = {"include_usage": True}

@@ -101,6 +101,14 @@ class ResponseFormat(WireObject):
     json_schema: JsonSchemaFormat | None = None
 
 
+class LoraScale(WireObject):
+    """Extension (llama-server's `lora`): one of the model's LoRA adapters at a scale, by position or by name."""
+
+    id: int | None = Field(default=None, ge=0, le=1023)
+    name: str | None = Field(default=None, min_length=1, max_length=256)
+    scale: float = Field(default=1.0, ge=-100.0, le=100.0)
+
+
 class _Sampling(RequestBody):
     """Fields shared by chat and text completions."""
 
@@ -171,6 +179,9 @@ class _Sampling(RequestBody):
     grammar: str | None = None
     ignore_eos: bool | None = Field(default=None, validation_alias=AliasChoices("ignore_eos", "ban_eos_token"))
     keep_alive: float | str | None = None  # Ollama's keep_alive, honoured here too
+    lora: Annotated[list[LoraScale], Field(max_length=64)] | None = Field(
+        default=None, validation_alias=AliasChoices("lora", "loras")
+    )
 
 
 class ChatCompletionRequest(_Sampling):
