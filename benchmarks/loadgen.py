@@ -54,6 +54,7 @@ def request_body(args: argparse.Namespace, i: int) -> tuple[str, dict[str, objec
         "stream": True,
         "stream_options": {"include_usage": True},
         "ignore_eos": True,
+        **args.sampling,
     }
     if args.chat:
         return "/v1/chat/completions", {**common, "messages": [{"role": "user", "content": prompt}]}
@@ -185,6 +186,12 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=1, help="rounds of short concurrent requests before measuring")
     parser.add_argument("--api-key", default=None)
     parser.add_argument("--timeout", type=float, default=600.0)
+    parser.add_argument(
+        "--sampling",
+        type=json.loads,
+        default={},
+        help='JSON object merged into every request, e.g. \'{"temperature": 0.8, "seed": 1, "dry_multiplier": 0.8}\'',
+    )
     args = parser.parse_args()
     report = asyncio.run(run(args))
     print(json.dumps(report))

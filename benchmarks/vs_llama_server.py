@@ -70,7 +70,14 @@ def default_model(cache: Path) -> Path:
 
 
 def loadgen(
-    url: str, model: str, concurrency: int, requests: int, max_tokens: int, chat: bool, key: str | None = None
+    url: str,
+    model: str,
+    concurrency: int,
+    requests: int,
+    max_tokens: int,
+    chat: bool,
+    key: str | None = None,
+    sampling: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     command = [
         sys.executable,
@@ -89,6 +96,8 @@ def loadgen(
         command.append("--chat")
     if key is not None:
         command += ["--api-key", key]
+    if sampling:
+        command += ["--sampling", json.dumps(sampling)]
     out = subprocess.run(command, capture_output=True, text=True, check=False)
     if not out.stdout.strip():
         raise SystemExit(f"loadgen failed: {out.stderr}")
@@ -132,6 +141,18 @@ def parse_args() -> argparse.Namespace:
         help="run Somner with engine.cpu_repack: true (llama-server repacks by default; Somner does not, see README)",
     )
     parser.add_argument("--json", type=Path, default=None, help="also write every raw report here")
+    parser.add_argument(
+        "--sampling",
+        type=json.loads,
+        default={},
+        help="JSON object of sampler fields sent to both servers (e.g. DRY and XTC, which both have)",
+    )
+    parser.add_argument(
+        "--somner-sampling",
+        type=json.loads,
+        default={},
+        help="JSON object of sampler fields sent to Somner only (e.g. banned_strings, which llama-server lacks)",
+    )
     return parser.parse_args()
 
 
@@ -178,7 +199,8 @@ def run_rounds(args: argparse.Namespace, urls: dict[str, str], model_id: str, le
             if (round_index + c) % 2:
                 order.reverse()  # alternate which server goes first
             for name, url in order:
-                report = loadgen(url, model_id, c, max(4, 2 * c), args.max_tokens, args.chat, KEYS.get(url))
+                sampling = {**args.sampling, **(args.somner_sampling if name == "somner" else {})}
+                report = loadgen(url, model_id, c, max(4, 2 * c), args.max_tokens, args.chat, KEYS.get(url), sampling)
                 reports[name][c].append(report)
                 print(
                     f"round {round_index + 1} c={c:<3} {name:<12} {report['output_tokens_per_s']:>8} tok/s  "
@@ -195,7 +217,10 @@ def print_table(args: argparse.Namespace, model: Path, reports: Reports, levels:
     print(
         f"\nmodel {model.name}, {args.threads} threads, {args.slots} slots x {args.ctx} ctx, {args.max_tokens} output "
         f"tokens, {'chat' if args.chat else 'completions'}, Somner cpu_repack {args.somner_repack}, "
-        f"medians of {args.rounds} rounds\n"
+        f"medians of {args.rounds} rounds"
+        + (f", sampling {json.dumps(args.sampling)}" if args.sampling else "")
+        + (f", Somner also {json.dumps(args.somner_sampling)}" if args.somner_sampling else "")
+        + "\n"
     )
     print(
         "| c | llama-server tok/s | Somner tok/s | ratio | TTFT p50 ms (llama / Somner) | ratio "
