@@ -173,3 +173,21 @@ def test_stats_separate_decode_from_python_work(
     engine = client.get("/stats").json()["engine"]
     assert engine["steps"] > 0
     assert 0 < engine["decode_seconds"] <= engine["step_seconds"]
+
+
+def test_gpu_options_run_on_the_cpu_with_one_clear_line(model_path: Path, tmp_path: Path) -> None:
+    """The configuration of a GPU machine serves on a machine without one (this one): the engine says so once."""
+    sock = tmp_path / "g.sock"
+    gpu_flags = ["--split-mode", "row", "--tensor-split", "3,1", "--main-gpu", "1", "--flash-attn", "on"]
+    gpu_flags += ["--cache-type-k", "q8_0", "--cache-type-v", "q4_0", "--gpu-layers", "-1"]
+    with start_worker(model_path, "--socket", str(sock), *gpu_flags) as process:
+        with httpx.Client(transport=httpx.HTTPTransport(uds=str(sock)), base_url="http://w", timeout=60) as client:
+            wait_healthy(client, process, sock)
+            body = {"model": "m", "prompt": "The capital of France is", "max_tokens": 4, "temperature": 0}
+            reply = client.post("/v1/completions", json=body)
+            assert reply.status_code == 200 and reply.json()["usage"]["completion_tokens"] == 4
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=20) == 0
+        assert process.stdout is not None
+        output = process.stdout.read().decode()
+    assert output.count("runs on the CPU") == 1, output[-2000:]

@@ -12,6 +12,7 @@ from somner import services
 from somner.errors import ModelLoadFailed, ModelNotFound, Unavailable
 from somner.models.manager import FOREVER, ModelManager, ModelState, Policy, retry_delay
 from somner.models.memory import machine_memory
+from somner.models.placement import RAM, Device
 from somner.models.registry import ModelRegistry
 from somner.observability.gpu import GpuMemory
 from somner.settings import ModelEntry, Settings
@@ -51,7 +52,7 @@ def make_manager(
         registry,
         farm.factory,
         policy=policy or Policy(min_residency=0),
-        estimate=lambda spec: (sizes or {}).get(spec.id, 0),
+        estimate=lambda spec: {RAM: (sizes or {}).get(spec.id, 0)},
         clock=clock or Clock(),
     )
 
@@ -202,7 +203,7 @@ async def test_memory_budget_and_too_large(tmp_path: Path) -> None:
     manager = make_manager(
         tmp_path,
         FakeFarm(),
-        policy=Policy(min_residency=0, budget=10 * GIB),
+        policy=Policy(min_residency=0, budget={RAM: 10 * GIB}),
         sizes=sizes,
         names=("alpha", "beta", "huge"),
     )
@@ -360,8 +361,8 @@ async def test_slots_give_way_to_the_memory_budget_unless_parallel_is_set(tmp_pa
         ModelEntry(id="alpha", path=tmp_path / "alpha.gguf"),
         ModelEntry(id="beta", path=tmp_path / "beta.gguf", parallel=4),
     ]
-    manager = make_manager(tmp_path, farm, policy=Policy(min_residency=0, budget=3 * GIB), entries=entries)
-    manager._estimate = lambda spec: spec.parallel * GIB  # one GiB per slot
+    manager = make_manager(tmp_path, farm, policy=Policy(min_residency=0, budget={RAM: 3 * GIB}), entries=entries)
+    manager._estimate = lambda spec: {RAM: spec.parallel * GIB}  # one GiB per slot
     (await manager.acquire("alpha")).release()
     assert farm.backends[0].spec.parallel == 3  # the default 4 would not fit: 3 slots do
     assert {s.id: s for s in manager.statuses()}["alpha"].memory == 3 * GIB
@@ -370,17 +371,17 @@ async def test_slots_give_way_to_the_memory_budget_unless_parallel_is_set(tmp_pa
 
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])  # (a sync test)
-def test_the_default_budget_is_the_gpus_when_models_are_offloaded(
-    monkeypatch: pytest.MonkeyPatch, anyio_backend: str
-) -> None:
-    gpus = [GpuMemory(index=i, name="H100", used_bytes=0, total_bytes=80 * GIB) for i in range(2)]
-    monkeypatch.setattr(services, "read_gpu_memory", lambda: gpus)
-    assert services.policy_for(Settings()).budget == int(160 * GIB * 0.8)
-    assert services.policy_for(Settings(memory_budget="12GiB")).budget == 12 * GIB  # type: ignore[arg-type]
-    cpu_only = Settings(engine={"gpu_layers": 0})  # type: ignore[arg-type]
-    assert services.policy_for(cpu_only).budget == int(machine_memory() * 0.8)
+def test_budgets_are_ram_and_each_gpu(monkeypatch: pytest.MonkeyPatch, anyio_backend: str) -> None:
+    h100 = [GpuMemory(index=i, name="H100", used_bytes=0, total_bytes=80 * GIB) for i in range(2)]
+    monkeypatch.setattr(services, "read_gpu_memory", lambda: h100)
+    machine = services.Machine.probe()
+    assert machine.devices == (Device(0, 80 * GIB), Device(1, 80 * GIB))
+    limits = services.policy_for(Settings(), machine).budget
+    assert limits == {RAM: int(machine_memory() * 0.8), "gpu0": int(80 * GIB * 0.8), "gpu1": int(80 * GIB * 0.8)}
+    custom = Settings(memory_budget="12GiB", gpu_memory_fraction=0.5)  # type: ignore[arg-type]
+    assert services.policy_for(custom, machine).budget == {RAM: 12 * GIB, "gpu0": 40 * GIB, "gpu1": 40 * GIB}
     monkeypatch.setattr(services, "read_gpu_memory", list)  # no GPU
-    assert services.policy_for(Settings()).budget == int(machine_memory() * 0.8)
+    assert services.policy_for(Settings()).budget == {RAM: int(machine_memory() * 0.8)}
 
 
 async def test_many_requests_that_find_their_engine_gone_share_one_fresh_engine(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ checks never load a model or keep a scale-to-zero machine awake. The same three 
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import orjson
 from starlette.applications import Starlette
@@ -18,7 +19,8 @@ from starlette.routing import BaseRoute, Route
 
 from somner import __version__
 from somner.api.middleware import RequestIdMiddleware
-from somner.models.manager import ModelState
+from somner.models.manager import ModelState, ModelStatus
+from somner.models.placement import gpu
 from somner.services import Services
 
 
@@ -54,10 +56,20 @@ async def health(request: Request) -> Response:
             "queue_depth": services.gateway.queue.depth,
             "in_flight": services.gateway.in_flight,
             "database": await services.db.ping(),
-            "gpus": await services.gpus.devices(),
+            "gpus": _gpus(await services.gpus.devices(), statuses),
         },
         503 if unwell else 200,
     )
+
+
+def _gpus(devices: list[dict[str, Any]], statuses: list[ModelStatus]) -> list[dict[str, Any]]:
+    """Each GPU's reading, with what the loaded models hold there (the manager's estimates)."""
+    for device in devices:
+        key = gpu(int(device["index"]))
+        device["models"] = {
+            s.id: s.placement[key] for s in statuses if s.state is ModelState.LOADED and key in s.placement
+        }
+    return devices
 
 
 async def ready(request: Request) -> Response:

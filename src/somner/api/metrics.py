@@ -23,6 +23,7 @@ async def metrics(request: Request) -> Response:
     services: Services = request.app.state.services
     if not services.settings.metrics_public:
         principal_of(request).require(METRICS)
+    await services.gpus.readings()  # (the collector reports the last reading: make it recent)
     if "application/json" in request.headers.get("accept", ""):
         return Response(orjson.dumps(services.metrics.as_json()), media_type="application/json")
     return Response(services.metrics.text(), media_type=CONTENT_TYPE_LATEST)

@@ -20,7 +20,9 @@ ConfigOption = typer.Option(None, "--config", "-c", help="YAML configuration fil
 def check(config: Path | None = ConfigOption) -> None:
     """Validate the configuration (file + environment + per-model files); exit 1 naming each bad key or value."""
     from somner.errors import ModelNotFound
+    from somner.models.placement import gpu_problem
     from somner.models.registry import ModelConfigError, ModelRegistry
+    from somner.services import gpu_devices
 
     settings = load_or_exit(config, {})
     warn_unknown_environment()
@@ -35,7 +37,14 @@ def check(config: Path | None = ConfigOption) -> None:
     except ModelNotFound as exc:
         typer.echo(f"error: {exc.message}", err=True)
         raise typer.Exit(1) from None
-    typer.echo("configuration is valid")
+    devices = gpu_devices()
+    problems = [problem for spec in registry.specs() if (problem := gpu_problem(spec, devices)) is not None]
+    for problem in problems:
+        typer.echo(f"error: {problem}", err=True)
+    if problems:
+        raise typer.Exit(1)
+    where = f"{len(devices)} GPU{'s' if len(devices) != 1 else ''}" if devices else "no GPU: models run on the CPU"
+    typer.echo(f"configuration is valid ({where})")
 
 
 @app.command("show")

@@ -26,6 +26,13 @@ def worker(
     cpu_repack: bool = typer.Option(False, "--cpu-repack", help="Repack weights for faster CPU kernels."),
     template: str | None = typer.Option(None, "--template", help="Chat template: built-in name or Jinja file."),
     cache_type: str = typer.Option("f16", "--cache-type", help="KV cache precision: f16, q8_0 or q4_0."),
+    cache_type_k: str | None = typer.Option(None, "--cache-type-k", help="The keys' precision (over --cache-type)."),
+    cache_type_v: str | None = typer.Option(
+        None, "--cache-type-v", help="The values' precision (over --cache-type; quantized needs flash attention)."
+    ),
+    split_mode: str = typer.Option("layer", "--split-mode", help="Over several GPUs: none, layer or row."),
+    main_gpu: int = typer.Option(0, "--main-gpu", min=0, help="The GPU for split mode none."),
+    flash_attn: str = typer.Option("auto", "--flash-attn", help="Flash attention: auto, on or off."),
     rope_base: float = typer.Option(0.0, "--rope-base", help="RoPE frequency base (0: from the model)."),
     rope_scale: float = typer.Option(0.0, "--rope-scale", help="RoPE frequency scale (0: from the model)."),
     tensor_split: str | None = typer.Option(None, "--tensor-split", help="Comma-separated shares per GPU."),
@@ -51,8 +58,12 @@ def worker(
     if not is_valid_model_name(name):
         typer.echo(f"error: {name!r} is not a valid model id; pass --id", err=True)
         raise typer.Exit(2)
-    if cache_type not in ("f16", "q8_0", "q4_0") or mode not in ("both", "generate", "embed"):
-        typer.echo("error: --cache-type is f16, q8_0 or q4_0; --mode is both, generate or embed", err=True)
+    cache_types = {cache_type, cache_type_k or cache_type, cache_type_v or cache_type}
+    if not cache_types <= {"f16", "q8_0", "q4_0"} or mode not in ("both", "generate", "embed"):
+        typer.echo("error: cache types are f16, q8_0 or q4_0; --mode is both, generate or embed", err=True)
+        raise typer.Exit(2)
+    if split_mode not in ("none", "layer", "row") or flash_attn not in ("auto", "on", "off"):
+        typer.echo("error: --split-mode is none, layer or row; --flash-attn is auto, on or off", err=True)
         raise typer.Exit(2)
     try:
         split = tuple(float(x) for x in tensor_split.split(",")) if tensor_split else ()
@@ -72,7 +83,11 @@ def worker(
         gpu_layers=gpu_layers,
         cpu_repack=cpu_repack,
         template=template,
-        cache_type=cache_type,
+        cache_type_k=cache_type_k or cache_type,
+        cache_type_v=cache_type_v or cache_type,
+        split_mode=split_mode,  # type: ignore[arg-type]
+        main_gpu=main_gpu,
+        flash_attn=flash_attn,  # type: ignore[arg-type]
         rope_base=rope_base,
         rope_scale=rope_scale,
         tensor_split=split,

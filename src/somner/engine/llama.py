@@ -68,12 +68,16 @@ class LlamaModel:
         gpu_layers: int = -1,
         cpu_repack: bool = False,
         tensor_split: list[float] | None = None,
+        split_mode: str = "layer",
+        main_gpu: int = 0,
         on_progress: Callable[[float], None] | None = None,
     ) -> None:
         init_backend()
         params = lib.llama_model_default_params()
         params.n_gpu_layers = gpu_layers if gpu_layers >= 0 else 999
         params.use_extra_bufts = cpu_repack
+        params.split_mode = SPLIT_MODES[split_mode]
+        params.main_gpu = main_gpu
         if on_progress is not None:
 
             @lib.llama_progress_callback  # type: ignore[untyped-decorator]
@@ -179,6 +183,12 @@ class LlamaModel:
 
 
 CACHE_TYPES = {"f16": 1, "q4_0": 2, "q8_0": 8}  # ggml type ids
+SPLIT_MODES = {"none": lib.LLAMA_SPLIT_MODE_NONE, "layer": lib.LLAMA_SPLIT_MODE_LAYER, "row": lib.LLAMA_SPLIT_MODE_ROW}
+FLASH_ATTN = {
+    "auto": lib.LLAMA_FLASH_ATTN_TYPE_AUTO,
+    "on": lib.LLAMA_FLASH_ATTN_TYPE_ENABLED,
+    "off": lib.LLAMA_FLASH_ATTN_TYPE_DISABLED,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,7 +200,9 @@ class ContextShape:
     threads: int
     embeddings: bool = False
     kv_unified: bool = False
-    cache_type: str = "f16"
+    cache_type_k: str = "f16"
+    cache_type_v: str = "f16"
+    flash_attn: str = "auto"
     rope_base: float = 0.0  # 0: from the model
     rope_scale: float = 0.0
 
@@ -209,7 +221,9 @@ class LlamaContext:
         params.kv_unified = shape.kv_unified
         params.swa_full = False  # sliding-window layers keep only their window (prefix reuse checks pos_min)
         params.no_perf = True
-        params.type_k = params.type_v = CACHE_TYPES[shape.cache_type]
+        params.type_k = CACHE_TYPES[shape.cache_type_k]
+        params.type_v = CACHE_TYPES[shape.cache_type_v]
+        params.flash_attn_type = FLASH_ATTN[shape.flash_attn]
         params.rope_freq_base = shape.rope_base
         params.rope_freq_scale = shape.rope_scale
         if shape.embeddings:

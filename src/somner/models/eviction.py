@@ -1,10 +1,12 @@
 """Which loaded models to unload so another can load: a pure decision, tested on its own.
 
-The manager performs whatever this decides. Rules, in order:
-1. A model that could never fit the budget on its own is refused (`too_large`).
+The manager performs whatever this decides. Memory is a footprint per resource (RAM, each GPU: see placement.py),
+and each resource has its own budget. Rules, in order:
+1. A model that could never fit the budgets on its own is refused (`too_large`).
 2. Members of the newcomer's exclusive group must go.
-3. Then, while the model count would exceed `max_loaded` or memory would exceed the budget, models go in this
-   order: idle ones, least recently used first, then busy ones, least recently used first. Pinned models never go.
+3. Then, while the model count would exceed `max_loaded` or some resource would exceed its budget, models go in
+   this order: idle ones, least recently used first, then busy ones, least recently used first (only models that
+   hold some of an exceeded resource: unloading another GPU's model makes no room). Pinned models never go.
 4. If that is still not enough (pinned models, models already leaving), the newcomer waits (`wait`).
 A chosen model that is busy is not cut off: the manager stops giving it new requests, lets the ones in flight
 finish, and unloads it then ("drain"). So a swap never fails a request, and a model in demand cannot starve
@@ -13,7 +15,10 @@ another one forever.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+
+from somner.models.placement import Footprint, combined, first_excess
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,7 +26,7 @@ class Resident:
     """A model that holds (or is about to hold) memory."""
 
     id: str
-    bytes: int
+    memory: Footprint
     in_flight: int
     last_used: float
     pinned: bool = False
@@ -32,7 +37,7 @@ class Resident:
 @dataclass(frozen=True, slots=True)
 class Newcomer:
     id: str
-    bytes: int
+    memory: Footprint
     group: str | None = None
 
 
@@ -48,12 +53,13 @@ def plan(
     residents: list[Resident],
     newcomer: Newcomer,
     *,
-    budget: int,
+    budget: Mapping[str, int],
     max_loaded: int | None,
     exclusive_groups: frozenset[str],
 ) -> Decision:
-    if newcomer.bytes > budget:
-        return Decision(too_large=True, reason=f"it needs {newcomer.bytes} bytes and the budget is {budget}")
+    excess = first_excess(newcomer.memory, budget)
+    if excess is not None:
+        return Decision(too_large=True, reason=f"it needs {excess}")
     others = [r for r in residents if r.id != newcomer.id]
     evict: list[Resident] = []
     if newcomer.group is not None and newcomer.group in exclusive_groups:
@@ -64,18 +70,23 @@ def plan(
                 evict.append(r)
     staying = [r for r in others if r not in evict]
 
-    def over() -> bool:
+    def exceeded() -> set[str] | None:
+        """What is over: the resources over budget, an empty set for too many models; None when all is fine."""
+        used = combined([*(r.memory for r in staying), newcomer.memory])
+        over = {resource for resource, amount in used.items() if amount > budget.get(resource, 0)}
+        if over:
+            return over
         count = sum(1 for r in staying if not r.leaving) + 1
-        used = sum(r.bytes for r in staying) + newcomer.bytes
-        return (max_loaded is not None and count > max_loaded) or used > budget
+        return set() if max_loaded is not None and count > max_loaded else None
 
     candidates = sorted(
         (r for r in staying if not r.leaving and not r.pinned), key=lambda r: (r.in_flight > 0, r.last_used)
     )
-    while over() and candidates:
-        victim = candidates.pop(0)
+    while (over := exceeded()) is not None:
+        victim = next((r for r in candidates if not over or any(r.memory.get(res, 0) > 0 for res in over)), None)
+        if victim is None:
+            return Decision(wait=True, reason="the other loaded models are pinned or already leaving")
+        candidates.remove(victim)
         evict.append(victim)
         staying.remove(victim)
-    if over():
-        return Decision(wait=True, reason="the other loaded models are pinned or already leaving")
     return Decision(evict=[r.id for r in evict])

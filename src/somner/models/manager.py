@@ -28,7 +28,7 @@ import contextlib
 import enum
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from somner.errors import ModelLoadFailed, SomnerError, Unavailable
@@ -36,13 +36,14 @@ from somner.exits import describe_exit
 from somner.models.backends.base import Backend, Supervised
 from somner.models.eviction import Newcomer, Resident, plan
 from somner.models.memory import fit_slots
+from somner.models.placement import RAM, Footprint, total
 from somner.models.registry import ModelRegistry, ModelSpec
 
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
 BackendFactory = Callable[[ModelSpec], Backend]
-Estimator = Callable[[ModelSpec], int]
+Estimator = Callable[[ModelSpec], Footprint]
 
 _MAX_BACKOFF = 60.0
 FOREVER = float("inf")
@@ -83,7 +84,7 @@ class Policy:
     """The manager's knobs (from the settings)."""
 
     ttl: float = 300.0
-    budget: int = 2**62
+    budget: Mapping[str, int] = field(default_factory=lambda: {RAM: 2**62})  # per resource (placement.py)
     max_loaded: int | None = None
     exclusive_groups: frozenset[str] = frozenset()
     swap_timeout: float = 120.0
@@ -111,7 +112,7 @@ class ManagedModel:
     failures: int = 0
     failed_at: float | None = None
     last_error: SomnerError | None = None
-    memory: int = 0
+    memory: Footprint = field(default_factory=dict)  # per resource; empty until estimated
     loads: int = 0  # engine starts so far (a restart after a crash counts)
     last_progress: float = 0.0  # when a request last got a token (or the model got busy)
     health: str | None = None  # why its engine is not well now (no heartbeat, restarting after a hang); None: fine
@@ -143,6 +144,7 @@ class ModelStatus:
     last_progress: float | None = None
     health: str | None = None  # see ManagedModel.health
     progress: float | None = None  # while loading: 0..1, as far as the engine reports it
+    placement: Footprint = field(default_factory=dict)  # the memory estimate per resource (ram, gpu0, ...)
 
 
 class Lease:
@@ -177,7 +179,7 @@ class ModelManager:
         factory: BackendFactory,
         *,
         policy: Policy | None = None,
-        estimate: Estimator = lambda spec: 0,
+        estimate: Estimator = lambda spec: {},
         clock: Clock = time.monotonic,
     ) -> None:
         self.registry = registry
@@ -214,7 +216,7 @@ class ModelManager:
             self._models[spec.id] = record
         elif record.spec != spec and record.state in (ModelState.UNLOADED, ModelState.FAILED):
             record.spec = spec  # its settings changed on disk (or slots were fitted); they apply from the next load
-            record.memory = 0
+            record.memory = {}
         return record
 
     @staticmethod
@@ -239,7 +241,7 @@ class ModelManager:
                     state=record.state,
                     backend=spec.kind,
                     in_flight=record.in_flight,
-                    memory=record.memory,
+                    memory=total(record.memory),
                     loaded_at=record.loaded_at,
                     last_used=record.last_used or None,
                     expires_at=record.expires_at if record.state is ModelState.LOADED else None,
@@ -249,6 +251,7 @@ class ModelManager:
                     last_progress=record.last_progress if record.in_flight else None,
                     health=record.health,
                     progress=_progress(record),
+                    placement=dict(record.memory),
                 )
             )
         return out
@@ -433,7 +436,7 @@ class ModelManager:
         return [
             Resident(
                 id=r.spec.id,
-                bytes=r.memory,
+                memory=r.memory,
                 in_flight=r.in_flight,
                 last_used=r.last_used,
                 # A model still loading, or loaded a moment ago, is not evicted yet: the requests that waited

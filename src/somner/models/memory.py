@@ -9,15 +9,17 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from somner.models import exl3
 from somner.models.gguf import GGUFError, read_gguf
+from somner.models.placement import PROCESS_OVERHEAD, Footprint, first_excess
 from somner.models.registry import ModelSpec
 
 log = logging.getLogger(__name__)
 
-_PROCESS_OVERHEAD = 160 * 1024**2  # interpreter, libraries, compute buffers
+_PROCESS_OVERHEAD = PROCESS_OVERHEAD
 _CACHE_BYTES = {"f16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32}
 _DEFAULT_CTX_CAP = 4096
 
@@ -34,6 +36,9 @@ def estimate_bytes(spec: ModelSpec) -> int:
         )
     if spec.kind == "upstream" or spec.path is None:
         return 0
+    if spec.kind == "exllamav3":  # an EXL3 folder, all on the GPUs (placement.py)
+        on_gpus = exl3.model_bytes(spec)
+        return on_gpus + _PROCESS_OVERHEAD if on_gpus else 0
     try:
         info = read_gguf(spec.path)
         weights = spec.path.stat().st_size + sum(lora.path.stat().st_size for lora in spec.entry.loras)
@@ -58,25 +63,24 @@ def estimate_bytes(spec: ModelSpec) -> int:
     return weights + kv + draft + _PROCESS_OVERHEAD
 
 
-def fit_slots(spec: ModelSpec, budget: int, estimate: Callable[[ModelSpec], int] = estimate_bytes) -> ModelSpec:
-    """`spec` with as many slots as `budget` holds, when its `parallel` was left to the default: from the default
-    (4) down to 1, the first whose estimate fits (each slot keeps the full `ctx`, so slots are what give way). An
-    explicit `parallel` is never changed; a model that does not fit even with one slot is left to the budget's
-    own refusal."""
+def fit_slots(spec: ModelSpec, budget: Mapping[str, int], estimate: Callable[[ModelSpec], Footprint]) -> ModelSpec:
+    """`spec` with as many slots as `budget` holds (every resource it uses), when its `parallel` was left to the
+    default: from the default (4) down to 1, the first whose estimate fits (each slot keeps the full `ctx`, so
+    slots are what give way). An explicit `parallel` is never changed; a model that does not fit even with one slot
+    is left to the budget's own refusal."""
     if spec.kind != "worker" or spec.entry.parallel is not None or "parallel" in spec.engine.model_fields_set:
         return spec
     wanted = spec.parallel
     for slots in range(wanted, 0, -1):
         candidate = dataclasses.replace(spec, entry=spec.entry.model_copy(update={"parallel": slots}))
-        if estimate(candidate) <= budget:
+        if first_excess(estimate(candidate), budget) is None:
             if slots < wanted:
                 log.warning(
-                    "model %s gets %d slots, not %d: that is what the memory budget (%d MiB) holds with ctx %s "
-                    "per slot (set `parallel` or `ctx` to choose otherwise)",
+                    "model %s gets %d slots, not %d: that is what the memory budget holds with ctx %s per slot "
+                    "(set `parallel` or `ctx` to choose otherwise)",
                     spec.id,
                     slots,
                     wanted,
-                    budget // 1024**2,
                     spec.ctx or "default",
                 )
             return candidate
@@ -100,6 +104,6 @@ def machine_memory() -> int:
     return total
 
 
-def default_budget(gpu_bytes: int = 0) -> int:
-    """80% of the GPUs' memory when models go to GPUs (`gpu_bytes`: their total), else 80% of this machine's."""
-    return int((gpu_bytes if gpu_bytes > 0 else machine_memory()) * 0.8)
+def default_budget() -> int:
+    """The default RAM budget: 80% of this machine's memory."""
+    return int(machine_memory() * 0.8)

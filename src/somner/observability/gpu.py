@@ -1,6 +1,7 @@
-"""GPU memory per device, for `/health`: through NVML when `pynvml` is importable, else `nvidia-smi`, else
-nothing (no GPU, or no NVIDIA driver). Readings are cached briefly so health checks stay cheap, and the query
-runs in a thread with a timeout so a hung driver cannot hang `/health`."""
+"""GPU memory and utilization per device, for `/health`, `/metrics` and the memory budgets: through NVML
+(`nvidia-ml-py`, imported when asked) when it finds a driver, else `nvidia-smi`, else nothing (no GPU, or no
+NVIDIA driver). Readings are cached briefly so health checks stay cheap, and the query runs in a thread with a
+timeout so a hung driver cannot hang `/health`."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ class GpuMemory:
     name: str
     used_bytes: int
     total_bytes: int
+    utilization: float | None = None  # 0..1: the share of the last sample period a kernel ran
 
 
 def _from_nvml() -> list[GpuMemory] | None:
@@ -36,12 +38,17 @@ def _from_nvml() -> list[GpuMemory] | None:
             handle = nvml.nvmlDeviceGetHandleByIndex(index)
             info = nvml.nvmlDeviceGetMemoryInfo(handle)
             name = nvml.nvmlDeviceGetName(handle)
+            try:
+                utilization: float | None = nvml.nvmlDeviceGetUtilizationRates(handle).gpu / 100.0
+            except Exception:  # (not every device reports it)
+                utilization = None
             out.append(
                 GpuMemory(
                     index=index,
                     name=name.decode() if isinstance(name, bytes) else str(name),
                     used_bytes=int(info.used),
                     total_bytes=int(info.total),
+                    utilization=utilization,
                 )
             )
         return out
@@ -50,19 +57,22 @@ def _from_nvml() -> list[GpuMemory] | None:
 
 
 def parse_nvidia_smi(text: str) -> list[GpuMemory]:
-    """Rows of `nvidia-smi --query-gpu=index,name,memory.used,memory.total --format=csv,noheader,nounits` (MiB)."""
+    """Rows of `nvidia-smi --query-gpu=index,name,memory.used,memory.total[,utilization.gpu] --format=csv,noheader,
+    nounits` (MiB, percent)."""
     out = []
     for line in text.splitlines():
         parts = [p.strip() for p in line.split(",")]
-        if len(parts) != 4:
+        if len(parts) not in (4, 5):
             continue
         try:
+            utilization = float(parts[4]) / 100.0 if len(parts) == 5 and parts[4] not in ("", "[N/A]") else None
             out.append(
                 GpuMemory(
                     index=int(parts[0]),
                     name=parts[1],
                     used_bytes=int(float(parts[2]) * 1024**2),
                     total_bytes=int(float(parts[3]) * 1024**2),
+                    utilization=utilization,
                 )
             )
         except ValueError:
@@ -74,7 +84,11 @@ def _from_nvidia_smi() -> list[GpuMemory]:
     binary = shutil.which("nvidia-smi")
     if binary is None:
         return []
-    query = [binary, "--query-gpu=index,name,memory.used,memory.total", "--format=csv,noheader,nounits"]
+    query = [
+        binary,
+        "--query-gpu=index,name,memory.used,memory.total,utilization.gpu",
+        "--format=csv,noheader,nounits",
+    ]
     try:
         done = subprocess.run(query, capture_output=True, text=True, timeout=5, check=False)  # noqa: S603 (a fixed argv)
     except (OSError, subprocess.TimeoutExpired):
@@ -96,7 +110,7 @@ class GpuMonitor:
         self._devices: list[GpuMemory] = []
         self._lock = asyncio.Lock()
 
-    async def devices(self) -> list[dict[str, Any]]:
+    async def readings(self) -> list[GpuMemory]:
         async with self._lock:
             if time.monotonic() - self._read_at > self.max_age:
                 try:
@@ -105,4 +119,12 @@ class GpuMonitor:
                 except TimeoutError:
                     self._devices = []
                 self._read_at = time.monotonic()
-            return [asdict(d) for d in self._devices]
+            return list(self._devices)
+
+    @property
+    def latest(self) -> list[GpuMemory]:
+        """The last reading, without reading again (for collectors that cannot wait)."""
+        return list(self._devices)
+
+    async def devices(self) -> list[dict[str, Any]]:
+        return [asdict(d) for d in await self.readings()]

@@ -8,8 +8,8 @@ codes, and a key id only with `metrics_per_key`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -57,6 +57,17 @@ class ModelGauge:
     in_flight: int
     memory_bytes: int
     slots: int
+    placement: Mapping[str, int] = field(default_factory=dict)  # the estimate per resource (ram, gpu0, ...)
+
+
+@dataclass(frozen=True, slots=True)
+class GpuGauge:
+    """One GPU's last reading, for the scrape-time collector."""
+
+    index: int
+    used_bytes: int
+    total_bytes: int
+    utilization: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,9 +86,15 @@ class RequestObservation:
 
 
 class _StateCollector(Collector):
-    def __init__(self, queue_depth: Callable[[], int], models: Callable[[], Iterable[ModelGauge]]) -> None:
+    def __init__(
+        self,
+        queue_depth: Callable[[], int],
+        models: Callable[[], Iterable[ModelGauge]],
+        gpus: Callable[[], Iterable[GpuGauge]],
+    ) -> None:
         self._queue_depth = queue_depth
         self._models = models
+        self._gpus = gpus
 
     def collect(self) -> Iterator[Metric]:
         depth = GaugeMetricFamily("somner_queue_depth", "Requests waiting for a turn in the fair queue.")
@@ -95,6 +112,11 @@ class _StateCollector(Collector):
             "Estimated memory of each loaded model (weights and context).",
             labels=["model"],
         )
+        placed = GaugeMetricFamily(
+            "somner_model_device_memory_bytes",
+            "Estimated memory of each loaded model per device: ram, gpu0, gpu1, ...",
+            labels=["model", "device"],
+        )
         busy = GaugeMetricFamily(
             "somner_engine_slots_busy", "Engine sequence slots in use, per model.", labels=["model"]
         )
@@ -103,8 +125,28 @@ class _StateCollector(Collector):
             if model.loaded:
                 memory.add_metric([model.model], model.memory_bytes)
                 busy.add_metric([model.model], min(model.in_flight, model.slots))
+                for device, amount in sorted(model.placement.items()):
+                    placed.add_metric([model.model, device], amount)
         yield in_flight
         yield memory
+        yield placed
+        yield busy
+        yield from self._gpu_metrics()
+
+    def _gpu_metrics(self) -> Iterator[Metric]:
+        used = GaugeMetricFamily("somner_gpu_memory_used_bytes", "Memory in use on each GPU.", labels=["gpu"])
+        total = GaugeMetricFamily("somner_gpu_memory_total_bytes", "Memory of each GPU.", labels=["gpu"])
+        busy = GaugeMetricFamily(
+            "somner_gpu_utilization_ratio", "Share of the last sample period a kernel ran on each GPU.", labels=["gpu"]
+        )
+        for device in self._gpus():
+            label = [str(device.index)]
+            used.add_metric(label, device.used_bytes)
+            total.add_metric(label, device.total_bytes)
+            if device.utilization is not None:
+                busy.add_metric(label, device.utilization)
+        yield used
+        yield total
         yield busy
 
 
@@ -166,9 +208,14 @@ class Metrics:
         )
         self.load_failures = Counter("somner_model_load_failures", "Model loads that failed.", ["model"], registry=r)
 
-    def watch_state(self, queue_depth: Callable[[], int], models: Callable[[], Iterable[ModelGauge]]) -> None:
+    def watch_state(
+        self,
+        queue_depth: Callable[[], int],
+        models: Callable[[], Iterable[ModelGauge]],
+        gpus: Callable[[], Iterable[GpuGauge]] = tuple,
+    ) -> None:
         """Report live state, read at each scrape."""
-        self.registry.register(_StateCollector(queue_depth, models))
+        self.registry.register(_StateCollector(queue_depth, models, gpus))
 
     def request(self, seen: RequestObservation) -> None:
         labels = (seen.route, seen.dialect, seen.model, seen.status, seen.key if self.per_key else "")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Literal
+
+from pydantic import Field, field_validator
 
 from somner.settings.types import Duration, Section
 
@@ -41,7 +43,28 @@ class EngineSettings(Section):
     gpu_layers: int = Field(
         default=-1,
         ge=-1,
-        description="Layers offloaded to the GPU when llama.cpp was built with GPU support; -1 means all.",
+        description=(
+            "Layers offloaded to the GPUs when llama.cpp was built with GPU support and a GPU is there; -1 means "
+            "all. Without a GPU the same configuration runs on the CPU (the engine's log says so once)."
+        ),
+    )
+    split_mode: Literal["none", "layer", "row"] = Field(
+        default="layer",
+        description=(
+            "How a model is spread over several GPUs: layer (whole layers per GPU, by tensor_split), row (each "
+            "layer's rows over the GPUs: llama.cpp's tensor parallelism), none (all on main_gpu)."
+        ),
+    )
+    main_gpu: int = Field(
+        default=0, ge=0, le=63, description="The GPU for split_mode none (and row mode's small tensors)."
+    )
+    tensor_split: list[float] | None = Field(
+        default=None,
+        description="Share of each model per GPU, e.g. [3, 1] (default: in proportion to each GPU's memory).",
+    )
+    flash_attn: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="Flash attention: auto (llama.cpp decides by device), on, off. A quantized V cache needs it.",
     )
     cpu_repack: bool = Field(
         default=False,
@@ -70,3 +93,17 @@ class EngineSettings(Section):
             "process backends)."
         ),
     )
+
+    @field_validator("tensor_split")
+    @classmethod
+    def _shares(cls, value: list[float] | None) -> list[float] | None:
+        return check_tensor_split(value)
+
+
+def check_tensor_split(value: list[float] | None) -> list[float] | None:
+    """Shares per GPU: at most 64, none negative, not all zero."""
+    if value is None:
+        return None
+    if len(value) > 64 or any(share < 0 for share in value) or (value and not any(value)):
+        raise ValueError("tensor_split is a list of shares per GPU (at most 64, not negative, not all zero)")
+    return value
