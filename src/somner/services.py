@@ -8,13 +8,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import importlib.util
 import itertools
 import logging
 import os
 import shutil
 import tempfile
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -31,16 +32,18 @@ from somner.gateway.ratelimit import Limiter, RateLimiter
 from somner.gateway.ratelimit_redis import RedisLimiter
 from somner.gateway.usage import UsageRecorder
 from somner.models.backends.base import Backend
+from somner.models.backends.exl3 import Exl3WorkerBackend
 from somner.models.backends.pool import pool_for
 from somner.models.backends.process import ProcessBackend
 from somner.models.backends.upstream import UpstreamBackend
 from somner.models.backends.worker import WorkerBackend, WorkerPaths
 from somner.models.manager import BackendFactory, ModelManager, ModelState, Policy
 from somner.models.memory import default_budget, estimate_bytes
+from somner.models.placement import Device, Footprint, budgets, gpu, gpu_problem, place
 from somner.models.presets import SamplerPresets
-from somner.models.registry import ModelRegistry, ModelSpec
+from somner.models.registry import ModelConfigError, ModelRegistry, ModelSpec
 from somner.observability.gpu import GpuMonitor, read_gpu_memory
-from somner.observability.metrics import Metrics, ModelGauge
+from somner.observability.metrics import GpuGauge, Metrics, ModelGauge
 from somner.settings import Settings, resolve_data_dir, resolve_dir, resolve_models_dir
 from somner.store.db import Database, StoreUnavailable, sqlite_url
 from somner.store.keys import KeyStore
@@ -102,30 +105,60 @@ def backend_factory(settings: Settings, paths: Paths) -> BackendFactory:
             return UpstreamBackend(spec, settings.engine)
         if spec.kind == "pool":
             return pool_for(spec, make)
+        if spec.kind == "exllamav3":
+            return Exl3WorkerBackend(spec, worker_paths, settings.engine, next(counter))
         return WorkerBackend(spec, worker_paths, settings.engine, next(counter))
 
     return make
 
 
-def _gpu_bytes(settings: Settings) -> int:
-    """The NVIDIA GPUs' total memory when models are offloaded to them (`engine.gpu_layers` is not 0), else 0."""
-    if settings.engine.gpu_layers == 0:
-        return 0
-    gpus = read_gpu_memory()
-    if gpus:
+def gpu_devices() -> list[Device]:
+    """The NVIDIA GPUs there are (NVML, else nvidia-smi), as the memory budgets see them."""
+    return [Device(index=g.index, total_bytes=g.total_bytes) for g in read_gpu_memory()]
+
+
+def llama_gpu_build() -> bool:
+    """Whether the installed llama.cpp can offload to a GPU: its GPU backend library ships beside it (a file
+    check; importing llama.cpp into the gateway would cost start-up time)."""
+    found = importlib.util.find_spec("llama_cpp")
+    if found is None or found.origin is None:
+        return False
+    libraries = Path(found.origin).parent / "lib"
+    return any(any(libraries.glob(f"libggml-{kind}*")) for kind in ("cuda", "hip", "vulkan", "metal", "sycl"))
+
+
+@dataclass(frozen=True, slots=True)
+class Machine:
+    """What the budgets are made of: this machine's GPUs, and whether llama.cpp here can use them."""
+
+    devices: tuple[Device, ...]
+    llama_gpu: bool
+
+    @classmethod
+    def probe(cls) -> Machine:
+        devices = tuple(gpu_devices())
+        return cls(devices=devices, llama_gpu=bool(devices) and llama_gpu_build())
+
+    def estimator(self) -> Callable[[ModelSpec], Footprint]:
+        """A model's footprint on this machine (RAM, and each GPU it uses)."""
+        return lambda spec: place(spec, estimate_bytes(spec), self.devices, llama_gpu=self.llama_gpu)
+
+
+def policy_for(settings: Settings, machine: Machine | None = None) -> Policy:
+    machine = machine if machine is not None else Machine.probe()
+    ram = int(settings.memory_budget) if settings.memory_budget is not None else default_budget()
+    limits = budgets(ram, machine.devices, settings.gpu_memory_fraction)
+    if machine.devices:
         log.info(
-            "memory budget: 80%% of the GPUs' %d MiB (models are offloaded to them)",
-            sum(g.total_bytes for g in gpus) // 1024**2,
+            "memory budgets: %d MiB of RAM, %s",
+            ram // 1024**2,
+            ", ".join(f"GPU {d.index}: {limits[gpu(d.index)] // 1024**2} MiB" for d in machine.devices),
         )
-    return sum(g.total_bytes for g in gpus)
-
-
-def policy_for(settings: Settings) -> Policy:
+        if not machine.llama_gpu:
+            log.info("GPUs found, but this llama.cpp cannot offload to them: llama.cpp models run on the CPU")
     return Policy(
         ttl=settings.ttl,
-        budget=int(settings.memory_budget)
-        if settings.memory_budget is not None
-        else default_budget(_gpu_bytes(settings)),
+        budget=limits,
         max_loaded=settings.max_loaded,
         exclusive_groups=frozenset(name for name, group in settings.groups.items() if group.exclusive),
         swap_timeout=settings.swap_timeout,
@@ -160,7 +193,7 @@ class Services:
     _background: set[asyncio.Task[Any]] = field(default_factory=set)
 
     def __post_init__(self) -> None:
-        self.metrics.watch_state(lambda: self.gateway.queue.depth, self._model_gauges)
+        self.metrics.watch_state(lambda: self.gateway.queue.depth, self._model_gauges, self._gpu_gauges)
         self.manager.on_load = self.metrics.model_loaded
 
     def _model_gauges(self) -> list[ModelGauge]:
@@ -172,9 +205,13 @@ class Services:
                 in_flight=s.in_flight,
                 memory_bytes=s.memory,
                 slots=parallel.get(s.id, 1),
+                placement=s.placement,
             )
             for s in self.manager.statuses()
         ]
+
+    def _gpu_gauges(self) -> list[GpuGauge]:
+        return [GpuGauge(g.index, g.used_bytes, g.total_bytes, g.utilization) for g in self.gpus.latest]
 
     async def prepare_store(self) -> None:
         """The database's one-time start-up work: migrations, and the first admin key when there is none.
@@ -289,11 +326,17 @@ def build_services(settings: Settings, factory: BackendFactory | None = None) ->
     except BaseException:
         shutil.rmtree(paths.run_dir, ignore_errors=True)
         raise
+    machine = Machine.probe()
+    for spec in registry.specs():
+        problem = gpu_problem(spec, machine.devices)
+        if problem is not None:
+            shutil.rmtree(paths.run_dir, ignore_errors=True)
+            raise ModelConfigError(problem)
     manager = ModelManager(
         registry,
         factory or backend_factory(settings, paths),
-        policy=policy_for(settings),
-        estimate=estimate_bytes,
+        policy=policy_for(settings, machine),
+        estimate=machine.estimator(),
     )
     db = Database(database_url(settings, paths))
     keys = KeyStore(db)

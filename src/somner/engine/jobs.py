@@ -32,6 +32,10 @@ class GenerationJob:
     adapters: tuple[float, ...] = ()  # the scale of each of the engine's LoRA adapters for this job
     id: int = field(default_factory=next_job_id)
 
+    def discard(self) -> None:
+        """Free the sampler of a job that will never be submitted."""
+        self.sampler.close()
+
 
 @dataclass(slots=True, eq=False)
 class EmbeddingJob:

@@ -29,7 +29,7 @@ from somner.engine import tools as tooling
 from somner.engine.adapters import AdapterScales
 from somner.engine.grammar import grammar_for
 from somner.engine.jobs import EmbeddingJob, GenerationJob, Sink
-from somner.engine.llama import ContextShape, LlamaContext, LlamaModel
+from somner.engine.llama import ContextShape, LlamaContext, LlamaModel, supports_gpu_offload
 from somner.engine.sampling import Sampler
 from somner.engine.scheduler import Scheduler
 from somner.engine.speculative import Drafter, check_compatible
@@ -56,7 +56,11 @@ class EngineConfig:
     gpu_layers: int = -1
     cpu_repack: bool = False
     template: str | None = None
-    cache_type: str = "f16"
+    cache_type_k: str = "f16"
+    cache_type_v: str = "f16"
+    split_mode: Literal["none", "layer", "row"] = "layer"
+    main_gpu: int = 0
+    flash_attn: Literal["auto", "on", "off"] = "auto"
     rope_base: float = 0.0
     rope_scale: float = 0.0
     tensor_split: tuple[float, ...] = ()
@@ -81,8 +85,12 @@ class Engine:
             gpu_layers=config.gpu_layers,
             cpu_repack=config.cpu_repack,
             tensor_split=list(config.tensor_split) or None,
+            split_mode=config.split_mode,
+            main_gpu=config.main_gpu,
             on_progress=on_progress,
         )
+        if config.gpu_layers != 0 and not supports_gpu_offload():
+            log.info("this llama.cpp has no GPU support (or found no GPU): %s runs on the CPU", config.model_id)
         try:
             self.loras = [(self.model.load_lora(path), scale) for path, scale in config.loras]
             self.adapter_names = [path.stem for path, _ in config.loras]
@@ -136,7 +144,13 @@ class Engine:
         assert self.config.draft_model is not None
         # Each slot's guesses join its row in the model's batch, which must hold them all.
         guesses = max(0, min(self.config.draft_tokens, self.config.batch // slots - 1))
-        draft = LlamaModel(self.config.draft_model, gpu_layers=self.config.gpu_layers)
+        draft = LlamaModel(
+            self.config.draft_model,
+            gpu_layers=self.config.gpu_layers,
+            tensor_split=list(self.config.tensor_split) or None,
+            split_mode=self.config.split_mode,
+            main_gpu=self.config.main_gpu,
+        )
         try:
             check_compatible(self.model, draft)
             ctx = self._context(per_slot * slots, slots, self.config.batch + slots, embeddings=False, model=draft)
@@ -159,7 +173,9 @@ class Engine:
                 threads=self.threads,
                 embeddings=embeddings,
                 kv_unified=embeddings,
-                cache_type=self.config.cache_type,
+                cache_type_k=self.config.cache_type_k,
+                cache_type_v=self.config.cache_type_v,
+                flash_attn=self.config.flash_attn,
                 rope_base=self.config.rope_base,
                 rope_scale=self.config.rope_scale,
             ),

@@ -16,7 +16,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -29,9 +29,8 @@ from starlette.routing import Route
 from somner.core import Chunk, SamplingParams, Usage
 from somner.core.streams import Collected, collect_choices, gather_all, merge, merge_choices, total_usage
 from somner.engine import tools
-from somner.engine.jobs import GenerationJob, Output
 from somner.engine.runtime import Engine, EngineConfig
-from somner.engine.scheduler import Scheduler
+from somner.engine.served import JobQueue, QueuedJob, ServedEngine
 from somner.errors import BadRequest, SomnerError
 from somner.http_server import ManagedStream, serve
 from somner.wire.openai import decode, encode, schemas
@@ -61,13 +60,13 @@ class JobRouter:
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
 
-    def sink(self, outputs: list[Output]) -> None:
+    def sink(self, outputs: Sequence[tuple[QueuedJob, Chunk | SomnerError]]) -> None:
         """Engine thread: hand one step's outputs to the event loop in a single wake-up."""
         loop = self._loop
         if loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(self._dispatch, outputs)
 
-    def _dispatch(self, outputs: list[Output]) -> None:
+    def _dispatch(self, outputs: Sequence[tuple[QueuedJob, Chunk | SomnerError]]) -> None:
         for job, item in outputs:
             queue = self._queues.get(job.id)
             if queue is not None:
@@ -85,7 +84,7 @@ class JobRouter:
 class JobStream:
     """The chunks of one submitted job, ending with its final chunk. Closing it early cancels the job."""
 
-    def __init__(self, scheduler: Scheduler, router: JobRouter, job: GenerationJob) -> None:
+    def __init__(self, scheduler: JobQueue, router: JobRouter, job: QueuedJob) -> None:
         self._scheduler = scheduler
         self._router = router
         self._job = job
@@ -123,12 +122,12 @@ class JobStream:
 
 @dataclass
 class Worker:
-    engine: Engine
+    engine: ServedEngine
     router: JobRouter
     model_id: str
     started: int
 
-    def run(self, job: GenerationJob) -> JobStream:
+    def run(self, job: QueuedJob) -> JobStream:
         """Submit `job`; its chunks follow. Close the stream to cancel it."""
         return JobStream(self.engine.scheduler, self.router, job)
 
@@ -157,7 +156,7 @@ def _prompt_header(prompts: list[list[int]]) -> dict[str, str]:
     return {PROMPT_TOKENS_HEADER: str(sum(len(prompt) for prompt in prompts))}
 
 
-async def _prepare(fn: Callable[[R], list[GenerationJob]], request: R, *, heavy: bool) -> list[GenerationJob]:
+async def _prepare(fn: Callable[[R], Sequence[QueuedJob]], request: R, *, heavy: bool) -> Sequence[QueuedJob]:
     """Render, tokenize and check a request (one job per choice). Small ones inline (a thread hop costs more than
     the work, and under load it delays the request's arrival); large prompts and grammars in a thread, off the
     event loop."""
@@ -168,16 +167,16 @@ def _is_heavy(body_size: int, sampling: SamplingParams, *, tools: bool = False) 
     return body_size > _INLINE_BODY_BYTES or tools or sampling.grammar is not None or sampling.json_schema is not None
 
 
-def _run_all(worker: Worker, jobs: list[GenerationJob], started: list[JobStream]) -> list[JobStream]:
+def _run_all(worker: Worker, jobs: Sequence[QueuedJob], started: list[JobStream]) -> list[JobStream]:
     """Submit the jobs of one prompt's choices together (they join the same steps), appending each stream to
-    `started` (which the caller closes if anything fails); jobs left unsubmitted by a failure free their samplers."""
+    `started` (which the caller closes if anything fails); jobs left unsubmitted by a failure free what they hold."""
     streams: list[JobStream] = []
     for position, job in enumerate(jobs):
         try:
             stream = worker.run(job)
         except BaseException:
             for unsubmitted in jobs[position + 1 :]:
-                unsubmitted.sampler.close()
+                unsubmitted.discard()
             raise
         streams.append(stream)
         started.append(stream)
@@ -381,7 +380,7 @@ async def not_found(request: Request, exc: Exception) -> Response:
     return error_response(SomnerError(f"No route {request.url.path}", code="not_found"))
 
 
-def create_worker_app(engine: Engine, router: JobRouter, model_id: str) -> Starlette:
+def create_worker_app(engine: ServedEngine, router: JobRouter, model_id: str) -> Starlette:
     routes = [
         Route("/health", _endpoint(health), methods=["GET"]),
         Route("/stats", _endpoint(stats), methods=["GET"]),
@@ -452,25 +451,49 @@ def run_worker(
     exit_with_parent: bool,
 ) -> int:
     """Load the model, then serve until SIGTERM. Returns the process exit status."""
+    return serve_engine(
+        lambda router, progress: Engine(config, router.sink, on_progress=progress),
+        config.model_id,
+        socket_path=socket_path,
+        host=host,
+        port=port,
+        exit_with_parent=exit_with_parent,
+    )
+
+
+EngineLoader = Callable[[JobRouter, LoadProgress], ServedEngine]
+"""Loads an engine whose outputs go to the router's sink, reporting the load's progress."""
+
+
+def serve_engine(
+    load: EngineLoader,
+    model_id: str,
+    *,
+    socket_path: str | None,
+    host: str,
+    port: int | None,
+    exit_with_parent: bool,
+) -> int:
+    """Load an engine (any of Somner's: see served.py), then serve it until SIGTERM. Returns the process exit
+    status: 2, with a `somner worker: cannot load model: ...` line for the gateway, when the model cannot load."""
     if exit_with_parent:
         _exit_with_parent()
     router = JobRouter()
     try:
-        engine = Engine(config, router.sink, on_progress=LoadProgress())
+        engine = load(router, LoadProgress())
     except (SomnerError, RuntimeError, ValueError, OSError) as exc:
         message = exc.message if isinstance(exc, SomnerError) else str(exc)
-        log.error("cannot load model %s: %s", config.model_id, message)
+        log.error("cannot load model %s: %s", model_id, message)
         print(f"somner worker: cannot load model: {message}", file=sys.stderr)  # noqa: T201 - for the gateway
         return 2
-    app = create_worker_app(engine, router, config.model_id)
+    app = create_worker_app(engine, router, model_id)
     if socket_path is not None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(socket_path)
     try:
         serve(app, uds=socket_path, host=host, port=port or 0, timeout_graceful_shutdown=3)
     finally:
-        engine.ctx.close()
-        engine.model.close()
+        engine.close()
         if socket_path is not None:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(socket_path)

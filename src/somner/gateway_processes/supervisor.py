@@ -65,7 +65,7 @@ def local_engine_models(specs: list[ModelSpec]) -> list[str]:
     local = []
     for spec in specs:
         kinds = [member.kind for member in spec.entry.backends] if spec.kind == "pool" else [spec.kind]
-        if any(kind in ("worker", "process") for kind in kinds):
+        if any(kind in ("worker", "process", "exllamav3") for kind in kinds):
             local.append(spec.id)
     return local
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
+from somner.models import exl3
 from somner.models.gguf import GGUFError, read_gguf
 from somner.models.registry import ModelSpec
 
@@ -28,6 +29,11 @@ def model_context(spec: ModelSpec) -> int:
     context capped at `DEFAULT_CONTEXT` (as the worker sizes it), else `DEFAULT_CONTEXT`."""
     if spec.ctx is not None:
         return spec.ctx
+    if spec.path is not None and spec.kind == "exllamav3":
+        try:
+            return exl3.context_of(exl3.read_exl3_folder(spec.path), None)
+        except (exl3.Exl3FolderError, OSError):
+            return DEFAULT_CONTEXT
     if spec.path is not None and spec.kind == "worker":
         try:
             stat = spec.path.stat()

@@ -76,6 +76,36 @@ class ModelSpec:
         return self.entry.gpu_layers if self.entry.gpu_layers is not None else self.engine.gpu_layers
 
     @property
+    def split_mode(self) -> str:
+        return self.entry.split_mode or self.engine.split_mode
+
+    @property
+    def main_gpu(self) -> int:
+        return self.entry.main_gpu if self.entry.main_gpu is not None else self.engine.main_gpu
+
+    @property
+    def tensor_split(self) -> list[float]:
+        split = self.entry.tensor_split if self.entry.tensor_split is not None else self.engine.tensor_split
+        return list(split or [])
+
+    @property
+    def flash_attn(self) -> str:
+        return self.entry.flash_attn or self.engine.flash_attn
+
+    @property
+    def cache_types(self) -> tuple[str, str]:
+        """The keys' and the values' KV cache precision."""
+        both = self.entry.cache_type or "f16"
+        return self.entry.cache_type_k or both, self.entry.cache_type_v or both
+
+    def conflict(self) -> str | None:
+        """What makes this model's engine settings impossible together, if anything."""
+        value_type = self.cache_types[1]
+        if value_type != "f16" and self.flash_attn == "off" and self.kind == "worker":
+            return f"model {self.id!r}: a quantized value cache (cache_type_v {value_type}) needs flash_attn auto or on"
+        return None
+
+    @property
     def ready_timeout(self) -> float:
         return self.entry.ready_timeout if self.entry.ready_timeout is not None else self.engine.ready_timeout
 
@@ -202,6 +232,8 @@ class ModelRegistry:
             problem = entry.missing()
         except ValidationError as exc:
             problem = f"model {model_id!r}: {exc.errors(include_url=False)[0]['msg']}"
+        if problem is None:
+            problem = ModelSpec(entry=entry, engine=self._settings.engine, source=source).conflict()
         if problem is not None:
             return None, source, problem
         return self._with_template_file(entry), source, ""

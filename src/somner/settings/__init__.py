@@ -190,9 +190,18 @@ class Settings(BaseSettings):
     memory_budget: ByteSize | None = Field(
         default=None,
         description=(
-            "Memory all loaded models may use together, e.g. '12GiB' (default: 80% of this machine's memory, or "
-            "of the NVIDIA GPUs' memory when there are GPUs and engine.gpu_layers is not 0). "
-            "Least recently used idle models are unloaded to make room."
+            "RAM all loaded models may use together, e.g. '12GiB' (default: 80% of this machine's memory). "
+            "GPU memory has a budget per GPU (gpu_memory_fraction). Least recently used idle models are unloaded "
+            "to make room in whichever is short."
+        ),
+    )
+    gpu_memory_fraction: float = Field(
+        default=0.8,
+        gt=0,
+        le=1,
+        description=(
+            "Share of each NVIDIA GPU's memory that loaded models may use together (their weights and KV cache on "
+            "it, and each engine's buffers there), checked before a load."
         ),
     )
     groups: dict[str, Group] = Field(default_factory=dict, description="Swap groups, by name (see models' `group`).")
@@ -294,7 +303,7 @@ def environment_layer(environ: Mapping[str, str] | None = None) -> dict[str, Any
 def unknown_environment_keys(environ: Mapping[str, str]) -> list[str]:
     """`SOMNER_*` variables that name no setting (pydantic-settings would silently ignore them)."""
     known = {name.upper() for name in Settings.model_fields}
-    extra = {"ADMIN_KEY"}  # the container convention for auth.admin_key
+    extra = {"ADMIN_KEY", "API_KEY"}  # auth.admin_key's container convention; the key client commands send
     unknown = []
     for key in environ:
         if key.startswith(ENV_PREFIX):

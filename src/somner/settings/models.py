@@ -11,16 +11,17 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, ByteSize, Field, SecretStr, field_validator
 
+from somner.settings.engine import check_tensor_split
 from somner.settings.types import Duration, ModelName, Section
 
 MemberKind = Literal["worker", "process", "upstream"]
-BackendKind = Literal["worker", "process", "upstream", "pool"]
+BackendKind = Literal["worker", "process", "upstream", "pool", "exllamav3"]
 
 BUILTIN_TEMPLATES = ("gemma", "llama3", "chatml", "mistral", "phi3")
 """Chat templates that ship with Somner (a model's `template` may name one)."""
 TEMPLATE_ALIASES = {"qwen": "chatml", "phi": "phi3", "llama-3": "llama3"}
 
-_CACHE_TYPES = {"f16": "f16", "fp16": "f16", "q8_0": "q8_0", "q8": "q8_0", "q4_0": "q4_0", "q4": "q4_0"}
+_CACHE_TYPES = {"f16": "f16", "fp16": "f16", "q8_0": "q8_0", "q8": "q8_0", "q4_0": "q4_0", "q4": "q4_0", "q6": "q6"}
 
 
 def _cache_type(value: object) -> object:
@@ -29,7 +30,8 @@ def _cache_type(value: object) -> object:
     return value
 
 
-CacheType = Annotated[Literal["f16", "q8_0", "q4_0"], BeforeValidator(_cache_type)]
+# q6 (TabbyAPI's Q6) exists only in ExLlamaV3's cache; `ModelEntry.missing` refuses it for llama.cpp.
+CacheType = Annotated[Literal["f16", "q8_0", "q6", "q4_0"], BeforeValidator(_cache_type)]
 
 
 class Lora(Section):
@@ -131,11 +133,16 @@ class ModelEntry(Section):
         default=None,
         description=(
             "worker (Somner's engine, for a GGUF `path`), process (any engine started from `command`), or "
-            "upstream (a remote OpenAI-compatible server at `urls`), or pool (several engines, `backends`). "
-            "Default: inferred from the keys given."
+            "upstream (a remote OpenAI-compatible server at `urls`), or pool (several engines, `backends`), or "
+            "exllamav3 (Somner's ExLlamaV3 engine for an EXL3 model folder `path`; needs somner[exl3] and a CUDA "
+            "GPU). Default: inferred from the keys given."
         ),
     )
-    path: Path | None = Field(default=None, description="GGUF file (may live outside the models directory).")
+    path: Path | None = Field(
+        default=None,
+        description="GGUF file, or an EXL3 model folder for the exllamav3 backend (may live outside the models "
+        "directory).",
+    )
     aliases: list[ModelName] = Field(default_factory=list, description="Other names that reach this model.")
     # -- engine tuning (worker backend) --
     ctx: int | None = Field(default=None, ge=256, description="Per-sequence context; see engine.ctx.")
@@ -144,11 +151,21 @@ class ModelEntry(Section):
     batch: int | None = Field(default=None, ge=32, description="Prefill chunk; see engine.batch.")
     gpu_layers: int | None = Field(default=None, ge=-1, description="GPU layers; see engine.gpu_layers.")
     cache_type: CacheType | None = Field(
-        default=None, description="KV cache precision: f16, q8_0 or q4_0 (TabbyAPI's FP16/Q8/Q4 accepted)."
+        default=None,
+        description="KV cache precision: f16, q8_0 or q4_0 (TabbyAPI's FP16/Q8/Q4 accepted); exllamav3 also q6 (Q6).",
     )
+    cache_type_k: CacheType | None = Field(default=None, description="The keys' cache precision (over cache_type).")
+    cache_type_v: CacheType | None = Field(
+        default=None, description="The values' cache precision (over cache_type); a quantized one needs flash_attn."
+    )
+    split_mode: Literal["none", "layer", "row"] | None = Field(default=None, description="See engine.split_mode.")
+    main_gpu: int | None = Field(default=None, ge=0, le=63, description="See engine.main_gpu.")
+    flash_attn: Literal["auto", "on", "off"] | None = Field(default=None, description="See engine.flash_attn.")
     rope_scale: float | None = Field(default=None, gt=0, description="RoPE frequency scale (context extension).")
     rope_base: float | None = Field(default=None, gt=0, description="RoPE frequency base.")
-    tensor_split: list[float] | None = Field(default=None, description="Share of the model per GPU.")
+    tensor_split: list[float] | None = Field(
+        default=None, description="Share of the model per GPU (over engine.tensor_split)."
+    )
     loras: list[Lora] = Field(default_factory=list, description="LoRA adapters applied to every request.")
     draft_model: Path | None = Field(
         default=None,
@@ -169,6 +186,21 @@ class ModelEntry(Section):
             "Chat template: a built-in name (gemma, llama3, chatml, mistral, phi3) or a path to a Jinja file. "
             "Overrides the template stored in the GGUF."
         ),
+    )
+    # -- exllamav3 backend --
+    cache_size: int | None = Field(
+        default=None,
+        ge=256,
+        description="exllamav3: KV cache tokens shared by all sequences, a multiple of 256 (default: ctx x "
+        "parallel, so every sequence can use its whole ctx at once).",
+    )
+    gpu_split: list[float] | None = Field(
+        default=None,
+        description="exllamav3: GB of VRAM to use on each GPU, in order (TabbyAPI's gpu_split); 0 leaves a GPU out. "
+        "Default: autosplit, filling the GPUs in order.",
+    )
+    tensor_parallel: bool = Field(
+        default=False, description="exllamav3: split every layer across the GPUs (tensor parallelism)."
     )
     # -- lifecycle --
     ttl: Duration | None = Field(
@@ -209,6 +241,18 @@ class ModelEntry(Section):
     )
     pool: PoolSettings = Field(default_factory=PoolSettings, description="Health checks and failover of `backends`.")
 
+    @field_validator("tensor_split")
+    @classmethod
+    def _shares(cls, value: list[float] | None) -> list[float] | None:
+        return check_tensor_split(value)
+
+    @field_validator("gpu_split")
+    @classmethod
+    def _gigabytes(cls, value: list[float] | None) -> list[float] | None:
+        if value is not None and (len(value) > 64 or any(gb < 0 for gb in value) or not any(value)):
+            raise ValueError("gpu_split is a list of GB per GPU (at most 64, not negative, not all zero)")
+        return value
+
     @field_validator("template")
     @classmethod
     def _template_not_blank(cls, value: str | None) -> str | None:
@@ -243,11 +287,16 @@ class ModelEntry(Section):
             return f"model {self.id!r}: `backends` makes a pool; `backend` must be pool or left out"
         if kind == "worker" and self.path is None:
             return f"model {self.id!r}: the worker backend needs `path` (or give `command` or `urls`)"
+        if kind == "exllamav3" and self.path is None:
+            return f"model {self.id!r}: the exllamav3 backend needs `path` (an EXL3 model folder)"
         if kind == "process" and not self.command:
             return f"model {self.id!r}: the process backend needs `command`"
         if kind == "upstream" and not self.urls:
             return f"model {self.id!r}: the upstream backend needs `urls`"
-        if self.draft_model is not None and kind != "worker":
+        engine_keys = _engine_keys_problem(self)
+        if engine_keys is not None:
+            return f"model {self.id!r}: {engine_keys}"
+        if self.draft_model is not None and kind not in ("worker", "exllamav3"):
             return (
                 f"model {self.id!r}: `draft_model` is for worker models; a process backend takes it on its command "
                 "line (llama-server: --model-draft)"
@@ -278,6 +327,45 @@ class ModelEntry(Section):
         if member.url is not None:
             update["urls"] = [member.url]
         return self.model_copy(update=update)
+
+
+_LLAMA_ONLY = (
+    "threads",
+    "gpu_layers",
+    "rope_scale",
+    "rope_base",
+    "tensor_split",
+    "split_mode",
+    "main_gpu",
+    "flash_attn",
+)
+_EXLLAMA_ONLY = ("cache_size", "gpu_split", "tensor_parallel")
+
+
+def _engine_keys_problem(entry: ModelEntry) -> str | None:
+    """Keys one engine has and the other lacks: refused where they cannot act rather than ignored."""
+    given = entry.model_fields_set
+    caches = {entry.cache_type, entry.cache_type_k, entry.cache_type_v} - {None}
+    if entry.kind != "exllamav3":
+        extra = [key for key in _EXLLAMA_ONLY if key in given]
+        if extra:
+            return f"{', '.join(extra)} {'is' if len(extra) == 1 else 'are'} for the exllamav3 backend"
+        if "q6" in caches:
+            return "cache_type q6 (Q6) is ExLlamaV3's; llama.cpp's KV cache is f16, q8_0 or q4_0"
+        return None
+    extra = [key for key in _LLAMA_ONLY if key in given]
+    if extra:
+        return (
+            f"{', '.join(extra)} {'is' if len(extra) == 1 else 'are'} for llama.cpp (the worker backend); the "
+            "exllamav3 backend splits a model over GPUs with gpu_split or tensor_parallel"
+        )
+    if entry.embeddings:
+        return "the exllamav3 backend serves no embeddings"
+    keys = entry.cache_type_k or entry.cache_type or "f16"
+    values = entry.cache_type_v or entry.cache_type or "f16"
+    if (keys == "f16") != (values == "f16"):
+        return "ExLlamaV3 quantizes both keys and values or neither (cache_type_k and cache_type_v)"
+    return None
 
 
 class Group(Section):

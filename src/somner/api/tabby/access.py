@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from starlette.requests import Request
 
-from somner.api.handlers import services_of
+from somner.api.handlers import read_request, services_of
 from somner.api.principal import principal_of
 from somner.errors import Unauthorized, Unavailable
 from somner.models.manager import ModelState
 from somner.models.registry import ModelSpec
+from somner.services import Services
+from somner.wire.tabby import decode, schemas
 
 NO_MODEL = "No models are currently loaded."
 
@@ -36,3 +38,16 @@ def current_model(request: Request, named: str | None = None) -> ModelSpec:
         raise Unavailable(NO_MODEL)
     newest = max(loaded, key=lambda s: s.last_used or 0.0)
     return services.registry.get(newest.id)
+
+
+async def unload_request(request: Request) -> schemas.UnloadRequest:
+    """The body of TabbyAPI's unload calls: none (TabbyAPI's), or Somner's `{"model": NAME}`."""
+    raw = await read_request(request)
+    return decode.parse(schemas.UnloadRequest, raw) if raw.strip() else schemas.UnloadRequest()
+
+
+async def reload(services: Services, spec: ModelSpec) -> None:
+    """Load `spec`'s model with its current settings: a loaded model goes first (its engine has the old ones)."""
+    if services.manager.state(spec.id) is ModelState.LOADED:
+        await services.manager.unload(spec.id)
+    await services.manager.load(spec.id)

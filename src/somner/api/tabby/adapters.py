@@ -13,14 +13,12 @@ from starlette.routing import BaseRoute, Route
 
 from somner.api.handlers import json_response, read_request, services_of
 from somner.api.principal import principal_of
-from somner.api.tabby.access import current_model, require_admin
+from somner.api.tabby.access import current_model, reload, require_admin, unload_request
 from somner.api.tabby.render import tabby_endpoint
 from somner.errors import BadRequest, SomnerError
 from somner.models.gguf import GGUFError, read_gguf
-from somner.models.manager import ModelState
 from somner.models.names import is_valid_model_name
 from somner.models.registry import ModelSpec
-from somner.services import Services
 from somner.wire.tabby import decode, encode, schemas
 
 
@@ -63,12 +61,6 @@ def adapter_file(folder: Path, name: str) -> Path | None:
     return path
 
 
-async def _reload(services: Services, spec: ModelSpec) -> None:
-    if services.manager.state(spec.id) is ModelState.LOADED:
-        await services.manager.unload(spec.id)
-    await services.manager.load(spec.id)
-
-
 @tabby_endpoint
 async def load(request: Request) -> Response:
     require_admin(request)
@@ -88,7 +80,7 @@ async def load(request: Request) -> Response:
         loras = [{"path": str(path), "scale": lora.scaling} for lora, path in found if path is not None]
         spec = services.registry.set_runtime(spec.id, {**previous, "loras": loras})
         try:
-            await _reload(services, spec)
+            await reload(services, spec)
         except SomnerError:
             services.registry.set_runtime(spec.id, previous)  # the model goes back to what it had
             failure, success = failure + success, []
@@ -99,13 +91,11 @@ async def load(request: Request) -> Response:
 async def unload(request: Request) -> Response:
     require_admin(request)
     services = services_of(request)
-    raw = await read_request(request)
-    wire = decode.parse(schemas.UnloadRequest, raw) if raw.strip() else schemas.UnloadRequest()
-    spec = current_model(request, wire.model)
+    spec = current_model(request, (await unload_request(request)).model)
     settings = services.registry.runtime_settings(spec.id)
     if spec.entry.loras:
         spec = services.registry.set_runtime(spec.id, {**settings, "loras": []})
-        await _reload(services, spec)
+        await reload(services, spec)
     return json_response(None)
 
 

@@ -20,7 +20,7 @@ from starlette.routing import BaseRoute, Route
 from somner.api.handlers import json_response, read_request, services_of
 from somner.api.principal import principal_of
 from somner.api.streaming import event_stream
-from somner.api.tabby.access import NO_MODEL, current_model, require_admin
+from somner.api.tabby.access import NO_MODEL, current_model, require_admin, unload_request
 from somner.api.tabby.render import tabby_endpoint
 from somner.errors import BadRequest, ModelNotFound, SomnerError, Unavailable
 from somner.models.backends.base import HasProps
@@ -57,7 +57,7 @@ async def _parameters(services: Services, spec: ModelSpec) -> dict[str, Any]:
     return encode.card_parameters(
         max_seq_len=n_ctx if isinstance(n_ctx, int) else model_context(spec),
         slots=slots if isinstance(slots, int) else spec.parallel,
-        cache_type=spec.entry.cache_type,
+        cache_types=spec.cache_types,
         rope_scale=spec.entry.rope_scale,
         chunk_size=spec.batch,
         prompt_template=_template_name(template) if template else props.get("template"),
@@ -142,7 +142,7 @@ async def load(request: Request) -> Response:
         raise BadRequest(
             f"Could not find the model '{wire.model_name}' for load. Check the model name?", param="model_name"
         ) from None
-    options = decode.load_options(wire, _draft_path(services, wire))
+    options = decode.load_options(wire, _draft_path(services, wire), spec.kind)
     changed = services.registry.runtime_settings(spec.id) != options
     spec = services.registry.set_runtime(spec.id, options)
     if changed and services.manager.state(spec.id) is ModelState.LOADED:
@@ -183,8 +183,7 @@ async def unload(request: Request) -> Response:
     """The named model (Somner's extension `model`), else every loaded model (TabbyAPI has one)."""
     require_admin(request)
     services = services_of(request)
-    raw = await read_request(request)
-    wire = decode.parse(schemas.UnloadRequest, raw) if raw.strip() else schemas.UnloadRequest()
+    wire = await unload_request(request)
     if wire.model:
         names = [current_model(request, wire.model).id]
     else:

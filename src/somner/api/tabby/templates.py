@@ -11,7 +11,7 @@ from starlette.routing import BaseRoute, Route
 
 from somner.api.handlers import json_response, read_request, services_of
 from somner.api.principal import principal_of
-from somner.api.tabby.access import current_model, require_admin
+from somner.api.tabby.access import current_model, reload, require_admin, unload_request
 from somner.api.tabby.render import tabby_endpoint
 from somner.errors import BadRequest, SomnerError
 from somner.models.manager import ModelState
@@ -49,8 +49,7 @@ async def _apply(services: Services, spec: ModelSpec, template: str | None) -> N
         settings["template"] = template
     spec = services.registry.set_runtime(spec.id, settings)
     if services.manager.state(spec.id) is ModelState.LOADED:
-        await services.manager.unload(spec.id)
-        await services.manager.load(spec.id)
+        await reload(services, spec)
 
 
 @tabby_endpoint
@@ -75,9 +74,7 @@ async def switch(request: Request) -> Response:
 async def unload(request: Request) -> Response:
     require_admin(request)
     services = services_of(request)
-    raw = await read_request(request)
-    wire = decode.parse(schemas.UnloadRequest, raw) if raw.strip() else schemas.UnloadRequest()
-    await _apply(services, current_model(request, wire.model), None)
+    await _apply(services, current_model(request, (await unload_request(request)).model), None)
     return json_response(None)
 
 

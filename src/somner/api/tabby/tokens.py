@@ -8,6 +8,7 @@ renders it; a BOS the template writes is left to `add_bos_token`).
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import orjson
 from starlette.requests import Request
@@ -17,7 +18,6 @@ from starlette.routing import BaseRoute, Route
 from somner.api import serving
 from somner.api.handlers import json_response, read_request, services_of
 from somner.api.principal import principal_of
-from somner.api.streaming import until_disconnected
 from somner.api.tabby.access import current_model
 from somner.api.tabby.render import tabby_endpoint
 from somner.core import ChatRequest
@@ -30,29 +30,24 @@ async def _call(request: Request, named: str | None, bytes_in: int) -> serving.C
     return await serving.tokenizing(request, services_of(request), spec.id, "tabby", bytes_in)
 
 
+async def _encode(call: serving.Call, wire: schemas.TokenEncodeRequest) -> list[Any]:
+    tokenizer = serving.tokenizer_of(call)
+    text = wire.text
+    if not isinstance(text, str):
+        chat = ChatRequest(model=call.spec.id, messages=decode.messages(text))
+        text = await tokenizer.apply_template(chat, add_generation_prompt=False)
+        bos = await tokenizer.tokenize("", add_special=True)
+        if bos:  # the template's own BOS text would tokenize to a second BOS
+            text = text.removeprefix(await tokenizer.detokenize(bos, special=True))
+    return await tokenizer.tokenize(text, add_special=wire.add_bos_token, parse_special=wire.encode_special_tokens)
+
+
 @tabby_endpoint
 async def encode_tokens(request: Request) -> Response:
     raw = await read_request(request)
     wire = decode.parse(schemas.TokenEncodeRequest, raw)
     call = await _call(request, wire.model, len(raw))
-    try:
-        tokenizer = serving.tokenizer_of(call)
-        text = wire.text
-        if not isinstance(text, str):
-            chat = ChatRequest(model=call.spec.id, messages=decode.messages(text))
-            text = await until_disconnected(request, tokenizer.apply_template(chat, add_generation_prompt=False))
-            bos = await until_disconnected(request, tokenizer.tokenize("", add_special=True))
-            if bos:  # the template's own BOS text would tokenize to a second BOS
-                bos_text = await until_disconnected(request, tokenizer.detokenize(bos, special=True))
-                text = text.removeprefix(bos_text)
-        tokens = await until_disconnected(
-            request,
-            tokenizer.tokenize(text, add_special=wire.add_bos_token, parse_special=wire.encode_special_tokens),
-        )
-    except BaseException as exc:
-        serving.fail(call, exc)
-        raise
-    call.close(200)
+    tokens = await serving.finished(request, call, _encode(call, wire))
     return json_response({"tokens": tokens, "length": len(tokens)}, call.ticket.headers)
 
 
@@ -61,15 +56,12 @@ async def decode_tokens(request: Request) -> Response:
     raw = await read_request(request)
     wire = decode.parse(schemas.TokenDecodeRequest, raw)
     call = await _call(request, wire.model, len(raw))
-    try:
-        text = await until_disconnected(
-            request, serving.tokenizer_of(call).detokenize(wire.tokens, special=wire.decode_special_tokens)
-        )
-    except BaseException as exc:
-        serving.fail(call, exc)
-        raise
-    call.close(200)
+    text = await serving.finished(request, call, _decode(call, wire))
     return json_response({"text": text}, call.ticket.headers)
+
+
+async def _decode(call: serving.Call, wire: schemas.TokenDecodeRequest) -> str:
+    return await serving.tokenizer_of(call).detokenize(wire.tokens, special=wire.decode_special_tokens)
 
 
 @tabby_endpoint

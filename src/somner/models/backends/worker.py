@@ -57,14 +57,21 @@ def worker_command(spec: ModelSpec, socket_path: Path) -> list[str]:
         command += ["--template", entry.template]
     if spec.engine.cpu_repack:
         command.append("--cpu-repack")
-    if entry.cache_type is not None:
-        command += ["--cache-type", entry.cache_type]
+    keys, values = spec.cache_types
+    if (keys, values) != ("f16", "f16"):
+        command += ["--cache-type-k", keys, "--cache-type-v", values]
+    if spec.split_mode != "layer":
+        command += ["--split-mode", spec.split_mode]
+    if spec.main_gpu:
+        command += ["--main-gpu", str(spec.main_gpu)]
+    if spec.flash_attn != "auto":
+        command += ["--flash-attn", spec.flash_attn]
     if entry.rope_base is not None:
         command += ["--rope-base", str(entry.rope_base)]
     if entry.rope_scale is not None:
         command += ["--rope-scale", str(entry.rope_scale)]
-    if entry.tensor_split:
-        command += ["--tensor-split", ",".join(str(x) for x in entry.tensor_split)]
+    if spec.tensor_split:
+        command += ["--tensor-split", ",".join(str(x) for x in spec.tensor_split)]
     for lora in entry.loras:
         command += ["--lora", f"{lora.path}={lora.scale}"]
     if entry.embeddings is not None:
@@ -114,7 +121,8 @@ class WorkerBackend(ServedOverHTTP):
             self._client = OpenAIHTTPClient(pool, label=f"the engine for {self.spec.id}")
         return self._client
 
-    async def start(self) -> None:
+    async def check_model(self) -> None:
+        """Refuse (ModelLoadFailed) a model that cannot load, before a process is started for it."""
         path = self.spec.path
         if path is None or not path.is_file():
             raise ModelLoadFailed(f"The model file for '{self.spec.id}' is missing")
@@ -122,9 +130,16 @@ class WorkerBackend(ServedOverHTTP):
             await asyncio.to_thread(read_gguf, path)
         except GGUFError as exc:
             raise ModelLoadFailed(f"The model '{self.spec.id}' cannot be loaded: {exc}") from exc
+
+    def command(self) -> list[str]:
+        """The worker's command line."""
+        return worker_command(self.spec, self.socket_path)
+
+    async def start(self) -> None:
+        await self.check_model()
         with contextlib.suppress(FileNotFoundError):
             self.socket_path.unlink()
-        command = worker_command(self.spec, self.socket_path)
+        command = self.command()
         log_path = self.log.open()  # a new file per start
         log.info("starting engine for %s (log: %s)", self.spec.id, log_path)
         self._process = await asyncio.create_subprocess_exec(

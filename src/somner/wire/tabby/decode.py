@@ -11,7 +11,7 @@ from somner.wire.tabby import schemas
 
 __all__ = ["load_options", "messages", "parse"]
 
-_CACHE_MODES = {"FP16": "f16", "Q8": "q8_0", "Q4": "q4_0"}
+_CACHE_MODES = {"FP16": "f16", "Q8": "q8_0", "Q6": "q6", "Q4": "q4_0"}  # (Q6: ExLlamaV3 models only)
 
 
 def messages(items: list[schemas.TokenMessage]) -> list[Message]:
@@ -30,27 +30,32 @@ def messages(items: list[schemas.TokenMessage]) -> list[Message]:
 
 
 def cache_type(mode: str) -> str:
-    """TabbyAPI's cache_mode as llama.cpp's KV cache type (FP16, Q8, Q4; Q6 and "k,v" pairs have none)."""
+    """TabbyAPI's cache_mode as a KV cache type: FP16, Q8, Q6 (exllamav3 models only: a GGUF model's entry refuses
+    it) or Q4; "k,v" pairs have none."""
     found = _CACHE_MODES.get(mode.strip().upper())
     if found is None:
         raise BadRequest(
-            f"Invalid value for 'cache_mode': {mode!r}; this engine's cache modes are FP16, Q8 and Q4.",
+            f"Invalid value for 'cache_mode': {mode!r}; the cache modes are FP16, Q8, Q6 (ExLlamaV3 models) and Q4.",
             param="cache_mode",
         )
     return found
 
 
-def load_options(request: schemas.ModelLoadRequest, draft_path: str | None) -> dict[str, Any]:
-    """The model entry keys a load request sets (`draft_path`: the draft model's file, resolved by the caller).
-    TabbyAPI's cache_size is the whole cache in tokens; llama.cpp's cache is `ctx` per slot, so it becomes the
-    number of slots (at least 1) unless max_batch_size says how many."""
+def load_options(request: schemas.ModelLoadRequest, draft_path: str | None, backend: str = "worker") -> dict[str, Any]:
+    """The model entry keys a load request sets (`draft_path`: the draft model's file, resolved by the caller) for
+    a model of `backend`. An ExLlamaV3 model takes TabbyAPI's cache_size, gpu_split and tensor_parallel as they
+    are. For llama.cpp, whose cache is `ctx` per slot, cache_size becomes the number of slots (at least 1) unless
+    max_batch_size says how many, gpu_split the shares of `tensor_split`, and tensor parallelism split_mode row."""
+    exllama = backend == "exllamav3"
     options: dict[str, Any] = {}
     ctx = request.max_seq_len if request.max_seq_len is not None and request.max_seq_len > 0 else None
     if ctx is not None:
         options["ctx"] = ctx
     if request.max_batch_size is not None:
         options["parallel"] = request.max_batch_size
-    elif request.cache_size is not None and ctx is not None:
+    if exllama and request.cache_size is not None:
+        options["cache_size"] = request.cache_size
+    elif request.max_batch_size is None and request.cache_size is not None and ctx is not None:
         options["parallel"] = max(1, request.cache_size // ctx)
     if request.cache_mode is not None:
         options["cache_type"] = cache_type(request.cache_mode)
@@ -61,7 +66,9 @@ def load_options(request: schemas.ModelLoadRequest, draft_path: str | None) -> d
     if request.rope_scale is not None:
         options["rope_scale"] = request.rope_scale
     if request.gpu_split:
-        options["tensor_split"] = list(request.gpu_split)
+        options["gpu_split" if exllama else "tensor_split"] = list(request.gpu_split)
+    if request.tensor_parallel:
+        options.update({"tensor_parallel": True} if exllama else {"split_mode": "row"})
     for key in ("threads", "gpu_layers", "rope_base", "embeddings", "ttl"):
         value = getattr(request, key)
         if value is not None:

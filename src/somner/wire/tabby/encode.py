@@ -11,7 +11,7 @@ from somner.errors import SomnerError
 from somner.wire import sse
 
 OWNER = "somner"
-CACHE_MODES = {"f16": "FP16", "q8_0": "Q8", "q4_0": "Q4"}
+CACHE_MODES = {"f16": "FP16", "q8_0": "Q8", "q6": "Q6", "q4_0": "Q4"}
 
 
 def error_body(error: SomnerError) -> dict[str, Any]:
@@ -43,7 +43,7 @@ def card_parameters(
     *,
     max_seq_len: int | None,
     slots: int,
-    cache_type: str | None,
+    cache_types: tuple[str, str],
     rope_scale: float | None,
     chunk_size: int,
     prompt_template: str | None,
@@ -54,7 +54,7 @@ def card_parameters(
     return {
         "max_seq_len": max_seq_len,
         "cache_size": max_seq_len * slots if max_seq_len is not None else None,
-        "cache_mode": CACHE_MODES.get(cache_type or "f16", "FP16"),
+        "cache_mode": _cache_mode(*cache_types),
         "rope_scale": rope_scale if rope_scale is not None else 1.0,
         "rope_alpha": 1.0,
         "max_batch_size": slots,
@@ -64,6 +64,13 @@ def card_parameters(
         "use_vision": False,
         "draft": draft,
     }
+
+
+def _cache_mode(keys: str, values: str) -> str:
+    """TabbyAPI's name of a KV cache precision; keys and values apart as "K,V" when they differ."""
+    if keys == values:
+        return CACHE_MODES.get(keys, keys)
+    return f"{CACHE_MODES.get(keys, keys)},{CACHE_MODES.get(values, values)}"
 
 
 def load_event(module: int, modules: int, status: str, model_type: str = "model") -> bytes:
