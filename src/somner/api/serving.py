@@ -342,28 +342,28 @@ async def start_completion(
     return call, (await open_completions(call, [core]))[0]
 
 
-async def collected(request: Request, call: Call, stream: ChunkStream) -> Collected:
-    """The whole reply of a stream that is not streamed to the client; the call is closed either way."""
+async def finished(request: Request, call: Call, work: Awaitable[T], *streams: object) -> T:
+    """`work`'s result (cancelled if the client leaves first); the call is closed either way, and on failure the
+    engine `streams` are closed too."""
     try:
-        result = await until_disconnected(request, collect(stream, call.observe))
+        result = await until_disconnected(request, work)
     except BaseException as exc:
-        await close_stream(stream)
+        for stream in streams:
+            await close_stream(stream)
         fail(call, exc)
         raise
     call.close(200)
     return result
+
+
+async def collected(request: Request, call: Call, stream: ChunkStream) -> Collected:
+    """The whole reply of a stream that is not streamed to the client; the call is closed either way."""
+    return await finished(request, call, collect(stream, call.observe), stream)
 
 
 async def collected_choices(request: Request, call: Call, stream: ChunkStream, choices: int) -> list[Collected]:
     """`collected` for a request with several choices (`n`): one whole reply per choice."""
-    try:
-        result = await until_disconnected(request, collect_choices(stream, choices, call.observe))
-    except BaseException as exc:
-        await close_stream(stream)
-        fail(call, exc)
-        raise
-    call.close(200)
-    return result
+    return await finished(request, call, collect_choices(stream, choices, call.observe), stream)
 
 
 async def observed(call: Call, stream: ChunkStream) -> AsyncIterator[Chunk]:
