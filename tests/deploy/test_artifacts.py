@@ -2,8 +2,9 @@
 
 Each check skips, naming the tool and its Debian package, where the tool is missing (`.ci/run` installs them).
 Beyond "the tool accepts it", each test asserts what the artifact promises: the Dockerfiles run as a non-root user
-with a health check and no secret, the compose file's services wait for healthy dependencies, the unit is hardened,
-and the NixOS module generates only keys Somner's settings accept.
+with a health check and no secret, the compose file runs one Somner per profile (cpu, or gpu with the NVIDIA GPUs
+reserved) and hardens every service, the Tailscale policy sample opens HTTPS to one group, `make setup GPU=cuda`
+compiles llama.cpp with CUDA afresh, and the unit is hardened. The NixOS module: test_nix_module.py.
 """
 
 from __future__ import annotations
@@ -14,19 +15,19 @@ import re
 import shlex
 import shutil
 import subprocess
+import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any
 
 import pytest
 import yaml
 
-from somner.settings import ApiServer, EngineSettings, Settings, load_settings, unknown_environment_keys
+from somner.settings import EngineSettings, Settings, load_settings, unknown_environment_keys
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
-NIX_DIR = DEPLOY / "nix"
 
 
 def require(tool: str, package: str) -> str:
@@ -211,6 +212,14 @@ def test_dockerfile_builds_llama_cpp_in_the_builder_only(dockerfile: Path) -> No
     assert "cmake" in builder_text and "pip wheel" in builder_text
     assert "cmake" not in final_text and "build-essential" not in final_text, "no compiler in the final image"
     assert "--no-index" in final_text, "the final stage installs only the builder's wheels"
+    # The wheels alone are a stage of their own (`--target wheelhouse --output ...` exports them for offline
+    # installs), and the final stage installs from exactly that stage.
+    (wheelhouse,) = [stage for stage in built if stage[0].arguments.split() == ["scratch", "AS", "wheelhouse"]]
+    assert [(i.keyword, i.arguments) for i in wheelhouse[1:]] == [("COPY", "--from=builder /wheels /")]
+    installs = [i.arguments for i in final if i.keyword == "RUN" and "pip install" in i.arguments]
+    assert len(installs) == 1
+    assert installs[0].startswith("--mount=type=bind,from=wheelhouse,target=/wheels ")
+    assert "--no-index --find-links /wheels" in installs[0]
     if dockerfile.name == "Dockerfile.cuda":
         assert "-DGGML_CUDA=on" in builder_text
         assert "-devel-" in builder[0].arguments and "-runtime-" in final[0].arguments
@@ -282,16 +291,39 @@ def compose_env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
+def compose_config(compose_project: Path, tmp_path: Path, *profiles: str) -> dict[str, Any]:
+    """`config` as the tool resolves it (env files read, paths made absolute), for the profiles given.
+
+    docker-compose 1.x prints every service whatever the profiles; 2.x only the active ones: `active_services`
+    decides which run, by the rules both versions share."""
+    command = compose_command()
+    flags = [arg for profile in profiles for arg in ("--profile", profile)]
+    result = run([*command, "-f", "compose.yaml", *flags, "config"], cwd=compose_project, env=compose_env(tmp_path))
+    assert result.returncode == 0, result.stderr
+    config: dict[str, Any] = yaml.safe_load(result.stdout)
+    return config
+
+
+def active_services(services: dict[str, Any], profiles: set[str]) -> set[str]:
+    """Services `up` starts for these profiles: those without profiles, and those with one of them."""
+    return {
+        name for name, service in services.items() if not service.get("profiles") or profiles & set(service["profiles"])
+    }
+
+
+# Every profile combination the header of compose.yaml tells operators to use, as COMPOSE_PROFILES or --profile.
+PROFILE_SETS = [{"cpu"}, {"gpu"}, {"cpu", "tailscale"}, {"gpu", "tailscale"}]
+
+
 def test_compose_file_is_valid_with_the_example_env_files(compose_project: Path, tmp_path: Path) -> None:
     command = compose_command()
     env = compose_env(tmp_path)
-    quiet = run([*command, "-f", "compose.yaml", "config", "-q"], cwd=compose_project, env=env)
-    assert quiet.returncode == 0, quiet.stderr
-    resolved = run([*command, "-f", "compose.yaml", "--profile", "tailscale", "config"], cwd=compose_project, env=env)
-    assert resolved.returncode == 0, resolved.stderr
-    config: dict[str, Any] = yaml.safe_load(resolved.stdout)
-    services: dict[str, Any] = config["services"]
-    assert set(services) == {"somner", "postgres", "redis", "caddy", "tailscale"}
+    for profiles in ([], ["gpu"], ["cpu", "tailscale"], ["gpu", "tailscale"]):
+        flags = [arg for profile in profiles for arg in ("--profile", profile)]
+        quiet = run([*command, "-f", "compose.yaml", *flags, "config", "-q"], cwd=compose_project, env=env)
+        assert quiet.returncode == 0, f"{profiles}: {quiet.stderr}"
+    services: dict[str, Any] = compose_config(compose_project, tmp_path, "cpu", "tailscale")["services"]
+    assert set(services) >= {"somner", "postgres", "redis", "caddy", "tailscale"}
 
     somner = services["somner"]
     assert somner["build"]["dockerfile"] == "deploy/Dockerfile"
@@ -303,7 +335,7 @@ def test_compose_file_is_valid_with_the_example_env_files(compose_project: Path,
     }
     assert any(volume.endswith(":/data:rw") or volume.endswith(":/data") for volume in map(str, somner["volumes"]))
     assert somner["environment"]["SOMNER_DATABASE__URL"].startswith("postgresql+asyncpg://")
-    assert "profiles" not in somner
+    assert somner["profiles"] == ["cpu"]
 
     for name in ("postgres", "redis"):
         assert services[name]["healthcheck"]["test"], f"{name} has a health check"
@@ -317,6 +349,121 @@ def test_compose_file_is_valid_with_the_example_env_files(compose_project: Path,
     assert "ports" not in tailscale
 
 
+def test_compose_profiles_run_exactly_one_somner(compose_project: Path, tmp_path: Path) -> None:
+    # A plain `up` is the CPU one (deploy/.env), and `--profile gpu` (which replaces that default) the GPU one alone.
+    assert read_env_file(DEPLOY / ".env") == {"COMPOSE_PROFILES": "cpu"}
+    services: dict[str, Any] = compose_config(compose_project, tmp_path, "cpu", "gpu", "tailscale")["services"]
+    assert set(services) == {"somner", "somner-gpu", "postgres", "redis", "caddy", "tailscale"}
+    for profiles in PROFILE_SETS:
+        active = active_services(services, profiles)
+        assert len(active & {"somner", "somner-gpu"}) == 1, profiles
+        assert {"postgres", "redis", "caddy"} <= active
+        assert ("tailscale" in active) == ("tailscale" in profiles)
+        for name in active:
+            # Compose refuses to start a service whose dependency is in a profile that is not active.
+            assert set(services[name].get("depends_on", {})) <= active, f"{name} under {profiles}"
+    # Caddy's Caddyfile and Tailscale's serve.json proxy to "somner:8000": the GPU service answers to that name too.
+    assert "somner" in services["somner-gpu"]["networks"]["default"]["aliases"]
+
+
+def test_compose_gpu_profile_reserves_the_nvidia_gpus(compose_project: Path, tmp_path: Path) -> None:
+    services: dict[str, Any] = compose_config(compose_project, tmp_path, "gpu", "cpu")["services"]
+    gpu, cpu = services["somner-gpu"], services["somner"]
+    assert gpu["profiles"] == ["gpu"]
+    assert gpu["build"]["dockerfile"] == "deploy/Dockerfile.cuda"
+    assert Path(gpu["build"]["context"]) == compose_project.parent
+    assert gpu["image"] != cpu["image"]
+    devices = gpu["deploy"]["resources"]["reservations"]["devices"]
+    # (docker compose 2.x writes "all" as -1)
+    assert [{**device, "count": str(device["count"])} for device in devices] in (
+        [{"driver": "nvidia", "count": count, "capabilities": ["gpu"]}] for count in ("all", "-1")
+    )
+    assert gpu["environment"]["NVIDIA_VISIBLE_DEVICES"] == "all"
+    assert "compute" in gpu["environment"]["NVIDIA_DRIVER_CAPABILITIES"].split(",")
+    # The compose default for the architectures is the Dockerfile's own.
+    dockerfile_args = dict(
+        pair
+        for i in parse_dockerfile((DEPLOY / "Dockerfile.cuda").read_text(encoding="utf-8"))
+        if i.keyword == "ARG"
+        for pair in env_pairs(i)
+    )
+    assert gpu["build"]["args"]["CUDA_ARCHITECTURES"] == dockerfile_args["CUDA_ARCHITECTURES"]
+    # Everything else as the CPU service: same data volume, env file, dependencies, hardening.
+    for key in ("volumes", "depends_on", "tmpfs", "cap_drop", "security_opt", "read_only", "stop_grace_period"):
+        assert gpu[key] == cpu[key], key
+    assert gpu["environment"]["SOMNER_DATABASE__URL"] == cpu["environment"]["SOMNER_DATABASE__URL"]
+    assert "deploy" not in cpu
+
+
+# What each service may add back after dropping every capability, and why (compose.yaml says it at each).
+ADDED_CAPABILITIES = {"caddy": ["NET_BIND_SERVICE"]}  # ports 80/443, and the file capability on its binary
+# Where each service writes: volumes for state, tmpfs for scratch; everything else is the read-only image.
+WRITABLE = {
+    "somner": ({"/data"}, {"/tmp"}),
+    "somner-gpu": ({"/data"}, {"/tmp"}),
+    "postgres": ({"/var/lib/postgresql/data"}, {"/var/run/postgresql", "/tmp"}),
+    "redis": ({"/data"}, set()),
+    "caddy": ({"/data", "/config"}, {"/tmp"}),
+    "tailscale": ({"/var/lib/tailscale"}, {"/tmp"}),
+}
+
+
+def volume_targets(service: dict[str, Any]) -> set[str]:
+    """Writable mount points (read-only bind mounts such as the Caddyfile left out)."""
+    targets = set()
+    for volume in service.get("volumes", []):
+        if isinstance(volume, dict):
+            if not volume.get("read_only"):
+                targets.add(volume["target"])
+            continue
+        parts = str(volume).split(":")
+        if parts[-1] == "ro":
+            continue
+        targets.add(parts[1] if len(parts) > 1 else parts[0])
+    return targets
+
+
+def test_compose_services_are_hardened(compose_project: Path, tmp_path: Path) -> None:
+    services: dict[str, Any] = compose_config(compose_project, tmp_path, "gpu", "cpu", "tailscale")["services"]
+    assert set(services) == set(WRITABLE)
+    for name, service in services.items():
+        assert service["cap_drop"] == ["ALL"], name
+        assert service.get("cap_add", []) == ADDED_CAPABILITIES.get(name, []), name
+        assert "no-new-privileges:true" in service["security_opt"], name
+        assert service["read_only"] is True, name
+        assert service.get("privileged") is not True and "devices" not in service, name
+        assert "network_mode" not in service and "pid" not in service, f"{name} shares no host namespace"
+        volumes, scratch = WRITABLE[name]
+        assert volume_targets(service) == volumes, name
+        assert {entry.split(":")[0] for entry in service.get("tmpfs", [])} == scratch, name
+        assert service["restart"] == "unless-stopped", name
+        if "build" in service:
+            # Somner's health check is the image's own (HEALTHCHECK on /ping, checked with the Dockerfiles).
+            dockerfile = parse_dockerfile((compose_project.parent / service["build"]["dockerfile"]).read_text())
+            assert any(i.keyword == "HEALTHCHECK" for i in stages(dockerfile)[-1]), name
+        else:
+            assert service["healthcheck"]["test"][0] in {"CMD", "CMD-SHELL"}, name
+    # The images that start as root and switch users (gosu) run as that user from the start instead.
+    assert (services["postgres"]["user"], services["redis"]["user"]) == ("postgres", "redis")
+    # Tailscale in userspace mode: no TUN device, no NET_ADMIN.
+    assert services["tailscale"]["environment"]["TS_USERSPACE"] == "true"
+    socket = services["tailscale"]["environment"]["TS_SOCKET"]
+    assert f"--socket={socket}" in services["tailscale"]["healthcheck"]["test"]
+
+
+def test_compose_refuses_a_bad_hardening_value(compose_project: Path, tmp_path: Path) -> None:
+    # The control for the tests above: the tool does check these keys, so a typo cannot pass as hardening.
+    compose = compose_project / "compose.yaml"
+    text = compose.read_text(encoding="utf-8")
+    assert text.count("read_only: true") == 1, "one anchor (x-hardening) carries it for every service"
+    compose.write_text(text.replace("read_only: true", "read_only: mostly"), encoding="utf-8")
+    result = run(
+        [*compose_command(), "-f", "compose.yaml", "config", "-q"], cwd=compose_project, env=compose_env(tmp_path)
+    )
+    assert result.returncode != 0
+    assert "read_only" in result.stderr
+
+
 def test_compose_file_holds_no_secret() -> None:
     text = (DEPLOY / "compose.yaml").read_text(encoding="utf-8")
     config = yaml.safe_load(text)
@@ -326,6 +473,8 @@ def test_compose_file_holds_no_secret() -> None:
             assert not SECRET_NAME.search(key), f"{name}: {key} belongs in an env file"
             assert "sk-somner-" not in str(value)
     assert "POSTGRES_PASSWORD" not in text and "TS_AUTHKEY=" not in text
+    for key in read_env_file(DEPLOY / ".env"):
+        assert not SECRET_NAME.search(key), f"deploy/.env is committed: {key} belongs in an env file"
 
 
 def test_example_env_files_are_settings_somner_accepts() -> None:
@@ -347,6 +496,114 @@ def test_tailscale_serve_config_proxies_to_somner() -> None:
     handlers = [h for site in serve["Web"].values() for h in site["Handlers"].values()]
     assert handlers == [{"Proxy": "http://somner:8000"}]
     assert serve["TCP"]["443"]["HTTPS"] is True
+
+
+def hujson(text: str) -> Any:
+    """HuJSON (JSON with comments and trailing commas, Tailscale's policy format) read as JSON."""
+    out: list[str] = []
+    i, in_string = 0, False
+    while i < len(text):
+        char = text[i]
+        if in_string:
+            out.append(char)
+            if char == "\\":
+                out.append(text[i + 1])
+                i += 1
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+            out.append(char)
+        elif text.startswith("//", i):
+            i = text.find("\n", i) if "\n" in text[i:] else len(text)
+            continue
+        elif text.startswith("/*", i):
+            i = text.index("*/", i) + 2
+            continue
+        else:
+            out.append(char)
+        i += 1
+    return json.loads(re.sub(r",(\s*[}\]])", r"\1", "".join(out)))
+
+
+def test_hujson_reader_keeps_strings_whole() -> None:
+    assert hujson('{"a": "x // y", /* c */ "b": [1, 2,], // d\n}') == {"a": "x // y", "b": [1, 2]}
+
+
+def test_tailscale_acl_sample_lets_only_its_group_reach_https() -> None:
+    policy = hujson((DEPLOY / "tailscale-acl.hujson").read_text(encoding="utf-8"))
+    assert set(policy) <= {"groups", "tagOwners", "acls", "ssh", "tests"}
+    (tag,) = policy["tagOwners"]
+    assert tag.startswith("tag:")
+    assert policy["acls"], "a policy without rules would cut everyone off"
+    for rule in policy["acls"]:
+        assert rule["action"] == "accept"
+        assert all(src.startswith("group:") and src in policy["groups"] for src in rule["src"])
+        assert rule["dst"] == [f"{tag}:443"], "HTTPS (tailscale-serve.json) and nothing else"
+    assert policy["ssh"] == []
+    accepted = {dst for test in policy["tests"] for dst in test.get("accept", [])}
+    denied = {dst for test in policy["tests"] for dst in test.get("deny", [])}
+    assert accepted == {f"{tag}:443"}
+    assert f"{tag}:8000" in denied and f"{tag}:443" in denied, "another user, and Somner's own port, are refused"
+    assert tag in (DEPLOY / "tailscale.env.example").read_text(encoding="utf-8")
+    assert "443" in json.loads((DEPLOY / "tailscale-serve.json").read_text(encoding="utf-8"))["TCP"]
+
+
+# -- make setup GPU=cuda -----------------------------------------------------------------------------------------
+
+
+def make_dry_run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The commands `make` would run (-n), with the virtualenv in tmp_path, so nothing is installed or built."""
+    make = require("make", "make")
+    env = {k: v for k, v in os.environ.items() if k not in {"GPU", "LLAMA_CMAKE_ARGS", "CUDA_ARCHITECTURES"}}
+    return run([make, "-n", "-C", str(REPO), f"VENV={tmp_path / 'venv'}", *args], env=env)
+
+
+def llama_pin() -> str:
+    dependencies: list[str] = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"][
+        "dependencies"
+    ]
+    return next(d for d in dependencies if d.startswith("llama-cpp-python"))
+
+
+def test_make_setup_gpu_cuda_compiles_llama_cpp_with_cuda_afresh(tmp_path: Path) -> None:
+    result = make_dry_run(tmp_path, "setup", "GPU=cuda")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.replace("\\\n", " ").splitlines()
+    somner = next(i for i, line in enumerate(lines) if "pip install" in line and "-e '.[default-model]'" in line)
+    cuda = next(i for i, line in enumerate(lines) if "-DGGML_CUDA=on" in line)
+    assert somner < cuda, "CUDA's llama-cpp-python replaces the CPU one Somner's install brought"
+    words = shlex.split(lines[cuda])
+    assert words[0] == "CMAKE_ARGS=-DGGML_CUDA=on"
+    assert words[1] == f"{tmp_path}/venv/bin/pip" and words[2] == "install"
+    # From source, never from pip's cache of built wheels (the CPU build), replacing the installed one.
+    assert {"--no-cache-dir", "--force-reinstall", "--no-deps"} <= set(words)
+    assert words[words.index("--no-binary") + 1] == "llama-cpp-python"
+    assert words[-1] == llama_pin()
+    check = lines[cuda + 1]
+    assert "libggml-cuda" in check, "the build is checked for the CUDA backend"
+
+
+def test_make_setup_without_gpu_builds_for_the_cpu(tmp_path: Path) -> None:
+    result = make_dry_run(tmp_path, "setup")
+    assert result.returncode == 0, result.stderr
+    assert "-e '.[default-model]'" in result.stdout
+    assert "GGML_CUDA" not in result.stdout and "libggml-cuda" not in result.stdout
+
+
+def test_make_gpu_options(tmp_path: Path) -> None:
+    archs = make_dry_run(tmp_path, "setup", "GPU=cuda", "CUDA_ARCHITECTURES=86;89")
+    assert 'CMAKE_ARGS="-DGGML_CUDA=on -DCMAKE_CUDA_ARCHITECTURES=86;89"' in archs.stdout
+    wheelhouse = make_dry_run(tmp_path, "wheelhouse", "GPU=cuda")
+    assert wheelhouse.returncode == 0, wheelhouse.stderr
+    command = next(line for line in wheelhouse.stdout.replace("\\\n", " ").splitlines() if "pip wheel" in line)
+    assert command.startswith('CMAKE_ARGS="-DGGML_CUDA=on" PIP_NO_CACHE_DIR=1 '), command
+    assert "--no-binary llama-cpp-python" in command
+    plain = make_dry_run(tmp_path, "wheelhouse")
+    assert "GGML_CUDA" not in plain.stdout and "--no-binary" not in plain.stdout
+    unknown = make_dry_run(tmp_path, "setup", "GPU=rocm")
+    assert unknown.returncode != 0
+    assert "GPU=rocm is not supported" in unknown.stderr
 
 
 # -- Caddy -------------------------------------------------------------------------------------------------------
@@ -484,159 +741,3 @@ def test_systemd_unit_is_hardened(tmp_path: Path) -> None:
     result = run([analyze, "security", "--offline=yes", f"--root={root}", "--threshold=25", "somner.service"])
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr
     assert "Overall exposure level for somner.service" in result.stdout
-
-
-# -- Nix ---------------------------------------------------------------------------------------------------------
-
-
-def nix_env(tmp_path: Path) -> dict[str, str]:
-    """Evaluation only: no daemon, no build users, state kept in the test's directory."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("NIX_", "SOMNER_"))}
-    env.update(
-        HOME=str(tmp_path),
-        NIX_CONFIG="build-users-group =\nexperimental-features =",
-        NIX_STATE_DIR=str(tmp_path / "nix-state"),
-        NIX_LOG_DIR=str(tmp_path / "nix-log"),
-    )
-    return env
-
-
-def nix_eval(tmp_path: Path, expression: str) -> Any:
-    nix = require("nix-instantiate", "nix-bin")
-    result = run([nix, "--eval", "--strict", "--json", "--expr", expression], cwd=NIX_DIR, env=nix_env(tmp_path))
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
-
-
-@pytest.mark.parametrize("name", ["flake.nix", "module.nix", "settings.nix"])
-def test_nix_file_parses(name: str, tmp_path: Path) -> None:
-    nix = require("nix-instantiate", "nix-bin")
-    result = run([nix, "--parse", str(NIX_DIR / name)], env=nix_env(tmp_path))
-    assert result.returncode == 0, result.stderr
-
-
-def test_flake_exposes_the_module(tmp_path: Path) -> None:
-    outputs = nix_eval(
-        tmp_path,
-        "let flake = import ./flake.nix; self = flake.outputs { inherit self; }; in "
-        "{ names = builtins.attrNames self.nixosModules; "
-        "modules = map builtins.isFunction [ self.nixosModules.default self.nixosModules.somner ]; }",
-    )
-    assert outputs == {"names": ["default", "somner"], "modules": [True, True]}
-
-
-# The module's option tree, read with a stand-in for nixpkgs' `lib` (mkOption returns its declaration), so the
-# options' names and defaults can be fed to settings.nix here, without nixpkgs. `cfg` is then what NixOS would
-# hand the module with every option at its default, plus the `overrides`.
-MODULE_CFG = """
-let
-  declared = t: { _type = t; };
-  types = {
-    str = declared "str"; int = declared "int"; bool = declared "bool"; port = declared "port";
-    package = declared "package"; number = declared "number";
-    ints = { positive = declared "positive"; between = lo: hi: declared "between"; };
-    nullOr = t: t; listOf = t: t; attrsOf = t: t; enum = values: declared "enum" // { inherit values; };
-    submodule = m: { _type = "submodule"; inherit (m) options; };
-  };
-  lib = {
-    inherit types;
-    mkOption = o: o // { _option = true; };
-    mkEnableOption = what: { _option = true; default = false; description = what; };
-    mkIf = condition: value: value;
-    optional = condition: value: if condition then [ value ] else [ ];
-    optionalString = condition: text: if condition then text else "";
-  };
-  pkgs.formats.yaml = _: { type = declared "yaml"; generate = name: value: value; };
-  module = import ./module.nix { inherit lib pkgs; config = throw "config is not read for options"; };
-  options = module.options.services.somner;
-  defaultsOf = opts: builtins.mapAttrs (name: o: if o ? _option then o.default or null else defaultsOf o) opts;
-  modelDefaults = defaultsOf options.models.type.options;
-  loraDefaults = defaultsOf options.loras.type.options;
-  merge = left: right: left // builtins.mapAttrs
-    (name: value: if builtins.isAttrs value && builtins.isAttrs (left.${name} or null) then merge left.${name} value
-                  else value) right;
-  overrides = OVERRIDES;
-  cfg = merge (defaultsOf options) (overrides // {
-    models = builtins.mapAttrs (id: entry: modelDefaults // entry) (overrides.models or { });
-  });
-in
-{ settings = import ./settings.nix { inherit cfg; }; optionNames = builtins.attrNames options;
-  modelOptionNames = builtins.attrNames options.models.type.options; inherit loraDefaults;
-  apiServerNames = options.apiServers.type.values; }
-"""
-
-
-def module_settings(tmp_path: Path, overrides: str) -> dict[str, Any]:
-    result: dict[str, Any] = nix_eval(tmp_path, MODULE_CFG.replace("OVERRIDES", overrides))
-    return result
-
-
-def test_nix_module_declares_the_tabbyapi_style_options(tmp_path: Path) -> None:
-    result = module_settings(tmp_path, "{ }")
-    assert set(result["optionNames"]) >= {
-        "enable", "package", "host", "port", "apiServers", "modelsDir", "models", "cacheMode", "draftModel",
-        "loras", "auth", "logRequests", "logLevel", "logFormat", "environmentFiles", "user", "group", "dataDir",
-        "extraSettings",
-    }  # fmt: skip
-    assert set(result["modelOptionNames"]) >= {
-        "path", "ctx", "parallel", "gpuLayers", "cacheMode", "draftModel", "loras", "defaults"
-    }  # fmt: skip
-    assert result["loraDefaults"] == {"path": None, "scale": 1.0}
-
-
-def test_nix_module_defaults_generate_somners_defaults(tmp_path: Path) -> None:
-    generated = module_settings(tmp_path, "{ }")["settings"]
-    assert Settings(**generated) == Settings()
-
-
-def test_nix_module_options_map_onto_settings_somner_accepts(tmp_path: Path) -> None:
-    generated = module_settings(
-        tmp_path,
-        """{
-          host = "0.0.0.0"; port = 8080; healthPort = 8081; apiServers = [ "openai" "ollama" ];
-          modelsDir = "/srv/models"; model = "chat"; cacheMode = "Q8"; draftModel = "/srv/models/draft.gguf";
-          loras = [ { path = "/srv/loras/all.gguf"; scale = 1.0; } ];
-          models = {
-            chat = { path = "/srv/models/chat.gguf"; ctx = 8192; parallel = 8; gpuLayers = -1; aliases = [ "qwen" ];
-                     ttl = "10m"; group = "gpu"; defaults = { temperature = 0.7; system = "Today is {date}."; }; };
-            small = { cacheMode = "q4_0"; draftModel = "/srv/models/tiny.gguf"; pinned = true;
-                      loras = [ { path = "/srv/loras/style.gguf"; scale = 0.5; } ];
-                      extraSettings = { memory = "2GiB"; }; };
-          };
-          auth = { allowedHosts = [ "llm.internal" ]; adminKeyFile = "/run/secrets/somner-admin-key"; };
-          logRequests = true; logLevel = "debug"; logFormat = "json";
-          extraSettings = { groups.gpu.exclusive = true; limits.max_concurrent = 16; ttl = "15m"; };
-        }""",
-    )["settings"]
-    settings = Settings(**generated)  # raises on any key Somner does not have
-    assert (settings.host, settings.port, settings.health_port) == ("0.0.0.0", 8080, 8081)
-    assert settings.api_servers == ["openai", "ollama"]
-    assert str(settings.models_dir) == "/srv/models"
-    assert settings.model == "chat"
-    assert (settings.log_level, settings.log_format, settings.log_requests) == ("debug", "json", True)
-    assert settings.auth.enabled is True
-    assert settings.auth.allowed_hosts == ["llm.internal"]
-    assert settings.auth.admin_key is None, "the key file is read at start, never copied into the config"
-    assert settings.ttl == 900.0
-    assert settings.limits.max_concurrent == 16
-    assert settings.groups["gpu"].exclusive is True
-    entries = {entry.id: entry for entry in settings.models}
-    chat, small = entries["chat"], entries["small"]
-    assert (chat.ctx, chat.parallel, chat.gpu_layers, chat.aliases, chat.ttl) == (8192, 8, -1, ["qwen"], 600.0)
-    assert chat.cache_type == "q8_0", "the global cacheMode, in Somner's spelling"
-    assert [(str(lora.path), lora.scale) for lora in chat.loras] == [("/srv/loras/all.gguf", 1.0)]
-    assert chat.defaults is not None and chat.defaults.temperature == 0.7
-    assert small.cache_type == "q4_0"
-    assert (str(chat.draft_model), str(small.draft_model)) == ("/srv/models/draft.gguf", "/srv/models/tiny.gguf")
-    assert small.pinned is True
-    assert [(str(lora.path), lora.scale) for lora in small.loras] == [("/srv/loras/style.gguf", 0.5)]
-    assert small.memory == 2 * 1024**3
-
-
-def test_nix_module_accepts_tabbyapis_api_server_names(tmp_path: Path) -> None:
-    """TabbyAPI's `api_servers` names (OAI, Kobold) mean Somner's openai and kobold; each dialect is listed once."""
-    result = module_settings(tmp_path, '{ apiServers = [ "OAI" "Kobold" "openai" "ollama" "oai" ]; }')
-    assert set(result["apiServerNames"]) >= {"openai", "ollama", "kobold", "anthropic", "tabby", "OAI", "Kobold"}
-    assert set(result["apiServerNames"]) - {"OAI", "oai", "Kobold"} == set(get_args(ApiServer))
-    settings = Settings(**result["settings"])
-    assert settings.api_servers == ["openai", "kobold", "ollama"]
