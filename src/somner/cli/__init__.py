@@ -5,13 +5,28 @@ from __future__ import annotations
 import typer
 
 from somner import __version__
-from somner.cli import config_cmd, daemon_cmd, models_cmd, serve_cmd, store_cmd, worker_cmd
+from somner.cli import (
+    config_cmd,
+    daemon_cmd,
+    exl3_worker_cmd,
+    models_cmd,
+    run_cmd,
+    serve_cmd,
+    show_cmd,
+    store_cmd,
+    worker_cmd,
+)
+
+ABOUT = (
+    "Somner: a self-hosted LLM server and gateway. It serves models over the OpenAI, Ollama, KoboldAI, Anthropic "
+    "and TabbyAPI APIs on one port, with keys, limits and usage records; `somner run MODEL` talks to one from here."
+)
 
 app = typer.Typer(
     name="somner",
-    help="Somner: a self-hosted LLM server and gateway.",
+    help=ABOUT,
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion (bash, zsh, fish, PowerShell)
     pretty_exceptions_enable=False,
 )
 
@@ -36,7 +51,10 @@ app.command("start")(daemon_cmd.start)
 app.command("stop")(daemon_cmd.stop)
 app.command("restart")(daemon_cmd.restart)
 app.command("status")(daemon_cmd.status)
+app.command("run")(run_cmd.run)
+app.command("show")(show_cmd.show)
 app.command("worker", hidden=False)(worker_cmd.worker)
+app.command("worker-exl3")(exl3_worker_cmd.worker_exl3)
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(models_cmd.app, name="models")
 app.command("ps")(models_cmd.ps)

@@ -32,6 +32,7 @@ import httpx
 import typer
 
 from somner.cli.common import load_or_exit
+from somner.cli.progress import step
 from somner.cli.serve_cmd import (
     AuthOffOption,
     ConfigOption,
@@ -296,7 +297,11 @@ def _stop_process(pid: int, timeout: float) -> bool:
     return False
 
 
-def _start(options: ServeOptions, ready_timeout: float) -> None:
+def start_server(
+    options: ServeOptions, ready_timeout: float, *, quiet: bool = False, announce_on_stderr: bool = False
+) -> DaemonRecord:
+    """Start `somner serve` in the background and wait until it is ready; exits 1 (with its log tail) if not.
+    `announce_on_stderr` is for commands whose stdout is their own answer (`somner run --serve`)."""
     settings, data_dir = _settings(options)
     data_dir.mkdir(parents=True, exist_ok=True)
     log_dir = data_dir / "logs"
@@ -325,8 +330,23 @@ def _start(options: ServeOptions, ready_timeout: float) -> None:
             pid=process.pid, host=settings.host, port=settings.port, started_at=started_at, options=options
         )
         write_state(data_dir, record)
+    with step(f"starting Somner on {record.url}", quiet=quiet):
+        _wait_ready(process, record, data_dir, settings.ready_requires_model, ready_timeout, console)
+    typer.echo(f"Somner started (pid {process.pid}) on {record.url}; logs in {log_dir}", err=announce_on_stderr)
+    return record
+
+
+def _wait_ready(
+    process: subprocess.Popen[bytes],
+    record: DaemonRecord,
+    data_dir: Path,
+    requires_model: bool,
+    ready_timeout: float,
+    console: Path,
+) -> None:
+    log_dir = data_dir / "logs"
     deadline = time.monotonic() + ready_timeout
-    while not _ready(record.url, settings.ready_requires_model):
+    while not _ready(record.url, requires_model):
         failure = None
         if process.poll() is not None:
             failure = f"the server exited with status {process.returncode}"
@@ -337,21 +357,22 @@ def _start(options: ServeOptions, ready_timeout: float) -> None:
         if failure is not None:
             remove_pid_file(data_dir, process.pid)
             typer.echo(f"error: {failure}", err=True)
-            output_tail = _startup_output(log_dir, started_at, console)
+            output_tail = _startup_output(log_dir, record.started_at, console)
             if output_tail:
                 typer.echo(f"--- log tail ({log_dir}) ---\n{output_tail}", err=True)
             raise typer.Exit(1)
         time.sleep(_POLL)
-    typer.echo(f"Somner started (pid {process.pid}) on {record.url}; logs in {log_dir}")
 
 
-def _stop(data_dir: Path, timeout: float) -> bool:
+def _stop(data_dir: Path, timeout: float, quiet: bool = False) -> bool:
     """Stop the server on `data_dir`; False if none was running."""
     pid = running_pid(data_dir)
     if pid is None:
         return False
     typer.echo(f"stopping Somner (pid {pid}): requests in flight may take up to {timeout:g}s to finish")
-    if not _stop_process(pid, timeout):
+    with step("waiting for requests in flight and engines", quiet=quiet, plain_line=False):
+        drained = _stop_process(pid, timeout)
+    if not drained:
         typer.echo(f"warning: pid {pid} did not stop within {timeout:g}s and was killed", err=True)
     remove_pid_file(data_dir, pid)
     typer.echo("Somner stopped")
@@ -367,6 +388,7 @@ TimeoutOption = typer.Option(
     None, "--timeout", min=0.0, help="Seconds to wait for the drain before killing (default: drain_timeout + 45s)."
 )
 ReadyTimeoutOption = typer.Option(120.0, "--wait", min=1.0, help="Seconds to wait for the server to become ready.")
+QuietOption = typer.Option(False, "--quiet", "-q", help="No spinner: plain lines only (as when not on a terminal).")
 
 
 def start(
@@ -381,6 +403,7 @@ def start(
     workers: int | None = WorkersOption,
     auth_off_anywhere: bool = AuthOffOption,
     wait: float = ReadyTimeoutOption,
+    quiet: bool = QuietOption,
 ) -> None:
     """Run `somner serve` in the background; return once it is ready (exit 1 with its log tail if it fails)."""
     options = ServeOptions(
@@ -395,17 +418,18 @@ def start(
         workers=workers,
         auth_off_anywhere=auth_off_anywhere,
     )
-    _start(options, wait)
+    start_server(options, wait, quiet=quiet)
 
 
 def stop(
     config: Path | None = ConfigOption,
     data_dir: Path | None = DataDirOption,
     timeout: float | None = TimeoutOption,
+    quiet: bool = QuietOption,
 ) -> None:
     """Stop the background server gracefully: drain requests in flight, flush usage, stop engines."""
     settings, directory = _settings(ServeOptions(config=_absolute(config), data_dir=_absolute(data_dir)))
-    if not _stop(directory, _stop_timeout(settings, timeout)):
+    if not _stop(directory, _stop_timeout(settings, timeout), quiet):
         typer.echo(f"Somner is not running (data directory {directory})", err=True)
         raise typer.Exit(1)
 
@@ -415,6 +439,7 @@ def restart(
     data_dir: Path | None = DataDirOption,
     timeout: float | None = TimeoutOption,
     wait: float = ReadyTimeoutOption,
+    quiet: bool = QuietOption,
 ) -> None:
     """Stop the background server (if running) and start it again with the options of its last `start`."""
     settings, directory = _settings(ServeOptions(config=_absolute(config), data_dir=_absolute(data_dir)))
@@ -422,8 +447,8 @@ def restart(
     if record is None:
         typer.echo(f"error: no earlier `somner start` on {directory}; use `somner start`", err=True)
         raise typer.Exit(1)
-    _stop(directory, _stop_timeout(settings, timeout))
-    _start(record.options, wait)
+    _stop(directory, _stop_timeout(settings, timeout), quiet)
+    start_server(record.options, wait, quiet=quiet)
 
 
 def _duration(seconds: float) -> str:

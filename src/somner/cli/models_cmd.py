@@ -1,7 +1,7 @@
 """`somner models list|load|unload|pull|rm` and `somner ps`.
 
-list, load, unload and ps talk to a running server (its address from --url, else from the same settings as
-`serve`); pull and rm work offline on the models directory.
+list, load, unload and ps talk to a running server with an admin key (found as `somner run` finds them: see
+`somner.cli.remote`); pull and rm work offline on the models directory.
 """
 
 from __future__ import annotations
@@ -10,41 +10,30 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import typer
 
+from somner.cli import remote
 from somner.cli.common import load_or_exit
+from somner.cli.progress import step, transfer
 from somner.settings import Settings, resolve_data_dir, resolve_models_dir
 
 app = typer.Typer(
     help="Manage models: list, load, unload (on a running server); pull, rm (offline).", no_args_is_help=True
 )
 
-ConfigOption = typer.Option(None, "--config", "-c", help="YAML configuration file.")
-UrlOption = typer.Option(None, "--url", help="Server address (default: from the configuration's host and port).")
-DataDirOption = typer.Option(None, "--data-dir", help="Data directory (see `somner serve --help`).")
+ConfigOption = remote.ConfigOption
+UrlOption = remote.UrlOption
+KeyOption = remote.KeyOption
+DataDirOption = remote.DataDirOption
 ModelsDirOption = typer.Option(None, "--models-dir", help="Models directory (default: <data_dir>/models).")
+QuietOption = typer.Option(False, "--quiet", "-q", help="No progress bar or spinner: plain lines only.")
 
 
-def server_url(settings: Settings, url: str | None) -> str:
-    if url:
-        return url.rstrip("/")
-    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(settings.host, settings.host)  # noqa: S104 - mapping, not binding
-    return f"http://[{host}]:{settings.port}" if ":" in host else f"http://{host}:{settings.port}"
-
-
-def _call(method: str, url: str, path: str) -> Any:
+def _call(server: remote.Server, method: str, path: str) -> Any:
     try:
-        response = httpx.request(method, f"{url}{path}", timeout=httpx.Timeout(10.0, read=600.0))
-    except httpx.HTTPError as exc:
-        typer.echo(f"error: cannot reach Somner at {url} ({exc.__class__.__name__}); is it running?", err=True)
-        raise typer.Exit(1) from None
-    body = response.json() if response.headers.get("content-type", "").startswith("application/json") else {}
-    if response.status_code >= 400:
-        message = body.get("error", {}).get("message") if isinstance(body, dict) else None
-        typer.echo(f"error: {message or response.text}", err=True)
-        raise typer.Exit(1)
-    return body
+        return server.request(method, path)
+    except remote.ServerError as exc:
+        remote.fail(str(exc))
 
 
 def _ago(moment: float | None) -> str:
@@ -68,10 +57,15 @@ def _table(rows: list[list[str]]) -> str:
 
 
 @app.command("list")
-def list_models(config: Path | None = ConfigOption, url: str | None = UrlOption) -> None:
-    """Every known model and its state."""
-    base = server_url(load_or_exit(config, {}), url)
-    models = _call("GET", base, "/admin/models")["data"]
+def list_models(
+    config: Path | None = ConfigOption,
+    data_dir: Path | None = DataDirOption,
+    url: str | None = UrlOption,
+    key: str | None = KeyOption,
+) -> None:
+    """Every model the running server knows, with its state, backend, memory estimate and use."""
+    server = remote.connect(config, data_dir, url, key)
+    models = _call(server, "GET", "/admin/models")["data"]
     rows = [["ID", "STATE", "BACKEND", "MEMORY", "IN FLIGHT", "LAST USED"]]
     for m in models:
         rows.append(
@@ -81,26 +75,45 @@ def list_models(config: Path | None = ConfigOption, url: str | None = UrlOption)
 
 
 @app.command("load")
-def load(model_id: str, config: Path | None = ConfigOption, url: str | None = UrlOption) -> None:
-    """Load a model now (on a running server)."""
-    base = server_url(load_or_exit(config, {}), url)
-    result = _call("POST", base, f"/admin/models/{model_id}/load")
+def load(
+    model_id: str,
+    config: Path | None = ConfigOption,
+    data_dir: Path | None = DataDirOption,
+    url: str | None = UrlOption,
+    key: str | None = KeyOption,
+    quiet: bool = QuietOption,
+) -> None:
+    """Load a model now on the running server (a spinner shows while its engine starts)."""
+    server = remote.connect(config, data_dir, url, key)
+    with step(f"loading {model_id}", quiet=quiet):
+        result = _call(server, "POST", f"/admin/models/{model_id}/load")
     typer.echo(f"{result['id']}: {result['state']}")
 
 
 @app.command("unload")
-def unload(model_id: str, config: Path | None = ConfigOption, url: str | None = UrlOption) -> None:
-    """Unload a model now (requests in flight may finish first)."""
-    base = server_url(load_or_exit(config, {}), url)
-    result = _call("POST", base, f"/admin/models/{model_id}/unload")
+def unload(
+    model_id: str,
+    config: Path | None = ConfigOption,
+    data_dir: Path | None = DataDirOption,
+    url: str | None = UrlOption,
+    key: str | None = KeyOption,
+) -> None:
+    """Unload a model now on the running server (requests in flight may finish first)."""
+    server = remote.connect(config, data_dir, url, key)
+    result = _call(server, "POST", f"/admin/models/{model_id}/unload")
     typer.echo(f"{result['id']}: {result['state']}")
 
 
-def ps(config: Path | None = ConfigOption, url: str | None = UrlOption) -> None:
-    """The models loaded on a running server."""
-    base = server_url(load_or_exit(config, {}), url)
+def ps(
+    config: Path | None = ConfigOption,
+    data_dir: Path | None = DataDirOption,
+    url: str | None = UrlOption,
+    key: str | None = KeyOption,
+) -> None:
+    """The models loaded on the running server, and until when they stay loaded."""
+    server = remote.connect(config, data_dir, url, key)
     models = [
-        m for m in _call("GET", base, "/admin/models")["data"] if m["state"] in ("loaded", "loading", "unloading")
+        m for m in _call(server, "GET", "/admin/models")["data"] if m["state"] in ("loaded", "loading", "unloading")
     ]
     rows = [["NAME", "STATE", "BACKEND", "MEMORY", "IN FLIGHT", "UNTIL"]]
     for m in models:
@@ -120,23 +133,17 @@ def pull(
     config: Path | None = ConfigOption,
     data_dir: Path | None = DataDirOption,
     models_dir: Path | None = ModelsDirOption,
+    quiet: bool = QuietOption,
 ) -> None:
-    """Download a GGUF model into the models directory (resumable, checked, moved into place atomically)."""
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
-
+    """Download a GGUF model into the models directory (progress with bytes, rate and time left; resumable,
+    checked, moved into place atomically)."""
     from somner.models.pull import PullError
     from somner.models.pull import pull as run_pull
 
     settings, directory = _models_dir(config, data_dir, models_dir)
     try:
-        with Progress(TextColumn("[bold]pull[/bold]"), BarColumn(), DownloadColumn(), TransferSpeedColumn()) as bar:
-            task = bar.add_task("pull", total=None)
-            path = run_pull(
-                source,
-                directory,
-                max_bytes=int(settings.max_pull_bytes),
-                progress=lambda done, total: bar.update(task, completed=done, total=total),
-            )
+        with transfer(f"pull {source}", quiet=quiet) as progress:
+            path = run_pull(source, directory, max_bytes=int(settings.max_pull_bytes), progress=progress)
     except PullError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None

@@ -58,7 +58,8 @@ def serve(
     pid_file: Path | None = typer.Option(None, "--pid-file", hidden=True),
     gateway_process: int | None = typer.Option(None, GATEWAY_PROCESS_FLAG, hidden=True),
 ) -> None:
-    """Serve models over the OpenAI-compatible API (loopback only unless --host says otherwise)."""
+    """Serve every model over the OpenAI, Ollama, KoboldAI, Anthropic and TabbyAPI APIs on one port (those in
+    `api_servers`), with keys, limits and usage records; loopback only unless --host says otherwise."""
     # --no-log-stderr and --pid-file are for `somner start`: its server logs to files only (its stderr, kept in
     # a console file, then holds just what bypasses logging), and removes the pid file start wrote when it exits.
     if gateway_process is not None:  # started by a supervisor, which sends the settings itself
@@ -139,24 +140,12 @@ def provision_default_model(settings: Settings) -> None:
     models_dir = resolve_models_dir(settings, resolve_data_dir(settings))
     if models_dir.is_dir() and any(not p.name.startswith(".") for p in models_dir.glob("*.gguf")):
         return
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
-
+    from somner.cli.progress import transfer
     from somner.models.default_model import DefaultModelUnavailable, ensure_default_model
 
     try:
-        with Progress(
-            TextColumn("[bold]default model[/bold]"),
-            BarColumn(),
-            DownloadColumn(),
-            TransferSpeedColumn(),
-            transient=True,
-        ) as progress:
-            task = progress.add_task("assemble", total=None)
-
-            def advance(done: int, total: int) -> None:
-                progress.update(task, completed=done, total=total)
-
-            path = ensure_default_model(models_dir, advance)
+        with transfer("assembling the default model") as progress:
+            path = ensure_default_model(models_dir, progress)
     except DefaultModelUnavailable as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None

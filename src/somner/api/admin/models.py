@@ -19,7 +19,11 @@ from somner.api.handlers import services_of
 from somner.api.openai.routes import openai_endpoint
 from somner.api.principal import require_admin
 from somner.errors import MethodNotAllowed
+from somner.models.context import model_context
 from somner.models.manager import FOREVER, ModelStatus
+from somner.settings import ModelEntry
+
+_MASK = "**********"
 
 
 def _wall(moment: float | None) -> float | None:
@@ -68,6 +72,44 @@ def _one(request: Request, model_id: str) -> dict[str, Any]:
     return next(s for s in _statuses(request) if s["id"] == model_id)
 
 
+def entry_json(entry: ModelEntry) -> dict[str, Any]:
+    """A model's configuration entry as JSON: the keys that differ from the defaults, secrets masked (api keys
+    dump masked already; the values of `env`, often tokens, are masked here, at any depth)."""
+
+    def masked(value: Any, key: str = "") -> Any:
+        if key == "env" and isinstance(value, dict):
+            return dict.fromkeys(value, _MASK)
+        if isinstance(value, dict):
+            return {k: masked(v, k) for k, v in value.items()}
+        if isinstance(value, list):
+            return [masked(item) for item in value]
+        return value
+
+    data: dict[str, Any] = masked(entry.model_dump(mode="json", exclude_none=True, exclude_defaults=True))
+    return {"id": entry.id, **data}
+
+
+@openai_endpoint
+async def get_model(request: Request) -> Response:
+    """One model: its state (as in the list), how it is served (the context one generation gets, slots) and its
+    configuration entry, for `somner show`."""
+    require_admin(request)
+    model_id = request.path_params["model_id"]
+    if model_id.endswith(("/load", "/unload")):  # (those two paths take POST; this route would catch their GET)
+        raise MethodNotAllowed(f"Method GET is not allowed on {request.url.path}")
+    services = services_of(request)
+    services.registry.refresh()
+    spec = services.manager.resolve(model_id)
+    body = {
+        **_one(request, spec.id),
+        "source": spec.source,
+        "context_length": await asyncio.to_thread(model_context, spec),  # (may read the GGUF's header)
+        "parallel": spec.parallel,
+        "entry": entry_json(spec.entry),
+    }
+    return _json(body)
+
+
 @openai_endpoint
 async def load_model(request: Request) -> Response:
     require_admin(request)
@@ -110,6 +152,7 @@ def model_routes() -> list[BaseRoute]:
         Route("/admin/models", list_models, methods=["GET"]),
         Route("/admin/models/{model_id:path}/load", load_model, methods=["POST"]),
         Route("/admin/models/{model_id:path}/unload", unload_model, methods=["POST"]),
+        Route("/admin/models/{model_id:path}", get_model, methods=["GET"]),  # (after the two above: `:path`)
         Route("/status", status, methods=["GET"]),
         # GET too, as llama-swap serves it: scripts written for it unload with a bare `curl URL/unload`.
         Route("/unload", unload_all, methods=["GET", "POST"]),

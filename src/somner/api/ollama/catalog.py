@@ -180,3 +180,25 @@ def modelfile(spec: ModelSpec, template: str, params: str) -> str:
         lines.append(f'TEMPLATE """{template}"""')
     lines += [f"PARAMETER {line}" for line in params.splitlines()]
     return "\n".join(lines) + "\n"
+
+
+def show(spec: ModelSpec, description: Description) -> dict[str, Any]:
+    """`/api/show`'s answer but for `modified_at` (the route adds it in the wire's time format). `somner show`
+    builds the same from the files when no server runs."""
+    template = template_text(spec, description)
+    params = parameters(spec.entry.defaults)
+    embedding_only = spec.entry.embeddings is True
+    body: dict[str, Any] = {
+        "license": str(description.model_info.get("general.license", "")),
+        "modelfile": modelfile(spec, template, params),
+        "parameters": params,
+        "template": template,
+        "system": spec.entry.defaults.system if spec.entry.defaults is not None else None,
+        "details": description.details,
+        "model_info": description.model_info,
+        # Somner offers tools to every chat model (through the chat template, or its generic tool prompt).
+        "capabilities": ["embedding"] if embedding_only else ["completion", "tools"],
+    }
+    if body["system"] is None:
+        del body["system"]
+    return body

@@ -74,23 +74,8 @@ async def show(request: Request) -> Response:
     spec = services.registry.get(decode.model_name(wire.model, wire.name))
     principal_of(request).require_model(spec.id)
     description = await _describe(services, spec)
-    template = catalog.template_text(spec, description)
-    parameters = catalog.parameters(spec.entry.defaults)
-    embedding_only = spec.entry.embeddings is True
-    body = {
-        "license": str(description.model_info.get("general.license", "")),
-        "modelfile": catalog.modelfile(spec, template, parameters),
-        "parameters": parameters,
-        "template": template,
-        "system": spec.entry.defaults.system if spec.entry.defaults is not None else None,
-        "details": description.details,
-        "model_info": description.model_info,
-        # Somner offers tools to every chat model (through the chat template, or its generic tool prompt).
-        "capabilities": ["embedding"] if embedding_only else ["completion", "tools"],
-        "modified_at": encode.rfc3339(description.modified_at),
-    }
-    if body["system"] is None:
-        del body["system"]
+    body = catalog.show(spec, description)
+    body["modified_at"] = encode.rfc3339(description.modified_at)
     return json_response(body)
 
 
