@@ -1,0 +1,77 @@
+"""Reasoning in the real engine, in process: which jobs are split (none for a model that does not reason: the
+splitter then costs nothing), the prompt of a request that turns thinking off, and the thinking budget closing
+a thought in the model's own output."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from somner.core import ChatRequest, Message, Reasoning, ReasoningFormat, SamplingParams
+from somner.core.reasoning import ReasoningSplitter
+from tests.integration.conftest import EngineHarness
+
+pytestmark = pytest.mark.integration
+
+TEMPLATE = Path(__file__).parents[1] / "fixtures" / "reasoning" / "think.jinja"
+
+
+def chat(reasoning: Reasoning | None = None, **sampling: object) -> ChatRequest:
+    return ChatRequest(
+        model="gemma",
+        messages=[Message(role="user", content="What is two plus two?")],
+        sampling=SamplingParams(temperature=0.0, **sampling),  # type: ignore[arg-type]
+        reasoning=reasoning or Reasoning(),
+    )
+
+
+@pytest.fixture(scope="module")
+def thinker(model_path: Path) -> Iterator[EngineHarness]:
+    h = EngineHarness(model_path, ctx=512, parallel=1, threads=2, batch=128, template=str(TEMPLATE))
+    yield h
+    h.close()
+
+
+def test_a_model_that_does_not_reason_is_never_split(harness: EngineHarness) -> None:
+    """The default model's template knows no think tags: `auto` means no splitter and no budget on its jobs."""
+    for options in (Reasoning(), Reasoning(enabled=True, budget_tokens=4)):
+        (job,) = harness.engine.chat_jobs(chat(options))
+        try:
+            assert job.opens_thinking is None and job.thinking is None
+            assert "<think>" not in harness.engine.render_chat(chat(options))
+        finally:
+            job.discard()
+
+
+def test_the_template_decides_auto_and_a_request_can_turn_thinking_off(thinker: EngineHarness) -> None:
+    engine = thinker.engine
+    assert engine.reasoning_format(chat()) is ReasoningFormat.DEEPSEEK  # (the template closes think tags)
+    (job,) = engine.chat_jobs(chat(Reasoning(budget_tokens=3)))
+    assert job.opens_thinking is True and job.thinking is not None
+    job.discard()
+    off = engine.render_chat(chat(Reasoning(enabled=False)))
+    assert off.endswith("<think>\n\n</think>\n\n")  # (the template's own switch: an empty thought)
+    (job,) = engine.chat_jobs(chat(Reasoning(enabled=False)))
+    assert job.opens_thinking is None and job.thinking is None
+    job.discard()
+    (job,) = engine.chat_jobs(chat(Reasoning(budget_tokens=3), json_mode=True))
+    assert job.opens_thinking is None  # (JSON from the first token: no thought)
+    job.discard()
+    (job,) = engine.chat_jobs(chat(Reasoning(format=ReasoningFormat.NONE)))
+    assert job.opens_thinking is None
+    job.discard()
+
+
+def test_the_budget_closes_the_thought_in_the_models_output(thinker: EngineHarness) -> None:
+    (job,) = thinker.engine.chat_jobs(chat(Reasoning(budget_tokens=3), max_tokens=12))
+    text = "".join(c.text for c in thinker.chunks(thinker.submit(job)))
+    assert "</think>" in text  # (the model never writes it itself: the engine did, after 3 tokens)
+    splitter = ReasoningSplitter(opened=True)
+    reasoning, content = splitter.feed(text)
+    rest = splitter.finish()
+    assert reasoning + rest[0] and content + rest[1]
+    (free,) = thinker.engine.chat_jobs(chat(max_tokens=12))
+    unbounded = "".join(c.text for c in thinker.chunks(thinker.submit(free)))
+    assert "</think>" not in unbounded and unbounded.startswith(text[: len(reasoning) // 2])
