@@ -100,3 +100,18 @@ def test_too_large_for_one_gpu_names_it() -> None:
     limits = {RAM: 64 * GIB, "gpu0": 40 * GIB}
     decision = plan([], Newcomer("x", {"gpu0": 50 * GIB}), budget=limits, max_loaded=None, exclusive_groups=frozenset())
     assert decision.too_large and "GPU 0's memory" in decision.reason and "budget is 40,960 MiB" in decision.reason
+
+
+def test_keep_busy_holds_models_serving_requests() -> None:
+    """Swap-aware scheduling: a busy model is not chosen while the newcomer may still wait for it."""
+    busy = r("a", size=6, busy=2)
+    idle = r("b", size=3, used=1.0)
+    newcomer = Newcomer("c", ram(4 * GIB))
+    assert decide([busy, idle], newcomer).evict == ["b"]  # the idle one is enough anyway
+    needs_more = Newcomer("c", ram(6 * GIB))
+    waited = plan(
+        [busy, idle], needs_more, budget={RAM: 10 * GIB}, max_loaded=None, exclusive_groups=frozenset(), keep_busy=True
+    )
+    assert waited.wait and "serving requests" in waited.reason
+    assert waited.evict == []
+    assert decide([busy, idle], needs_more).evict == ["b", "a"]  # once the wait is over: the busy one goes too

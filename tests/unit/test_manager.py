@@ -413,3 +413,36 @@ async def test_engines_the_manager_does_not_run_are_not_replaced(tmp_path: Path)
     lease = await manager.acquire("alpha")
     assert await manager.replace(lease, "refused") is None
     lease.release()
+
+
+async def test_swap_wait_lets_a_busy_model_serve_its_queue_first(tmp_path: Path) -> None:
+    """Swap-aware: while `beta`'s requests wait (up to swap_wait), `alpha` keeps serving new requests; then it goes."""
+    farm = FakeFarm()
+    manager = make_manager(tmp_path, farm, policy=Policy(min_residency=0, max_loaded=1, swap_timeout=5, swap_wait=0.3))
+    busy = await manager.acquire("alpha")
+    started = asyncio.get_running_loop().time()
+    beta = asyncio.create_task(manager.acquire("beta"))
+    await asyncio.sleep(0.05)
+    assert not beta.done()
+    more = await asyncio.wait_for(manager.acquire("alpha"), 1)  # alpha is not leaving: it serves on
+    busy.release()
+    await asyncio.sleep(0.05)
+    assert not beta.done() and not stopped(farm.backends[0])  # still busy (`more`), and the wait is not over
+    await asyncio.sleep(0.3)  # past swap_wait: alpha is made to go, so new alpha requests wait now
+    later = asyncio.create_task(manager.acquire("alpha"))
+    await asyncio.sleep(0.05)
+    assert not later.done() and not beta.done()
+    more.release()  # the last alpha request ends: alpha unloads, beta loads
+    (await asyncio.wait_for(beta, 2)).release()
+    assert asyncio.get_running_loop().time() - started >= 0.3
+    assert stopped(farm.backends[0])
+    (await asyncio.wait_for(later, 2)).release()  # then alpha again (beta is idle)
+    assert manager.state("alpha") is ModelState.LOADED
+
+
+async def test_swap_wait_does_not_hold_an_idle_model(tmp_path: Path) -> None:
+    farm = FakeFarm()
+    manager = make_manager(tmp_path, farm, policy=Policy(min_residency=0, max_loaded=1, swap_timeout=5, swap_wait=30))
+    (await manager.acquire("alpha")).release()
+    (await asyncio.wait_for(manager.acquire("beta"), 2)).release()  # nobody uses alpha: no waiting
+    assert manager.state("alpha") is ModelState.UNLOADED

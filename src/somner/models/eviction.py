@@ -8,6 +8,8 @@ and each resource has its own budget. Rules, in order:
    this order: idle ones, least recently used first, then busy ones, least recently used first (only models that
    hold some of an exceeded resource: unloading another GPU's model makes no room). Pinned models never go.
 4. If that is still not enough (pinned models, models already leaving), the newcomer waits (`wait`).
+5. With `keep_busy` (swap-aware scheduling), models serving requests are not chosen: the newcomer waits while
+   they are in use, so one load serves a batch of requests instead of one (the manager bounds that wait).
 A chosen model that is busy is not cut off: the manager stops giving it new requests, lets the ones in flight
 finish, and unloads it then ("drain"). So a swap never fails a request, and a model in demand cannot starve
 another one forever.
@@ -56,6 +58,7 @@ def plan(
     budget: Mapping[str, int],
     max_loaded: int | None,
     exclusive_groups: frozenset[str],
+    keep_busy: bool = False,
 ) -> Decision:
     excess = first_excess(newcomer.memory, budget)
     if excess is not None:
@@ -79,12 +82,14 @@ def plan(
         count = sum(1 for r in staying if not r.leaving) + 1
         return set() if max_loaded is not None and count > max_loaded else None
 
-    candidates = sorted(
-        (r for r in staying if not r.leaving and not r.pinned), key=lambda r: (r.in_flight > 0, r.last_used)
-    )
+    movable = [r for r in staying if not r.leaving and not r.pinned]
+    held = [r for r in movable if keep_busy and r.in_flight > 0]
+    candidates = sorted((r for r in movable if r not in held), key=lambda r: (r.in_flight > 0, r.last_used))
     while (over := exceeded()) is not None:
         victim = next((r for r in candidates if not over or any(r.memory.get(res, 0) > 0 for res in over)), None)
         if victim is None:
+            if held:
+                return Decision(wait=True, reason="the loaded models are serving requests (grouping by model)")
             return Decision(wait=True, reason="the other loaded models are pinned or already leaving")
         candidates.remove(victim)
         evict.append(victim)
