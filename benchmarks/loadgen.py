@@ -132,7 +132,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     async with httpx.AsyncClient(base_url=args.url, limits=limits, timeout=args.timeout, headers=headers) as client:
         # Warm-up: open one connection per concurrent client, so the measured requests all start on warm
         # connections at once instead of one on a warm connection and the rest behind TCP handshakes.
-        warm = argparse.Namespace(**{**vars(args), "max_tokens": 2})
+        warm = argparse.Namespace(**{**vars(args), "max_tokens": 2, "prompt": args.warmup_prompt or args.prompt})
         for w in range(args.warmup):
             await asyncio.gather(
                 *(one_request(client, warm, -1 - w * args.concurrency - k) for k in range(args.concurrency))
@@ -184,6 +184,9 @@ def main() -> int:
     parser.add_argument("--chat", action="store_true", help="use /v1/chat/completions (default: /v1/completions)")
     parser.add_argument("--prompt", default=DEFAULT_PROMPT, help="prompt template; {i} is the request number")
     parser.add_argument("--warmup", type=int, default=1, help="rounds of short concurrent requests before measuring")
+    parser.add_argument(
+        "--warmup-prompt", default=None, help="prompt template of the warm-up requests (default: --prompt)"
+    )
     parser.add_argument("--api-key", default=None)
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument(

@@ -7,7 +7,7 @@ clients at once:
   are done (what llama-swap does; simulated by the clients, on `swap_wait: 0`);
 - Somner with `swap_wait: 0`: requests waiting for a model share its next load, but a request for the other model
   makes a busy model go at once;
-- Somner swap-aware (`swap_wait`, default 5 s): a busy model serves on while the other model's requests wait up
+- Somner swap-aware (`--swap-wait`, 5 s unless given): a busy model serves on while the other model's requests wait up
   to `swap_wait`, so that each load serves a batch. The table shows medians over rounds: total
 time, model loads, and the request latency percentiles (the wait a request sees, bounded by `swap_wait` plus a
 swap).

@@ -78,6 +78,7 @@ def loadgen(
     chat: bool,
     key: str | None = None,
     sampling: dict[str, Any] | None = None,
+    prompt: str | None = None,
 ) -> dict[str, Any]:
     command = [
         sys.executable,
@@ -98,6 +99,8 @@ def loadgen(
         command += ["--api-key", key]
     if sampling:
         command += ["--sampling", json.dumps(sampling)]
+    if prompt is not None:  # (warm up with other text: the measured requests meet their start cold)
+        command += ["--prompt", prompt, "--warmup-prompt", "{i}. Hello"]
     out = subprocess.run(command, capture_output=True, text=True, check=False)
     if not out.stdout.strip():
         raise SystemExit(f"loadgen failed: {out.stderr}")
@@ -142,6 +145,19 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--json", type=Path, default=None, help="also write every raw report here")
     parser.add_argument(
+        "--shared-prefix",
+        type=int,
+        default=0,
+        help="start every prompt with the same system text of about this many tokens (many users, one system "
+        "prompt); each request's question stays distinct",
+    )
+    parser.add_argument(
+        "--swa-full",
+        action="store_true",
+        help="full-size sliding-window caches in both servers (llama-server --swa-full, Somner engine.swa_full), "
+        "so that shared prefixes longer than the window can be reused",
+    )
+    parser.add_argument(
         "--sampling",
         type=json.loads,
         default={},
@@ -165,7 +181,8 @@ def start_servers(args: argparse.Namespace, model: Path, work: Path) -> dict[str
     config = work / "somner.yaml"
     config.write_text(
         f"engine:\n  threads: {args.threads}\n  parallel: {args.slots}\n  ctx: {args.ctx}\n"
-        f"  gpu_layers: {args.gpu_layers}\n  cpu_repack: {str(args.somner_repack).lower()}\nmodel: {model.stem}\n"
+        f"  gpu_layers: {args.gpu_layers}\n  cpu_repack: {str(args.somner_repack).lower()}\n"
+        f"  swa_full: {str(args.swa_full).lower()}\nmodel: {model.stem}\n"
     )
     args.llama_port, args.somner_port = free_port(), free_port()
     llama = [
@@ -173,6 +190,7 @@ def start_servers(args: argparse.Namespace, model: Path, work: Path) -> dict[str
         *("-m", str(model), "--host", "127.0.0.1", "--port", str(args.llama_port)),
         *("-t", str(args.threads), "-tb", str(args.threads), "--parallel", str(args.slots)),
         *("-c", str(args.ctx * args.slots), "-ngl", str(args.gpu_layers), "--no-webui"),
+        *(["--swa-full"] if args.swa_full else []),
     ]
     somner = [
         *(sys.executable, "-m", "somner", "serve", "--config", str(config)),
@@ -189,6 +207,21 @@ def start_servers(args: argparse.Namespace, model: Path, work: Path) -> dict[str
     }
 
 
+def shared_prompt(words: int, salt: str) -> str | None:
+    """A prompt template (loadgen's {i}: the request number) that starts with the same long system text, new for
+    each `salt`: the first requests of a run arrive together and find it in no cache, the later ones do."""
+    if words <= 0:
+        return None
+    rules = " ".join(
+        f"Rule {n}: stay polite, answer in full sentences and cite the manual section." for n in range(1, 10**4)
+    )
+    system = " ".join(rules.split()[: int(words * 0.75)])  # (about 4 tokens per 3 words)
+    return (
+        f"[{salt}] You are the support assistant of a hardware shop. {system}\n\n"
+        "Customer {i} asks: which cable do I need?"
+    )
+
+
 def run_rounds(args: argparse.Namespace, urls: dict[str, str], model_id: str, levels: list[int]) -> Reports:
     reports: Reports = {name: {c: [] for c in levels} for name in urls}
     for url in urls.values():  # warm both (first-request allocations)
@@ -200,7 +233,10 @@ def run_rounds(args: argparse.Namespace, urls: dict[str, str], model_id: str, le
                 order.reverse()  # alternate which server goes first
             for name, url in order:
                 sampling = {**args.sampling, **(args.somner_sampling if name == "somner" else {})}
-                report = loadgen(url, model_id, c, max(4, 2 * c), args.max_tokens, args.chat, KEYS.get(url), sampling)
+                prompt = shared_prompt(args.shared_prefix, f"round {round_index} c={c}")  # (each server its own cache)
+                report = loadgen(
+                    url, model_id, c, max(4, 2 * c), args.max_tokens, args.chat, KEYS.get(url), sampling, prompt
+                )
                 reports[name][c].append(report)
                 print(
                     f"round {round_index + 1} c={c:<3} {name:<12} {report['output_tokens_per_s']:>8} tok/s  "

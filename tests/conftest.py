@@ -15,6 +15,15 @@ from tests.pg import PostgresCluster
 from tests.servers import ServeProcess, start_serve
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--long",
+        action="store_true",
+        default=False,
+        help="Longer robustness runs: ten times the generated requests (tests/fuzz), on a random seed.",
+    )
+
+
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"

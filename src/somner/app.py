@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
-from somner.api import health, metrics
+from somner.api import health, metrics, usage
 from somner.api.admin import routes as admin_routes
 from somner.api.anthropic import routes as anthropic_routes
 from somner.api.dialects import dialect_of, renderer_for
@@ -25,9 +25,11 @@ from somner.api.dispatch import ExactRoutes
 from somner.api.guard import GuardMiddleware
 from somner.api.kobold import routes as kobold_routes
 from somner.api.ollama import routes as ollama_routes
-from somner.api.openai import responses, tokenizer
+from somner.api.openai import rerank, responses, tokenizer
 from somner.api.openai import routes as openai_routes
+from somner.api.openapi import routes as openapi_routes
 from somner.api.tabby import routes as tabby_routes
+from somner.console import routes as console_routes
 from somner.errors import MethodNotAllowed, NotFound
 from somner.gateway_processes.listening import listening_socket
 from somner.http_server import EmbeddedServer, server_config
@@ -47,7 +49,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 def dialect_routes(enabled: list[str]) -> list[BaseRoute]:
     """The routes of the enabled API dialects (`api_servers`)."""
     by_dialect: dict[str, Callable[[], list[BaseRoute]]] = {
-        "openai": lambda: [*openai_routes.routes(), *responses.routes(), *tokenizer.routes()],
+        "openai": lambda: [*openai_routes.routes(), *responses.routes(), *tokenizer.routes(), *rerank.routes()],
         "anthropic": anthropic_routes.routes,
         "kobold": kobold_routes.routes,
         "ollama": ollama_routes.routes,
@@ -80,7 +82,7 @@ def create_app(settings: Settings, *, services: Services | None = None) -> Starl
             Middleware(
                 CORSMiddleware,
                 allow_origins=origins,
-                allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+                allow_methods=["GET", "POST", "PATCH", "DELETE", "OPTIONS"],
                 allow_headers=[
                     "authorization",
                     "content-type",
@@ -96,13 +98,24 @@ def create_app(settings: Settings, *, services: Services | None = None) -> Starl
     routes: list[BaseRoute] = [
         *health.routes(),
         *metrics.routes(),
+        *openapi_routes.routes(),
         *dialect_routes(list(settings.api_servers)),
         *admin_routes.routes(),
+        *usage.routes(),
+        console_routes.mount(),
     ]
     middleware.append(Middleware(ExactRoutes, routes=routes))  # innermost: fixed paths skip the router
     # Outermost: the observer (request id, metrics, the log line), so that it sees every answer, refusals too.
     middleware.insert(
-        0, Middleware(RequestObserver, metrics=services.metrics, routes=RouteNames(routes), dialect_of=dialect_of)
+        0,
+        Middleware(
+            RequestObserver,
+            metrics=services.metrics,
+            routes=RouteNames(routes),
+            dialect_of=dialect_of,
+            feed=services.request_feed,
+            log_lines=not settings.strict_privacy,
+        ),
     )
     app = Starlette(
         routes=routes,

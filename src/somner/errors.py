@@ -87,6 +87,22 @@ class PayloadTooLarge(SomnerError):
     kind = "invalid_request_error"
 
 
+class UnsupportedMediaType(SomnerError):
+    """A body in a content coding the server does not decode (gzip and deflate are decoded)."""
+
+    status = 415
+    code = "unsupported_content_encoding"
+    kind = "invalid_request_error"
+
+
+class RequestTimeout(SomnerError):
+    """The client sent its body too slowly (`limits.body_timeout`)."""
+
+    status = 408
+    code = "request_timeout"
+    kind = "invalid_request_error"
+
+
 class NotFound(SomnerError):
     status = 404
     code = "not_found"

@@ -77,14 +77,16 @@ class EmbeddedServer(uvicorn.Server):
         yield
 
 
-def server_config(app: Any, *, lifespan: Literal["on", "off"] = "on", **options: Any) -> uvicorn.Config:
-    """Uvicorn settings for Somner: uvloop and httptools, no access log (we log requests ourselves), and no
-    X-Forwarded-* rewriting (nothing uses the client's address but the auth-off queue lanes, and the rewriting
-    costs every request a middleware layer)."""
+def server_config(
+    app: Any, *, lifespan: Literal["on", "off"] = "on", http: Any = "httptools", **options: Any
+) -> uvicorn.Config:
+    """Uvicorn settings for Somner: uvloop and httptools (the gateway's with limits: `http_limits`), no access
+    log (we log requests ourselves), and no X-Forwarded-* rewriting (nothing uses the client's address but the
+    auth-off queue lanes, and the rewriting costs every request a middleware layer)."""
     return uvicorn.Config(
         app,
         loop="uvloop" if sys.platform != "win32" else "asyncio",
-        http="httptools",
+        http=http,
         access_log=False,
         proxy_headers=False,
         log_config=None,

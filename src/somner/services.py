@@ -37,6 +37,7 @@ from somner.models.backends.pool import pool_for
 from somner.models.backends.process import ProcessBackend
 from somner.models.backends.upstream import UpstreamBackend
 from somner.models.backends.worker import WorkerBackend, WorkerPaths
+from somner.models.capabilities import CapabilityBook
 from somner.models.manager import BackendFactory, ModelManager, ModelState, Policy
 from somner.models.memory import default_budget, estimate_bytes
 from somner.models.placement import Device, Footprint, budgets, gpu, gpu_problem, place
@@ -44,6 +45,7 @@ from somner.models.presets import SamplerPresets
 from somner.models.registry import ModelConfigError, ModelRegistry, ModelSpec
 from somner.observability.gpu import GpuMonitor, read_gpu_memory
 from somner.observability.metrics import GpuGauge, Metrics, ModelGauge
+from somner.observability.request_feed import RequestFeed
 from somner.settings import Settings, resolve_data_dir, resolve_dir, resolve_models_dir
 from somner.store.db import Database, StoreUnavailable, sqlite_url
 from somner.store.keys import KeyStore
@@ -90,6 +92,7 @@ def backend_factory(settings: Settings, paths: Paths) -> BackendFactory:
         log_dir=paths.log_dir,
         log_max_bytes=int(settings.log_max_bytes),
         log_keep=settings.log_keep,
+        tracebacks=not settings.strict_privacy,
     )
 
     def make(spec: ModelSpec) -> Backend:
@@ -162,6 +165,7 @@ def policy_for(settings: Settings, machine: Machine | None = None) -> Policy:
         max_loaded=settings.max_loaded,
         exclusive_groups=frozenset(name for name, group in settings.groups.items() if group.exclusive),
         swap_timeout=settings.swap_timeout,
+        swap_wait=settings.swap_wait,
         unload_grace=settings.unload_grace,
         dummy_names=frozenset(settings.dummy_models),
         hang_timeout=settings.engine.hang_timeout,
@@ -185,6 +189,8 @@ class Services:
     started_at: float = field(default_factory=time.time)
     metrics: Metrics = field(default_factory=Metrics)
     gpus: GpuMonitor = field(default_factory=GpuMonitor)
+    capabilities: CapabilityBook = field(default_factory=CapabilityBook)  # what each model file can do
+    request_feed: RequestFeed = field(default_factory=RequestFeed)  # the request log, live (the console's tail)
     ready: bool = False  # started and not stopping: /ready may say yes
     stopping: bool = False
     # Set when the drain deadline passes: what still runs ends now, with the dialect's "shutting down" error.
@@ -230,7 +236,7 @@ class Services:
         now = time.time()
         for key_id, tokens in (await self.usage.tokens_since(midnight)).items():
             self.gateway.limiter.seed_daily(key_id, tokens, now)
-        if self.settings.log_requests:
+        if self.settings.log_requests or self.settings.strict_privacy:  # (strict stores no text; prunes what was kept)
             self._housekeeping = asyncio.create_task(self._forget_old_texts(), name="usage-retention")
         await self.recorder.start()
         preload = list(self.settings.preload)
@@ -266,6 +272,7 @@ class Services:
     def begin_drain(self) -> None:
         """The server stops taking connections: not ready any more (requests in flight go on)."""
         self.ready, self.stopping = False, True
+        self.request_feed.close()  # live log tails end now: they must not hold the drain up
 
     def cut_off(self) -> None:
         """The drain deadline passed: streams and requests still running end now, each with its dialect's
@@ -348,7 +355,7 @@ def build_services(settings: Settings, factory: BackendFactory | None = None) ->
         make_limiter(settings),
         FairQueue(limits.max_concurrent, limits.max_queue, limits.queue_timeout),
         recorder,
-        log_requests=settings.log_requests,
+        log_requests=settings.records_prompts,
     )
     presets = SamplerPresets(paths.sampler_presets_dir, sampler_fields)
     if settings.sampler_preset is not None:

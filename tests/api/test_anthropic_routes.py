@@ -269,7 +269,7 @@ def without(key: str) -> dict[str, Any]:
             message([{"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AA=="}}]),
             400,
             None,
-            "does not support images",
+            "not a PNG, JPEG, GIF or BMP",  # (vision: see tests/integration/test_vision.py)
         ),
         (
             message([{"type": "tool_result", "tool_use_id": "t", "content": [{"type": "image", "source": {}}]}]),

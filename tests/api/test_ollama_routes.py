@@ -325,15 +325,15 @@ async def test_embed_and_legacy_embeddings(client: httpx.AsyncClient) -> None:
         ),
         (
             "/api/chat",
-            {"model": "alpha", "messages": [{"role": "user", "content": "x"}], "think": True},
+            {"model": "alpha", "messages": [{"role": "user", "content": "x"}], "think": "extreme"},
             400,
-            "thinking",
+            "think",
         ),
         (
             "/api/chat",
             {"model": "alpha", "messages": [{"role": "user", "content": "x", "images": ["aGk="]}]},
             400,
-            "images",
+            "not a PNG",  # (vision: see tests/integration/test_vision.py)
         ),
         (
             "/api/chat",
@@ -348,11 +348,11 @@ async def test_embed_and_legacy_embeddings(client: httpx.AsyncClient) -> None:
             "stream",
         ),
         ("/api/generate", {"model": "alpha", "prompt": 5}, 400, "prompt"),
-        ("/api/generate", {"model": "alpha", "prompt": "x", "images": ["aGk="]}, 400, "images"),
+        ("/api/generate", {"model": "alpha", "prompt": "x", "images": ["aGk="]}, 400, "not a PNG"),
         ("/api/generate", {"model": "alpha", "prompt": "x", "suffix": "y"}, 400, "suffix"),
         ("/api/generate", {"model": "alpha", "prompt": "x", "template": "{{ .Prompt }}"}, 400, "template"),
         ("/api/generate", {"model": "alpha", "prompt": "x", "context": [1, 2]}, 400, "context"),
-        ("/api/generate", {"model": "alpha", "prompt": "x", "think": "high"}, 400, "thinking"),
+        ("/api/generate", {"model": "alpha", "prompt": "x", "raw": True, "think": "high"}, 400, "raw"),
         ("/api/generate", {"model": "nope:7b", "prompt": "x"}, 404, "nope:7b"),
         ("/api/embed", {"input": "x"}, 400, "model"),
         ("/api/embeddings", {"model": "gamma", "prompt": "x"}, 404, "gamma"),

@@ -265,8 +265,8 @@ async def test_failure_mid_stream_ends_with_response_failed(client: httpx.AsyncC
         (
             orjson.dumps(ask([{"role": "user", "content": [{"type": "input_image", "image_url": "http://x/y.png"}]}])),
             400,
-            "unsupported_content",
-            "input.0.content.0.type",
+            "image_url_not_allowed",  # (no allowed image hosts: the gateway fetches nothing)
+            "messages",
         ),
         (
             orjson.dumps(ask([{"type": "input_file", "file_id": "file_1"}])),

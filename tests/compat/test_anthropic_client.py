@@ -3,6 +3,7 @@ these tests assert on shapes, counts and schemas, not on what it says)."""
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,7 +13,10 @@ import orjson
 import pytest
 from anthropic.types import MessageParam, TextBlock, ToolParam, ToolUseBlock
 
+from tests.fakes.mmproj_files import png
 from tests.servers import ADMIN_KEY, ServeProcess
+
+IMAGE: Any = {"type": "base64", "media_type": "image/png", "data": base64.b64encode(png(8, 8, seed=0)).decode()}
 
 pytestmark = pytest.mark.integration
 
@@ -161,9 +165,9 @@ def test_errors_surface_as_sdk_exceptions(client: anthropic.Anthropic) -> None:
         client.messages.create(
             model=MODEL,
             max_tokens=4,
-            messages=[{"role": "user", "content": [{"type": "image", "source": {"type": "url", "url": "x"}}]}],
+            messages=[{"role": "user", "content": [{"type": "image", "source": IMAGE}]}],
         )
-    assert "does not support images" in bad.value.message
+    assert "reads text only" in bad.value.message  # (the default model has no projector: see test_vision.py)
     with pytest.raises(anthropic.AuthenticationError):
         client.with_options(api_key="sk-somner-wrong").messages.create(model=MODEL, max_tokens=4, messages=QUESTION)
     # ...and the server keeps serving.

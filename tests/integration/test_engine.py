@@ -292,3 +292,49 @@ def test_ignore_eos_runs_to_max_tokens(harness: EngineHarness) -> None:
     _, forced = complete(harness, max_tokens=10, temperature=0, logit_bias={eos: 100.0}, ignore_eos=True)
     assert usage(forced).completion_tokens == 10
     assert forced[-1].finish_reason is FinishReason.LENGTH
+
+
+def test_a_busy_slots_prefix_is_shared_with_a_new_prompt(harness: EngineHarness) -> None:
+    """A long shared start (a system prompt) held by a busy slot is copied, not computed again, and the answer is
+    the one the prompt gets alone."""
+    system = " ".join(f"Rule {i}: answer briefly and count carefully." for i in range(12))  # ~130 tokens
+    counting = system + "\n" + CONFIDENT
+    stats = harness.engine.scheduler.stats
+    alone = text_of(harness.chunks(harness.submit(_job(harness, counting))))
+    story = harness.engine.prepare_completion(
+        CompletionRequest(
+            model="gemma", prompt=system + "\nOnce upon a time", sampling=SamplingParams(max_tokens=96, temperature=0)
+        )
+    )
+    busy = harness.submit(story)  # takes the slot that holds `system` (its own prefix cache)
+    assert not isinstance(harness.next_chunk(busy), Exception)  # it is generating now
+    before = stats.snapshot()["shared_prefixes"]
+    again = harness.chunks(harness.submit(_job(harness, counting)))  # another slot: copies the busy one's cache
+    assert stats.snapshot()["shared_prefixes"] == before + 1
+    # All but the prompt's last run (always computed again, see scheduler._TAIL_TOKENS) came from the copy.
+    assert usage(again).cached_tokens == usage(again).prompt_tokens - 16
+    assert text_of(again) == alone
+    harness.chunks(busy)
+
+
+def test_a_burst_with_one_system_prompt_computes_it_once(harness: EngineHarness) -> None:
+    """Requests arriving together with the same long start: one prefills it, the others wait for it and copy it,
+    and each answer is the one its prompt gets alone."""
+    system = " ".join(f"Policy {i}: keep answers short and number every list." for i in range(12))  # ~130 tokens
+    prompts = [f"{system}\n{tail}" for tail in (CONFIDENT, "Once upon a time", "The capital of France is", "Hi")]
+    alone = text_of(harness.chunks(harness.submit(_job(harness, prompts[0]))))
+    harness.engine.scheduler.submit(_job(harness, "x " * 200))  # (push the cached system prompt out of the slot)
+    stats = harness.engine.scheduler.stats
+    for _ in range(3):  # every slot forgets `system`: take them all with other prompts
+        jobs = [harness.submit(_job(harness, f"{i} unrelated text " * 30)) for i in range(4)]
+        for job in jobs:
+            harness.chunks(job)
+    before = stats.snapshot()
+    jobs = [harness.submit(_job(harness, p)) for p in prompts]  # all at once: one computes `system`
+    results = [harness.chunks(job) for job in jobs]
+    after = stats.snapshot()
+    assert after["shared_prefixes"] - before["shared_prefixes"] == 3
+    computed = after["prompt_tokens"] - before["prompt_tokens"]
+    total = sum(usage(r).prompt_tokens for r in results)
+    assert computed < total - 2 * 100  # the shared start was computed once, not four times
+    assert text_of(results[0]) == alone

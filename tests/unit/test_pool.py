@@ -20,6 +20,8 @@ from somner.core import (
     EmbeddingResult,
     FinishReason,
     Message,
+    RerankRequest,
+    RerankResult,
     SamplingParams,
     Usage,
 )
@@ -105,6 +107,12 @@ class ScriptedMember:
         if self.mode == "refuse":
             raise EngineFailed(f"{self.name} is not reachable")
         return EmbeddingResult(embeddings=[[1.0]], prompt_tokens=1)
+
+    async def rerank(self, request: RerankRequest) -> RerankResult:
+        self.requests += 1
+        if self.mode == "refuse":
+            raise EngineFailed(f"{self.name} is not reachable", code="engine_unreachable")
+        return RerankResult(scores=[float(len(self.name))] * len(request.documents), prompt_tokens=2)
 
     async def tokenize(
         self, text: str, *, add_special: bool = False, with_pieces: bool = False, parse_special: bool = True
@@ -387,6 +395,10 @@ async def test_one_shot_calls_go_to_a_usable_member_with_failover() -> None:
     assert await pool.tokenize("x") == ["b"]
     assert await pool.detokenize([1]) == "b"
     assert await pool.apply_template(CHAT) == "b"
+    member(pool, "a").health.up = True
+    member(pool, "b").in_flight = 5
+    reranked = await pool.rerank(RerankRequest(model="m", query="q", documents=["x", "y"]))
+    assert reranked.scores == [1.0, 1.0] and a.requests == 2  # (refused by a, answered by b)
     await pool.stop()
 
 

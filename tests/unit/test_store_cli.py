@@ -52,3 +52,39 @@ def test_import_and_usage(tmp_path: Path) -> None:
     code, out = run(tmp_path, "usage", "--by", "model", "--since", "1d")
     assert code == 0 and out.split()[0] == "MODEL"
     assert run(tmp_path, "usage", "--by", "planet")[0] == 1
+
+
+def test_keys_update(tmp_path: Path) -> None:
+    code, out = run(tmp_path, "keys", "create", "--user", "cy", "--models", "a", "--rpm", "5", "--expires", "30d")
+    key_id = re.search(r"\bkey_[0-9a-f]{12}\b", out).group(0)  # type: ignore[union-attr]
+    secret = re.search(r"\bsk-somner-[A-Za-z0-9_-]{43}\b", out).group(0)  # type: ignore[union-attr]
+    code, out = run(tmp_path, "keys", "update", key_id, "--rpm", "50", "--daily-tokens", "9000")
+    assert code == 0 and "rpm=50" in out and "daily_tokens=9000" in out, out
+    assert secret not in out
+    code, listing = run(tmp_path, "keys", "list")
+    assert "rpm=50,daily_tokens=9000" in listing and "never" not in listing and " a " in f" {listing} "
+    code, out = run(tmp_path, "keys", "update", key_id, "--unset", "rpm", "--unset", "expires", "--unset", "models")
+    assert code == 0 and "daily_tokens=9000" in out and "rpm" not in out and "expires never" in out, out
+    code, listing = run(tmp_path, "keys", "list")
+    assert "rpm=" not in listing and "never" in listing and "all" in listing
+    assert "models all" in out and "scopes inference," in out
+    code, out = run(tmp_path, "keys", "update", key_id, "--admin")
+    assert code == 0 and "scopes admin,inference," in out and "admin,inference" in run(tmp_path, "keys", "list")[1]
+
+    # The checks of `keys create`, and the key store's.
+    for args, status, words in (
+        (["--rpm", "0"], 2, "rpm"),
+        (["--tpm", str(2**31)], 2, "tpm"),
+        (["--expires", "never"], 1, "expires"),
+        (["--scopes", "root"], 2, "unknown scope"),
+        (["--unset", "user"], 2, "--unset takes"),
+        (["--rpm", "5", "--unset", "rpm"], 2, "contradict"),
+        ([], 2, "nothing to change"),
+    ):
+        code, out = run(tmp_path, "keys", "update", key_id, *args)
+        assert code == status and words in out, (args, code, out)
+    code, out = run(tmp_path, "keys", "update", "key_missing", "--rpm", "5")
+    assert code == 1 and "no key" in out
+    assert run(tmp_path, "keys", "revoke", key_id)[0] == 0
+    code, out = run(tmp_path, "keys", "update", key_id, "--rpm", "5")
+    assert code == 1 and "revoked" in out

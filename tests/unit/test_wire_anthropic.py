@@ -59,9 +59,10 @@ def test_tool_choices(choice: dict[str, Any] | None, mode: ToolChoiceMode, name:
     assert (core.tools[0].name, core.tools[0].description) == ("f", "does f")
 
 
-def test_thinking_disabled_is_accepted_and_anything_else_refused() -> None:
-    assert chat(thinking={"type": "disabled"}).messages
-    assert refusal(thinking={"type": "enabled", "budget_tokens": 2048}).param == "thinking"
+def test_thinking_is_reasoning_and_a_budget_must_fit_in_max_tokens() -> None:
+    assert chat(thinking={"type": "disabled"}).reasoning.enabled is False
+    assert chat(thinking={"type": "enabled", "budget_tokens": 6}).reasoning.budget_tokens == 6
+    assert refusal(thinking={"type": "enabled", "budget_tokens": 2048}).param == "thinking"  # (>= max_tokens)
 
 
 def test_block_placement_is_checked() -> None:

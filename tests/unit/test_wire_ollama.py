@@ -100,7 +100,7 @@ def test_generate_requests() -> None:
         ({"template": "t"}, "template"),
         ({"context": [1]}, "context"),
         ({"images": ["x"]}, "images"),
-        ({"think": True}, "thinking"),
+        ({"think": "extreme"}, "think"),
     ):
         with pytest.raises(BadRequest, match=word):
             decode.generate_request(generate_body(**extra))

@@ -6,7 +6,7 @@ import orjson
 import pytest
 from pydantic import BaseModel
 
-from somner.core import Chunk, FinishReason, TokenLogprob, TopLogprob, Usage
+from somner.core import IMAGE_MARKER, Chunk, FinishReason, Image, TokenLogprob, TopLogprob, Usage
 from somner.errors import BadRequest
 from somner.wire.openai import decode, encode, schemas
 
@@ -68,7 +68,7 @@ def test_full_chat_request_converts() -> None:
     assert core.messages[0].content == "hi"
 
 
-def test_text_parts_are_joined_and_images_refused() -> None:
+def test_text_parts_are_joined_and_image_parts_kept_in_place() -> None:
     wire = parse_chat(
         {
             "model": "m",
@@ -76,10 +76,17 @@ def test_text_parts_are_joined_and_images_refused() -> None:
         }
     )
     assert decode.chat_request(wire).messages[0].content == "ab"
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,aGk="}}
+    wire = parse_chat({"model": "m", "messages": [{"role": "user", "content": [{"type": "text", "text": "a"}, image]}]})
+    message = decode.chat_request(wire).messages[0]
+    assert message.content == f"a{IMAGE_MARKER}" and message.images == [Image(data=b"hi")]
     err = error_of(
         {"model": "m", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]}
     )
-    assert err.param == "messages.0.content" and "text only" in err.message
+    assert err.param == "messages.0.content.0.image_url" and "data URL" in err.message
+    audio = {"type": "input_audio", "input_audio": {"data": "", "format": "wav"}}
+    err = error_of({"model": "m", "messages": [{"role": "user", "content": [audio]}]})
+    assert err.param == "messages.0.content" and "'input_audio' part" in err.message
 
 
 @pytest.mark.parametrize(

@@ -64,8 +64,10 @@ def test_function_calls_join_the_assistant_turn_they_follow() -> None:
 
 def test_unsupported_things_are_named() -> None:
     image = error_of(input=[{"role": "user", "content": [{"type": "input_image", "image_url": "u"}]}])
-    assert image.code == "unsupported_content" and "input_image" in image.message
-    assert "reasoning" in error_of(input=[{"type": "reasoning", "summary": []}]).message
+    assert image.param == "input.0.content.0.image_url" and "data URL" in image.message
+    stored = error_of(input=[{"role": "user", "content": [{"type": "input_image", "file_id": "file_1"}]}])
+    assert stored.code == "unsupported_content" and "file_id" in stored.message
+    assert "item_reference" in error_of(input=[{"type": "item_reference", "id": "msg_1"}]).message
     assert "file_search" in error_of(tools=[{"type": "file_search"}]).message
     assert "allowed_tools" in error_of(tool_choice={"type": "allowed_tools", "mode": "auto", "tools": []}).message
     assert error_of(prompt={"id": "pmpt_1"}).param == "prompt"

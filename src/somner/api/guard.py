@@ -1,13 +1,16 @@
 """The guard in front of every route (pure ASGI): header limits, the Host check, and authentication.
 
 Every route needs a valid API key except the public ones (`/`, `/ping`, `/health`, `/ready`, TabbyAPI's
-`/v1/health`, and `/metrics` when configured public). The caller's `Principal` is left in the request's state for
-the routes. Errors are answered here, in the shape of the dialect the path belongs to.
+`/v1/health`, the API's description `/openapi.json` and `/docs`, and `/metrics` when configured public; the
+README's "Public routes" lists them and `tests/api/test_route_walk.py` holds every other route to a key). The
+caller's `Principal` is left in the request's state for the routes. Errors are answered here, in the shape of the
+dialect the path belongs to.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -21,13 +24,25 @@ from somner.settings import Settings
 log = logging.getLogger(__name__)
 
 # "/" answers Ollama's probe ("Ollama is running") and nothing else.
-PUBLIC_PATHS = frozenset({"/", "/ping", "/health", "/ready", "/v1/health"})
+PUBLIC_PATHS = frozenset({"/", "/ping", "/health", "/ready", "/v1/health", "/openapi.json", "/docs"})
 _AUTH_HEADERS = frozenset({b"authorization", b"x-api-key", b"x-admin-key"})
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
+# A Host header: a name or a bracketed IPv6 address, then an optional port; nothing else.
+_HOST = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[^:\[\]/@\s]+)(?::[0-9]{1,5})?")
+
+
+def is_console(path: str) -> bool:
+    """The web console's pages and files: public (they hold no data; every call they make carries a key)."""
+    return path == "/ui" or path.startswith("/ui/")
 
 
 def is_loopback(host: str) -> bool:
     return host in LOOPBACK_HOSTS or host.startswith("127.")
+
+
+def public_paths(settings: Settings) -> frozenset[str]:
+    """The paths answered without a key."""
+    return PUBLIC_PATHS | {"/metrics"} if settings.metrics_public else PUBLIC_PATHS
 
 
 class GuardMiddleware:
@@ -35,7 +50,7 @@ class GuardMiddleware:
         self.app = app
         self.settings = settings
         self.auth = auth
-        self.public = PUBLIC_PATHS | {"/metrics"} if settings.metrics_public else PUBLIC_PATHS
+        self.public = public_paths(settings)
         self.allowed_hosts = (
             frozenset(LOOPBACK_HOSTS | {h.lower() for h in settings.auth.allowed_hosts})
             if is_loopback(settings.host)
@@ -48,7 +63,7 @@ class GuardMiddleware:
             return
         try:
             found = self._check_headers(scope)
-            if scope["path"] not in self.public:
+            if scope["path"] not in self.public and not is_console(scope["path"]):
                 scope.setdefault("state", {})["principal"] = await self._principal(found)
         except SomnerError as exc:
             note_error(scope, exc)
@@ -73,8 +88,8 @@ class GuardMiddleware:
         if len(headers) > limits.max_headers or size > limits.max_header_bytes:
             raise HeadersTooLarge("The request headers are too many or too large.")
         if self.allowed_hosts is not None:
-            name = host.rsplit(":", 1)[0] if not host.startswith("[") else host.split("]")[0] + "]"
-            if name.lower() not in self.allowed_hosts:
+            parsed = _HOST.fullmatch(host)
+            if parsed is None or parsed.group(1).lower() not in self.allowed_hosts:
                 raise Forbidden(
                     "This Host is not allowed (a guard against DNS rebinding); add it to auth.allowed_hosts.",
                     code="host_not_allowed",

@@ -20,4 +20,5 @@ def json_response(body: object, headers: dict[str, str] | None = None) -> Respon
 
 
 async def read_request(request: Request) -> bytes:
-    return await read_body(request, services_of(request).settings.max_request_bytes)
+    settings = services_of(request).settings
+    return await read_body(request, settings.max_request_bytes, settings.limits.body_timeout)

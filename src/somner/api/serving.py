@@ -34,10 +34,12 @@ from somner.api.streaming import ClientDisconnected, event_stream, shutting_down
 from somner.core import ChatRequest, Chunk, CompletionRequest
 from somner.core.streams import Collected, collect, collect_choices
 from somner.errors import BadRequest, EngineGone, SomnerError
+from somner.gateway import images
 from somner.gateway.admission import Ticket, status_of
 from somner.models import defaults
 from somner.models.backends.base import Backend, ChunkStream, Tokenizes
 from somner.models.backends.passthrough import PassThrough
+from somner.models.capabilities import Capability
 from somner.models.manager import Lease, ModelManager
 from somner.models.registry import ModelSpec
 from somner.observability.requests import remember_ticket
@@ -95,7 +97,7 @@ class Call:
     def observe(self, chunk: Chunk) -> None:
         """Account for one chunk on its way to the client."""
         self.lease.progress()
-        if chunk.text:
+        if chunk.text or chunk.reasoning:
             self.ticket.first_token()
             self.ticket.usage.completion_tokens += 1
             if self.prompt_text is not None:
@@ -142,6 +144,7 @@ async def begin(
 ) -> Call:
     principal = principal_of(request)
     spec = services.manager.resolve(model)
+    await services.capabilities.require(spec, route)  # (a reranker asked to chat, a text model asked to rerank)
     services.gateway.check_request(principal, (model, spec.id), max_tokens, messages)
     ticket = await services.gateway.admit(
         principal,
@@ -229,7 +232,7 @@ class Resuming:
                 raise
             await self._resume(exc)
             return await self.__anext__()
-        if not self._started and (chunk.text or chunk.tool_calls or chunk.finish_reason is not None):
+        if not self._started and (chunk.text or chunk.reasoning or chunk.tool_calls or chunk.finish_reason is not None):
             self._started = True
         return chunk
 
@@ -259,7 +262,11 @@ def resumable(call: Call, events: PassThrough, open_: Callable[[Backend], Awaita
 
 
 async def begin_chat(request: Request, services: Services, core: ChatRequest, admission: Admission) -> Call:
-    """Admit a chat request and lease its model; the model's defaults are applied to `core`."""
+    """Admit a chat request and lease its model; the model's defaults are applied to `core`. Images are checked
+    (and fetched from allowed hosts) first, and refused for a model without vision."""
+    if images.images_of(core.messages):
+        await services.capabilities.require_capability(services.manager.resolve(core.model), Capability.VISION)
+        await images.prepare(core.messages, services.settings.limits)
     call = await begin(
         request,
         services,
@@ -273,6 +280,7 @@ async def begin_chat(request: Request, services: Services, core: ChatRequest, ad
         prompt_text=admission.prompt_text,
     )
     defaults.apply_to_chat(core, call.spec.entry.defaults)
+    defaults.apply_reasoning(core, call.spec.entry)
     services.presets.apply(core.sampling)
     return call
 

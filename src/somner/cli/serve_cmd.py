@@ -88,6 +88,7 @@ def serve(
             max_bytes=int(settings.log_max_bytes),
             keep=settings.log_keep,
             to_stderr=log_stderr,
+            tracebacks=not settings.strict_privacy,
         )
     except OSError as exc:
         typer.echo(f"error: cannot write log files in {log_dir}: {exc.strerror or exc}", err=True)
@@ -186,6 +187,7 @@ def _warn_if_reachable(settings: Settings) -> None:
 
 def run(settings: Settings) -> None:
     from somner.app import create_app
+    from somner.http_limits import gateway_protocol
     from somner.http_server import serve
 
     with _explained_errors():
@@ -197,5 +199,11 @@ def run(settings: Settings) -> None:
         settings.port,
         app.state.services.paths.data_dir,
     )
-    serve(app, host=settings.host, port=settings.port, timeout_graceful_shutdown=settings.drain_timeout)
+    serve(
+        app,
+        host=settings.host,
+        port=settings.port,
+        timeout_graceful_shutdown=settings.drain_timeout,
+        http=gateway_protocol(settings.limits),
+    )
     log.info("stopped")

@@ -12,7 +12,7 @@ import typer
 
 from somner.cli.common import load_or_exit
 from somner.errors import SomnerError
-from somner.gateway.keys import MAX_DAILY_TOKENS, MAX_LIMIT
+from somner.gateway.keys import MAX_DAILY_TOKENS, MAX_LIMIT, KeyRecord
 from somner.settings import resolve_data_dir
 from somner.store.db import Database, StoreUnavailable, sqlite_url
 from somner.store.keys import KeyStore
@@ -89,23 +89,33 @@ def _scopes(value: str | None) -> list[str] | None:
     return chosen
 
 
+def _models(value: str | None) -> list[str] | None:
+    return [m.strip() for m in value.split(",") if m.strip()] if value else None
+
+
+# The options that set a key's rights: the same (and the same checks) for `keys create` and `keys update`.
+ScopesOption = typer.Option(
+    None, "--scopes", help="Comma-separated scopes: inference (the default), metrics (reading /metrics)."
+)
+ModelsOption = typer.Option(None, "--models", help="Comma-separated models the key may use.")
+RpmOption = typer.Option(None, "--rpm", min=1, max=MAX_LIMIT, help="Requests per minute.")
+TpmOption = typer.Option(None, "--tpm", min=1, max=MAX_LIMIT, help="Tokens per minute (prompt + completion).")
+DailyTokensOption = typer.Option(None, "--daily-tokens", min=1, max=MAX_DAILY_TOKENS, help="Tokens per UTC day.")
+MaxConcurrentOption = typer.Option(None, "--max-concurrent", min=1, max=MAX_LIMIT, help="Requests at once.")
+ExpiresOption = typer.Option(None, "--expires", help="Lifetime from now, e.g. 30d or 12h.")
+
+
 @keys_app.command("create")
 def keys_create(
     user: str = typer.Option(..., "--user", help="The key's user (created if new)."),
     admin: bool = typer.Option(False, "--admin", help="Admin scope: everything, including key management."),
-    scopes: str | None = typer.Option(
-        None, "--scopes", help="Comma-separated scopes: inference (the default), metrics (reading /metrics)."
-    ),
-    models: str | None = typer.Option(None, "--models", help="Comma-separated models the key may use."),
-    rpm: int | None = typer.Option(None, "--rpm", min=1, max=MAX_LIMIT, help="Requests per minute."),
-    tpm: int | None = typer.Option(
-        None, "--tpm", min=1, max=MAX_LIMIT, help="Tokens per minute (prompt + completion)."
-    ),
-    daily_tokens: int | None = typer.Option(
-        None, "--daily-tokens", min=1, max=MAX_DAILY_TOKENS, help="Tokens per UTC day."
-    ),
-    max_concurrent: int | None = typer.Option(None, "--max-concurrent", min=1, max=MAX_LIMIT, help="Requests at once."),
-    expires: str | None = typer.Option(None, "--expires", help="Lifetime, e.g. 30d or 12h."),
+    scopes: str | None = ScopesOption,
+    models: str | None = ModelsOption,
+    rpm: int | None = RpmOption,
+    tpm: int | None = TpmOption,
+    daily_tokens: int | None = DailyTokensOption,
+    max_concurrent: int | None = MaxConcurrentOption,
+    expires: str | None = ExpiresOption,
     name: str | None = typer.Option(None, "--name", help="A label for the key."),
     config: Path | None = ConfigOption,
     data_dir: Path | None = DataDirOption,
@@ -117,7 +127,7 @@ def keys_create(
         rights = rights_for(
             admin=admin,
             scopes=_scopes(scopes),
-            models=[m.strip() for m in models.split(",") if m.strip()] if models else None,
+            models=_models(models),
             rpm=rpm,
             tpm=tpm,
             daily_tokens=daily_tokens,
@@ -161,6 +171,78 @@ def keys_list(
             ]
         )
     typer.echo(_table(rows))
+
+
+# What `keys update --unset NAME` lifts, by the flag's name.
+_UNSETTABLE = {
+    "rpm": "rpm",
+    "tpm": "tpm",
+    "daily-tokens": "daily_tokens",
+    "max-concurrent": "max_concurrent",
+    "expires": "expires",
+    "models": "models",
+}
+
+
+@keys_app.command("update")
+def keys_update(
+    key_id: str,
+    admin: bool | None = typer.Option(None, "--admin/--no-admin", help="Give or take away the admin scope."),
+    scopes: str | None = ScopesOption,
+    models: str | None = ModelsOption,
+    rpm: int | None = RpmOption,
+    tpm: int | None = TpmOption,
+    daily_tokens: int | None = DailyTokensOption,
+    max_concurrent: int | None = MaxConcurrentOption,
+    expires: str | None = ExpiresOption,
+    unset: list[str] | None = typer.Option(
+        None, "--unset", help=f"Lift a limit (repeatable): {', '.join(_UNSETTABLE)}."
+    ),
+    config: Path | None = ConfigOption,
+    data_dir: Path | None = DataDirOption,
+) -> None:
+    """Change a key's limits, quotas, expiry, scopes or models (only those given); its secret stays the same.
+
+    A running server reads the new values within `auth.cache_ttl`."""
+    from somner.api.admin.keys import KeyUpdate, updated_rights
+
+    given = {
+        "admin": admin,
+        "scopes": _scopes(scopes),
+        "models": _models(models),
+        "rpm": rpm,
+        "tpm": tpm,
+        "daily_tokens": daily_tokens,
+        "max_concurrent": max_concurrent,
+        "expires": expires,
+    }
+    changes: dict[str, Any] = {field: value for field, value in given.items() if value is not None}
+    for flag in unset or []:
+        field = _UNSETTABLE.get(flag)
+        if field is None:
+            typer.echo(f"error: --unset takes {', '.join(_UNSETTABLE)}, not '{flag}'", err=True)
+            raise typer.Exit(2)
+        if field in changes:
+            typer.echo(f"error: --{flag} and --unset {flag} contradict each other", err=True)
+            raise typer.Exit(2)
+        changes[field] = None
+    if not changes:
+        typer.echo("error: nothing to change: give a limit (--rpm, --tpm, ...) or --unset", err=True)
+        raise typer.Exit(2)
+    update = KeyUpdate.model_validate(changes)
+
+    async def work(keys: KeyStore, _: UsageStore) -> KeyRecord:
+        old = await keys.get(key_id)
+        return await keys.update(old.id, updated_rights(old.rights, update))
+
+    record = _run(config, data_dir, work)
+    r = record.rights
+    models_text = ",".join(sorted(r.models)) if r.models is not None else "all"
+    expiry = r.expires_at.strftime("%Y-%m-%d %H:%M") if r.expires_at else "never"
+    typer.echo(
+        f"{record.id} ({record.user}) updated: scopes {','.join(sorted(r.scopes))}, models {models_text}, "
+        f"limits {_limits(r)}, expires {expiry}"
+    )
 
 
 @keys_app.command("rotate")

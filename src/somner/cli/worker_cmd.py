@@ -24,6 +24,7 @@ def worker(
     batch: int = typer.Option(512, "--batch", min=32, help="Prompt tokens per scheduling step."),
     gpu_layers: int = typer.Option(-1, "--gpu-layers", min=-1, help="Layers to offload to a GPU (-1: all)."),
     cpu_repack: bool = typer.Option(False, "--cpu-repack", help="Repack weights for faster CPU kernels."),
+    swa_full: bool = typer.Option(False, "--swa-full", help="Full-size cache for sliding-window layers."),
     template: str | None = typer.Option(None, "--template", help="Chat template: built-in name or Jinja file."),
     cache_type: str = typer.Option("f16", "--cache-type", help="KV cache precision: f16, q8_0 or q4_0."),
     cache_type_k: str | None = typer.Option(None, "--cache-type-k", help="The keys' precision (over --cache-type)."),
@@ -42,10 +43,16 @@ def worker(
         None, "--draft-model", help="Speculative decoding: a small GGUF with the same vocabulary.", dir_okay=False
     ),
     draft_tokens: int = typer.Option(4, "--draft-tokens", min=1, max=32, help="Most guesses per sequence and step."),
+    mmproj: Path | None = typer.Option(
+        None, "--mmproj", help="Vision: the model's multimodal projector GGUF (images in chat).", dir_okay=False
+    ),
     exit_with_parent: bool = typer.Option(
         False, "--exit-with-parent", help="Exit when stdin closes (used by the gateway)."
     ),
     log_level: str = typer.Option("info", "--log-level", help="Log verbosity."),
+    no_tracebacks: bool = typer.Option(
+        False, "--no-tracebacks", help="Log an exception's type, never its traceback (privacy: strict)."
+    ),
 ) -> None:
     """Serve one GGUF model over the OpenAI API on a unix socket or a TCP port."""
     from somner.engine.runtime import EngineConfig
@@ -71,7 +78,7 @@ def worker(
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
-    configure_logging(log_level)
+    configure_logging(log_level, tracebacks=not no_tracebacks)
     logging.getLogger(__name__).info("worker %s starting (pid %d)", name, os.getpid())
     config = EngineConfig(
         model_path=model,
@@ -82,6 +89,7 @@ def worker(
         batch=batch,
         gpu_layers=gpu_layers,
         cpu_repack=cpu_repack,
+        swa_full=swa_full,
         template=template,
         cache_type_k=cache_type_k or cache_type,
         cache_type_v=cache_type_v or cache_type,
@@ -95,6 +103,7 @@ def worker(
         mode=mode,  # type: ignore[arg-type]
         draft_model=draft_model,
         draft_tokens=draft_tokens,
+        mmproj=mmproj,
     )
     status = run_worker(
         config,
@@ -112,3 +121,10 @@ def _lora(value: str) -> tuple[Path, float]:
         return Path(path), float(scale) if scale else 1.0
     except ValueError:
         raise ValueError(f"--lora {value!r}: the scale after '=' must be a number") from None
+
+
+def standalone(args: list[str]) -> None:
+    """Run `somner worker` with only this module imported (see somner/__main__.py)."""
+    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+    app.command()(worker)
+    app(args=args, prog_name="somner worker")

@@ -4,8 +4,10 @@ Nothing here knows a wire format: dialects translate to and from these types at 
 Plain dataclasses, no validation: values are checked where they enter (wire schemas, settings).
 """
 
+from somner.core.reasoning import Reasoning, ReasoningFormat, ReasoningSplitter
 from somner.core.tool_calls import ToolCallAssembler, check_tools
 from somner.core.types import (
+    IMAGE_MARKER,
     AdapterScale,
     ChatRequest,
     Chunk,
@@ -13,7 +15,10 @@ from somner.core.types import (
     EmbeddingRequest,
     EmbeddingResult,
     FinishReason,
+    Image,
     Message,
+    RerankRequest,
+    RerankResult,
     SamplingParams,
     Timings,
     TokenLogprob,
@@ -27,6 +32,7 @@ from somner.core.types import (
 )
 
 __all__ = [
+    "IMAGE_MARKER",
     "AdapterScale",
     "ChatRequest",
     "Chunk",
@@ -34,7 +40,13 @@ __all__ = [
     "EmbeddingRequest",
     "EmbeddingResult",
     "FinishReason",
+    "Image",
     "Message",
+    "Reasoning",
+    "ReasoningFormat",
+    "ReasoningSplitter",
+    "RerankRequest",
+    "RerankResult",
     "SamplingParams",
     "Timings",
     "TokenLogprob",

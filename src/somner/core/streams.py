@@ -76,6 +76,7 @@ class Collected:
     """A whole generation: its text, tool calls, logprobs, and final chunk (finish reason, usage, timings)."""
 
     text: str = ""
+    reasoning: str = ""  # a reasoning model's thinking, split from the text
     last: Chunk = field(default_factory=Chunk)
     logprobs: list[TokenLogprob] | None = None
     tool_calls: ToolCallAssembler = field(default_factory=ToolCallAssembler)
@@ -92,16 +93,20 @@ class Collected:
 async def collect(chunks: AsyncIterator[Chunk], observe: Callable[[Chunk], None] | None = None) -> Collected:
     """Read a stream to its end (calling `observe` on each chunk) and put the reply together."""
     parts: list[str] = []
+    thoughts: list[str] = []
     result = Collected()
     async for chunk in chunks:
         if observe is not None:
             observe(chunk)
         parts.append(chunk.text)
+        if chunk.reasoning:
+            thoughts.append(chunk.reasoning)
         if chunk.logprobs:
             result.logprobs = (result.logprobs or []) + chunk.logprobs
         result.tool_calls.add(chunk.tool_calls)
         result.last = chunk
     result.text = "".join(parts)
+    result.reasoning = "".join(thoughts)
     return result
 
 
@@ -111,6 +116,7 @@ def choices_usage(usages: Sequence[Usage]) -> Usage:
         prompt_tokens=usages[0].prompt_tokens if usages else 0,
         completion_tokens=sum(u.completion_tokens for u in usages),
         cached_tokens=usages[0].cached_tokens if usages else 0,
+        reasoning_tokens=sum(u.reasoning_tokens for u in usages),
     )
 
 
@@ -136,6 +142,7 @@ async def collect_choices(
     """Read a stream of `choices` choices to its end and put each reply together (reply i from the chunks with
     `index` i; indexes outside the range are folded into the last)."""
     parts: list[list[str]] = [[] for _ in range(choices)]
+    thoughts: list[list[str]] = [[] for _ in range(choices)]
     results = [Collected() for _ in range(choices)]
     async for chunk in chunks:
         if observe is not None:
@@ -143,13 +150,16 @@ async def collect_choices(
         index = min(max(chunk.index, 0), choices - 1)
         result = results[index]
         parts[index].append(chunk.text)
+        if chunk.reasoning:
+            thoughts[index].append(chunk.reasoning)
         if chunk.logprobs:
             result.logprobs = (result.logprobs or []) + chunk.logprobs
         result.tool_calls.add(chunk.tool_calls)
         if chunk.finish_reason is not None or result.last.finish_reason is None:
             result.last = chunk
-    for result, texts in zip(results, parts, strict=True):
+    for result, texts, thought in zip(results, parts, thoughts, strict=True):
         result.text = "".join(texts)
+        result.reasoning = "".join(thought)
     return results
 
 

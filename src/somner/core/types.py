@@ -6,6 +6,8 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
+from somner.core.reasoning import Reasoning
+
 
 class FinishReason(enum.StrEnum):
     """Why a generation ended."""
@@ -112,11 +114,25 @@ class ToolCallDelta:
     arguments: str = ""
 
 
+IMAGE_MARKER = "<__media__>"
+"""Where an image of a message stands in its `content` (llama.cpp's media marker)."""
+
+
+@dataclass(slots=True)
+class Image:
+    """An image of a message: the bytes of an image file, or (until the gateway fetches it) its http(s) URL."""
+
+    data: bytes = b""
+    url: str | None = None
+
+
 @dataclass(slots=True)
 class Message:
     """One chat message. `content` is plain text; parts were joined by the dialect adapter.
 
     An assistant message may carry the tool calls it made; a `tool` message answers the call `tool_call_id`.
+    `images` are the message's images (the bytes of image files), each standing in `content` as `IMAGE_MARKER`,
+    in order.
     """
 
     role: str
@@ -124,6 +140,7 @@ class Message:
     name: str | None = None
     tool_calls: list[ToolCall] = field(default_factory=list)
     tool_call_id: str | None = None
+    images: list[Image] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +167,7 @@ class ChatRequest:
     # The model's LoRA adapters with this request's scales (empty: the model's own scales; given: unlisted
     # adapters get 0, as in llama-server).
     lora: list[AdapterScale] = field(default_factory=list)
+    reasoning: Reasoning = field(default_factory=Reasoning)
 
 
 @dataclass(slots=True)
@@ -182,6 +200,22 @@ class EmbeddingResult:
 
 
 @dataclass(slots=True)
+class RerankRequest:
+    """Score how relevant each document is to the query (a reranker model); scores come back in document order."""
+
+    model: str
+    query: str
+    documents: list[str]
+    user: str | None = None
+
+
+@dataclass(slots=True)
+class RerankResult:
+    scores: list[float]  # one per document, in the request's order (higher: more relevant)
+    prompt_tokens: int
+
+
+@dataclass(slots=True)
 class TopLogprob:
     token: str
     logprob: float
@@ -203,8 +237,9 @@ class TokenLogprob:
 @dataclass(slots=True)
 class Usage:
     prompt_tokens: int = 0
-    completion_tokens: int = 0
+    completion_tokens: int = 0  # reasoning tokens included
     cached_tokens: int = 0
+    reasoning_tokens: int = 0  # of the completion tokens, those of the model's thinking
 
     @property
     def total_tokens(self) -> int:
@@ -216,6 +251,7 @@ class Usage:
             self.prompt_tokens += other.prompt_tokens
             self.completion_tokens += other.completion_tokens
             self.cached_tokens += other.cached_tokens
+            self.reasoning_tokens += other.reasoning_tokens
 
 
 @dataclass(slots=True)
@@ -234,6 +270,7 @@ class Chunk:
     the stream's last chunk carries the usage of all of them (the prompt counted once)."""
 
     text: str = ""
+    reasoning: str = ""  # the model's thinking, split from `text` (see core/reasoning.py)
     logprobs: list[TokenLogprob] | None = None
     tool_calls: list[ToolCallDelta] | None = None
     finish_reason: FinishReason | None = None

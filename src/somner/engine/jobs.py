@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 
 from somner.core import Chunk
 from somner.engine.sampling import Sampler
+from somner.engine.thinking import ThinkingBudget
+from somner.engine.vision import Media
 from somner.errors import SomnerError
 
 _ids = itertools.count(1)
@@ -30,6 +32,9 @@ class GenerationJob:
     banned: list[str] = field(default_factory=list)  # strings the output must not contain (see banned.py)
     group: int | None = None  # the choices (`n`) of one request: the same prompt, prefilled once for all
     adapters: tuple[float, ...] = ()  # the scale of each of the engine's LoRA adapters for this job
+    thinking: ThinkingBudget | None = None  # a reasoning model's thinking budget (see thinking.py)
+    opens_thinking: bool | None = None  # the output is split into reasoning and content (True: starts inside)
+    media: tuple[Media, ...] = ()  # the prompt's images, in order (their positions hold stand-in ids: vision.py)
     id: int = field(default_factory=next_job_id)
 
     def discard(self) -> None:
@@ -43,6 +48,7 @@ class EmbeddingJob:
 
     inputs: list[list[int]]
     done: Callable[[list[list[float]] | SomnerError], None]
+    normalize: bool = True  # unit vectors (embeddings); False keeps the values as they are (a reranker's scores)
     id: int = field(default_factory=next_job_id)
 
 
@@ -71,6 +77,7 @@ class EngineStats:
     drafted_tokens: int = 0  # guesses of the draft model (speculative decoding)
     accepted_tokens: int = 0  # of which the model's own sampling confirmed
     rewinds: int = 0  # times a sequence went back to where a banned string began
+    shared_prefixes: int = 0  # prompts that began from a copy of another slot's cache (a shared prefix)
     step_seconds: float = 0.0  # time spent in scheduling steps, decode included
     decode_seconds: float = 0.0  # of which inside llama_decode; the rest is per-step Python work
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -90,6 +97,7 @@ class EngineStats:
                 "drafted_tokens": self.drafted_tokens,
                 "accepted_tokens": self.accepted_tokens,
                 "rewinds": self.rewinds,
+                "shared_prefixes": self.shared_prefixes,
                 "steps": self.steps,
                 "embeddings": self.embeddings,
                 "active": self.active,

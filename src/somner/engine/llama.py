@@ -23,7 +23,8 @@ log = logging.getLogger("somner.llama")
 
 _GGML_LOG_WARN = 3
 _GGML_LOG_ERROR = 4
-_LLAMA_POOLING_MEAN = 1
+POOLING_MEAN = lib.LLAMA_POOLING_TYPE_MEAN
+POOLING_RANK = lib.LLAMA_POOLING_TYPE_RANK  # a reranker: the classification head scores each sequence
 _init_lock = threading.Lock()
 _state: dict[str, Any] = {}  # process-wide: llama.cpp's backend and log hook are themselves process-wide
 
@@ -48,6 +49,12 @@ def init_backend() -> None:
         _state["log_callback"] = _on_log  # keep the ctypes callback alive for the life of the process
         lib.llama_log_set(_on_log, ctypes.c_void_p(0))
         lib.llama_backend_init()
+
+
+def route_log(set_log: Callable[[Any, Any], None]) -> None:
+    """Send another llama.cpp library's log (mtmd's, through its `*_log_set`) where llama.cpp's goes."""
+    init_backend()
+    set_log(_state["log_callback"], ctypes.c_void_p(0))
 
 
 def system_info() -> str:
@@ -108,6 +115,14 @@ class LlamaModel:
         self.size_bytes: int = lib.llama_model_size(handle)
         self.architecture = self.meta("general.architecture") or "unknown"
         self.description = self.meta("general.name") or path.stem
+        self.sep: int = lib.llama_vocab_sep(self.vocab)
+        pooling = self.meta(f"{self.architecture}.pooling_type")
+        # A reranker: rank pooling declared, and the classification head it needs (n_cls_out outputs).
+        self.n_cls_out: int = lib.llama_model_n_cls_out(handle)
+        self.ranks = pooling == str(POOLING_RANK) and self.n_cls_out > 0
+        self.pools = pooling not in (None, "0")  # an embedding model (mean, CLS, last pooling) or a reranker
+        rerank_template = self.meta("tokenizer.chat_template.rerank")
+        self.rerank_template: str | None = rerank_template or None
         self._pieces: dict[int, bytes] = {}
         self._special_pieces: dict[int, bytes] = {}
         self._eog = {t for t in range(self.n_vocab) if lib.llama_vocab_is_eog(self.vocab, t)}
@@ -199,7 +214,9 @@ class ContextShape:
     n_ubatch: int
     threads: int
     embeddings: bool = False
+    pooling: int = POOLING_MEAN  # with `embeddings`: POOLING_MEAN (one vector per sequence) or POOLING_RANK (scores)
     kv_unified: bool = False
+    swa_full: bool = False  # sliding-window layers keep the whole context, not only their window
     cache_type_k: str = "f16"
     cache_type_v: str = "f16"
     flash_attn: str = "auto"
@@ -219,7 +236,7 @@ class LlamaContext:
         params.n_threads = shape.threads
         params.n_threads_batch = shape.threads
         params.kv_unified = shape.kv_unified
-        params.swa_full = False  # sliding-window layers keep only their window (prefix reuse checks pos_min)
+        params.swa_full = shape.swa_full  # (without it prefix reuse checks pos_min: see keep_prefix)
         params.no_perf = True
         params.type_k = CACHE_TYPES[shape.cache_type_k]
         params.type_v = CACHE_TYPES[shape.cache_type_v]
@@ -228,7 +245,7 @@ class LlamaContext:
         params.rope_freq_scale = shape.rope_scale
         if shape.embeddings:
             params.embeddings = True
-            params.pooling_type = _LLAMA_POOLING_MEAN
+            params.pooling_type = shape.pooling
         handle = lib.llama_init_from_model(model.handle, params)
         if not handle:
             raise EngineError("llama.cpp could not create a context (out of memory for this ctx x parallel?)")
@@ -261,17 +278,49 @@ class LlamaContext:
         ptr = lib.llama_get_embeddings_seq(self.handle, seq)
         if not ptr:
             raise EngineError(f"no embedding for sequence {seq}")
-        return np.ctypeslib.as_array(ptr, shape=(self.model.n_embd,)).copy()
+        width = self.model.n_cls_out if self.shape.pooling == POOLING_RANK else self.model.n_embd
+        return np.ctypeslib.as_array(ptr, shape=(width,)).copy()
+
+    def decode_embeddings(self, embeddings: npt.NDArray[np.float32], start: int, seq: int, *, non_causal: bool) -> None:
+        """Put rows of input embeddings (an image's, from its projector) at positions start.. of `seq`; with
+        `non_causal`, they attend to each other both ways (the whole run must then fit one ubatch)."""
+        count, width = embeddings.shape
+        batch = lib.llama_batch_init(count, width, 1)
+        try:
+            ctypes.memmove(
+                batch.embd, np.ascontiguousarray(embeddings, dtype=np.float32).ctypes.data, count * width * 4
+            )
+            np.ctypeslib.as_array(batch.pos, shape=(count,))[:] = np.arange(start, start + count, dtype=np.int32)
+            np.ctypeslib.as_array(batch.n_seq_id, shape=(count,))[:] = 1
+            np.ctypeslib.as_array(batch.logits, shape=(count,))[:] = 0
+            for row in range(count):
+                batch.seq_id[row][0] = seq
+            batch.n_tokens = count
+            if non_causal:
+                lib.llama_set_causal_attn(self.handle, False)
+            try:
+                rc = lib.llama_decode(self.handle, batch)
+            finally:
+                if non_causal:
+                    lib.llama_set_causal_attn(self.handle, True)
+        finally:
+            lib.llama_batch_free(batch)
+        if rc != 0:
+            raise EngineError(f"llama_decode of an image failed with status {rc}")
 
     def seq_remove(self, seq: int, start: int, end: int = -1) -> bool:
         """Drop positions [start, end) of `seq`; False when a partial removal is impossible."""
         return bool(lib.llama_memory_seq_rm(self.memory, seq, start, end))
 
+    def can_keep(self, seq: int, n: int) -> bool:
+        """Whether `seq`'s first `n` positions are all still in the cache (see keep_prefix)."""
+        return not (self.model.n_swa > 0 and self.seq_pos_min(seq) > max(0, n - self.model.n_swa))
+
     def keep_prefix(self, seq: int, n: int) -> int:
         """Keep the first `n` positions of `seq` and drop the rest; returns how many were kept: `n`, or 0 when
         the sequence cannot be cut there (sliding-window layers keep only their window, so positions before it
         may already be gone; some caches refuse partial removal), in which case all of it is dropped."""
-        if n > 0 and self.model.n_swa > 0 and self.seq_pos_min(seq) > max(0, n - self.model.n_swa):
+        if n > 0 and not self.can_keep(seq, n):
             n = 0
         if not self.seq_remove(seq, n, -1):
             self.seq_remove(seq, 0, -1)

@@ -17,23 +17,36 @@ from pathlib import Path
 from typing import Any, Literal
 
 from somner.core import (
+    IMAGE_MARKER,
     AdapterScale,
     ChatRequest,
     CompletionRequest,
     EmbeddingResult,
+    RerankResult,
     SamplingParams,
     ToolChoiceMode,
     check_tools,
 )
+from somner.core.reasoning import CLOSE_TAG, ReasoningFormat, closed_thought, opens_thinking, resolve_format
 from somner.engine import tools as tooling
 from somner.engine.adapters import AdapterScales
 from somner.engine.grammar import grammar_for
 from somner.engine.jobs import EmbeddingJob, GenerationJob, Sink
-from somner.engine.llama import ContextShape, LlamaContext, LlamaModel, supports_gpu_offload
+from somner.engine.llama import (
+    POOLING_MEAN,
+    POOLING_RANK,
+    ContextShape,
+    LlamaContext,
+    LlamaModel,
+    supports_gpu_offload,
+)
+from somner.engine.rerank import pair_tokens
 from somner.engine.sampling import Sampler
 from somner.engine.scheduler import Scheduler
 from somner.engine.speculative import Drafter, check_compatible
 from somner.engine.templates import ChatTemplate, choose_template
+from somner.engine.thinking import ThinkingBudget
+from somner.engine.vision import MARKER, Media, Vision
 from somner.errors import BadRequest, ContextLengthExceeded, SomnerError
 
 log = logging.getLogger(__name__)
@@ -42,7 +55,7 @@ DEFAULT_CTX_CAP = 4096
 _EMBEDDING_SEQUENCES = 16
 
 
-Mode = Literal["both", "generate", "embed"]
+Mode = Literal["both", "generate", "embed", "rerank"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +68,7 @@ class EngineConfig:
     batch: int = 512
     gpu_layers: int = -1
     cpu_repack: bool = False
+    swa_full: bool = False  # sliding-window layers cache the whole context (longer prefix reuse)
     template: str | None = None
     cache_type_k: str = "f16"
     cache_type_v: str = "f16"
@@ -65,9 +79,12 @@ class EngineConfig:
     rope_scale: float = 0.0
     tensor_split: tuple[float, ...] = ()
     loras: tuple[tuple[Path, float], ...] = ()
-    mode: Mode = "both"  # "embed": an embedding model (no text generation); "generate": no embeddings
+    # "embed": an embedding model (no text generation); "generate": no embeddings. A reranker GGUF (rank pooling
+    # and a classification head) is always "rerank": it only scores (query, document) pairs.
+    mode: Mode = "both"
     draft_model: Path | None = None  # speculative decoding (see speculative.py)
     draft_tokens: int = 4
+    mmproj: Path | None = None  # a multimodal projector: images in chat requests (see vision.py)
 
 
 def default_threads() -> int:
@@ -91,12 +108,18 @@ class Engine:
         )
         if config.gpu_layers != 0 and not supports_gpu_offload():
             log.info("this llama.cpp has no GPU support (or found no GPU): %s runs on the CPU", config.model_id)
+        self.mode: Mode = config.mode
+        if self.model.ranks:
+            self.mode = "rerank"
+        elif self.model.pools and config.mode == "both":
+            self.mode = "embed"  # (its GGUF declares pooling: an embedding model, as the model listings say)
+        scores_only = self.mode in ("embed", "rerank")
         try:
             self.loras = [(self.model.load_lora(path), scale) for path, scale in config.loras]
             self.adapter_names = [path.stem for path, _ in config.loras]
             self.default_scales = tuple(scale for _, scale in config.loras)
             self.template: ChatTemplate | None = None
-            if config.mode != "embed":
+            if not scores_only:
                 label, source = choose_template(
                     config.template, self.model.chat_template, self.model.architecture, self._is_special_token
                 )
@@ -110,11 +133,16 @@ class Engine:
             self.batch = config.batch
             self._embedding_size = min(ctx, DEFAULT_CTX_CAP)
             # An embedding model still gets a minimal generation context: the scheduler's loop runs on it.
-            slots, per_slot = (1, 256) if config.mode == "embed" else (config.parallel, ctx)
+            slots, per_slot = (1, 256) if scores_only else (config.parallel, ctx)
             self.ctx = self._context(per_slot * slots, slots, config.batch, embeddings=False)
             self.ctx.set_loras(self.loras)
             self.drafter = self._drafter(per_slot, slots) if config.draft_model is not None else None
-            self._embedding_ctx = self._embedding_context() if config.mode == "embed" else None
+            self._embedding_ctx: LlamaContext | None = None
+            if scores_only:
+                self._embedding_ctx = self._embedding_context()
+            self.vision: Vision | None = None
+            if config.mmproj is not None and not scores_only:
+                self.vision = Vision(config.mmproj, self.model, threads=self.threads, use_gpu=config.gpu_layers != 0)
         except BaseException:
             self.model.close()
             raise
@@ -124,7 +152,7 @@ class Engine:
             self.ctx,
             sink,
             batch_size=config.batch,
-            embedding_context=None if config.mode == "generate" else self._embedding_context,
+            embedding_context=None if self.mode == "generate" else self._embedding_context,
             drafter=self.drafter,
             adapters=AdapterScales(self._set_scales, self.default_scales) if self.loras else None,
         )
@@ -136,7 +164,7 @@ class Engine:
             self.n_ctx,
             slots,
             self.threads,
-            config.mode,
+            self.mode,
         )
 
     def _drafter(self, per_slot: int, slots: int) -> Drafter:
@@ -163,6 +191,7 @@ class Engine:
     def _context(
         self, n_ctx: int, n_seq: int, batch: int, *, embeddings: bool, model: LlamaModel | None = None
     ) -> LlamaContext:
+        pooling = POOLING_RANK if embeddings and self.mode == "rerank" else POOLING_MEAN
         return LlamaContext(
             model or self.model,
             ContextShape(
@@ -172,7 +201,9 @@ class Engine:
                 n_ubatch=batch,
                 threads=self.threads,
                 embeddings=embeddings,
+                pooling=pooling,
                 kv_unified=embeddings,
+                swa_full=self.config.swa_full,
                 cache_type_k=self.config.cache_type_k,
                 cache_type_v=self.config.cache_type_v,
                 flash_attn=self.config.flash_attn,
@@ -204,6 +235,8 @@ class Engine:
         self.scheduler.stop()
         if self.drafter is not None:
             self.drafter.close()
+        if self.vision is not None:
+            self.vision.close()
         self.ctx.close()
         self.model.close()
 
@@ -220,15 +253,17 @@ class Engine:
             "parallel": self.config.parallel,
             "size_bytes": self.model.size_bytes,
             "template": self.template.label if self.template else None,
-            "mode": self.config.mode,
+            "mode": self.mode,
+            "vision": self.vision is not None,
         }
 
     # -- preparing requests (caller's thread) -----------------------------------------------------------
 
     def _generates(self) -> ChatTemplate:
         if self.template is None:
+            kind = "a reranker" if self.mode == "rerank" else "an embedding model"
             raise BadRequest(
-                f"'{self.config.model_id}' is an embedding model: it does not generate text", param="model"
+                f"'{self.config.model_id}' is {kind}: it does not generate text", param="model", code="unsupported"
             )
         return self.template
 
@@ -237,17 +272,40 @@ class Engine:
         return self.model.tokenize(text, add_special=add_bos, parse_special=True)
 
     def render_chat(self, request: ChatRequest, *, add_generation_prompt: bool = True) -> str:
-        """The prompt text of a chat request: its messages and tools through the chat template."""
+        """The prompt text of a chat request: its messages and tools through the chat template (for a reasoning
+        model whose thinking the request turns off, ending with an empty thought)."""
         template = self._generates()
         if not request.messages:
             raise BadRequest("messages must not be empty", param="messages")
         check_tools(request.tools, request.tool_choice)
-        return template.render(
+        reasons = self.reasoning_format(request) is not ReasoningFormat.NONE
+        enabled = request.reasoning.enabled if reasons else None
+        prompt = template.render(
             request.messages,
             tools=request.tools,
             tool_choice=request.tool_choice,
             add_generation_prompt=add_generation_prompt,
+            enable_thinking=enabled,
         )
+        return closed_thought(prompt) if enabled is False and add_generation_prompt else prompt
+
+    def reasoning_format(self, request: ChatRequest) -> ReasoningFormat:
+        """How the request's output is split: the request's format, else the model's (`auto`: by its template)."""
+        source = self.template.source if self.template is not None else None
+        return resolve_format(request.reasoning.format, source)
+
+    def _think(self, jobs: list[GenerationJob], request: ChatRequest, prompt: str) -> None:
+        """Mark the jobs of a reasoning model's request for splitting, with the request's thinking budget."""
+        options = request.reasoning
+        if options.enabled is False or self.reasoning_format(request) is ReasoningFormat.NONE:
+            return
+        opened = opens_thinking(prompt)
+        budget = options.budget_tokens
+        for job in jobs:
+            job.opens_thinking = opened
+            if budget is not None and not job.sampler.constrained:
+                close = self.model.tokenize(f"\n{CLOSE_TAG}\n\n", add_special=False, parse_special=True)
+                job.thinking = ThinkingBudget(budget, close, opened=opened)
 
     def prepare_chat(self, request: ChatRequest) -> GenerationJob:
         """The job of a chat request's first choice (see `chat_jobs`)."""
@@ -255,16 +313,49 @@ class Engine:
 
     def chat_jobs(self, request: ChatRequest, *, choices: int | None = None) -> list[GenerationJob]:
         """One job per choice (`request.n`, or `choices`), all of the same prompt (rendered once)."""
+        # Output held to a shape from its first token (a forced call, JSON) cannot open with a thought: such a
+        # request gets a reasoning model's answer without thinking. (A raw `grammar` is the client's to shape.)
+        forced = request.tool_choice.mode in (ToolChoiceMode.REQUIRED, ToolChoiceMode.FUNCTION)
+        if forced or request.sampling.json_mode or request.sampling.json_schema is not None:
+            request = dataclasses.replace(request, reasoning=dataclasses.replace(request.reasoning, enabled=False))
         prompt = self.render_chat(request)
         grammar = None
-        if request.tool_choice.mode in (ToolChoiceMode.REQUIRED, ToolChoiceMode.FUNCTION):
+        if forced:
             if request.sampling.grammar is not None:
                 raise BadRequest("A forced tool call cannot be combined with 'grammar'.", param="grammar")
             shown = tooling.offered(request.tools, request.tool_choice)
             grammar = tooling.forced_grammar(shown, parallel=request.parallel_tool_calls)
-        tokens = self.tokenize_prompt(prompt)
-        jobs = self._jobs(tokens, request.sampling, "messages", request.n if choices is None else choices, grammar)
+        images = [image for message in request.messages for image in message.images]
+        if any(image.url is not None for image in images):
+            raise BadRequest("Image URLs are fetched by the gateway: send the engine the image data.", param="messages")
+        tokens, media = self._see(prompt, [i.data for i in images]) if images else (self.tokenize_prompt(prompt), [])
+        count = request.n if choices is None else choices
+        jobs = self._jobs(tokens, request.sampling, "messages", count, grammar, media=tuple(media))
+        self._think(jobs, request, prompt)
         return self._with_adapters(jobs, request.lora)
+
+    def _see(self, prompt: str, images: list[bytes]) -> tuple[list[int], list[Media]]:
+        """The tokens of a prompt with images, and the images' embeddings (vision.py)."""
+        if self.vision is None:
+            raise BadRequest(
+                f"'{self.config.model_id}' reads text only: it has no projector (`mmproj`) for images.",
+                param="messages",
+                code="unsupported",
+            )
+        if self.drafter is not None:
+            raise BadRequest("Images cannot be combined with this model's draft model.", param="messages")
+        add_bos = self.model.add_bos and not (self.model.bos_text and prompt.startswith(self.model.bos_text))
+        tokens, media = self.vision.prompt(prompt.replace(IMAGE_MARKER, MARKER), images, add_special=add_bos)
+        for item in media:
+            if item.non_causal and len(item.embeddings) > self.batch:
+                raise BadRequest(
+                    f"An image takes {len(item.embeddings)} tokens, more than this model's batch ({self.batch}) holds "
+                    "in one decode: raise its `batch`.",
+                    param="messages",
+                )
+        if media and media[-1].end >= len(tokens):
+            raise BadRequest("The prompt cannot end with an image.", param="messages")
+        return tokens, media
 
     def prepare_completion(self, request: CompletionRequest) -> GenerationJob:
         """The job of a completion request's first choice (see `completion_jobs`)."""
@@ -325,7 +416,14 @@ class Engine:
         return jobs
 
     def _jobs(
-        self, tokens: list[int], sampling: SamplingParams, param: str, choices: int, grammar: str | None
+        self,
+        tokens: list[int],
+        sampling: SamplingParams,
+        param: str,
+        choices: int,
+        grammar: str | None,
+        *,
+        media: tuple[Media, ...] = (),
     ) -> list[GenerationJob]:
         """Jobs for the choices of one prompt. With a seed, choice i draws with seed + i: the choices differ, and
         each is reproducible. If one cannot be made, none is left behind."""
@@ -335,7 +433,7 @@ class Engine:
                 own = sampling
                 if i and sampling.seed is not None:
                     own = dataclasses.replace(sampling, seed=sampling.seed + i)
-                jobs.append(self._job(tokens, own, param, grammar=grammar))
+                jobs.append(self._job(tokens, own, param, grammar=grammar, media=media))
                 if choices > 1:
                     jobs[-1].group = jobs[0].id
         except BaseException:
@@ -345,7 +443,13 @@ class Engine:
         return jobs
 
     def _job(
-        self, tokens: list[int], sampling: SamplingParams, param: str, *, grammar: str | None = None
+        self,
+        tokens: list[int],
+        sampling: SamplingParams,
+        param: str,
+        *,
+        grammar: str | None = None,
+        media: tuple[Media, ...] = (),
     ) -> GenerationJob:
         """A job for `tokens`; `grammar` (a forced tool call) replaces the request's own constraint."""
         if len(tokens) >= self.n_ctx:
@@ -357,9 +461,12 @@ class Engine:
         room = self.n_ctx - len(tokens)
         max_tokens = room if sampling.max_tokens is None else min(sampling.max_tokens, room)
         grammar = grammar if grammar is not None else grammar_for(sampling)
-        sampler = Sampler(self.model, sampling, grammar=grammar, prompt_tokens=tokens, context_size=self.n_ctx)
+        # (an image's stand-in ids are no tokens of the vocabulary: the sampler's penalties never see them)
+        seen = [t for t in tokens if t < self.model.n_vocab] if media else tokens
+        sampler = Sampler(self.model, sampling, grammar=grammar, prompt_tokens=seen, context_size=self.n_ctx)
         return GenerationJob(
             prompt=tokens,
+            media=media,
             sampler=sampler,
             max_tokens=max_tokens,
             stop=sampling.stop,
@@ -370,8 +477,15 @@ class Engine:
     # -- embeddings ------------------------------------------------------------------------------------
 
     async def embed(self, inputs: list[str] | list[list[int]]) -> EmbeddingResult:
-        if self.config.mode == "generate":
+        if self.mode == "generate":
             raise BadRequest(f"'{self.config.model_id}' does not serve embeddings", param="model")
+        if self.mode == "rerank":
+            raise BadRequest(
+                f"'{self.config.model_id}' is a reranker: it scores documents against a query (/v1/rerank), it does "
+                "not embed",
+                param="model",
+                code="unsupported",
+            )
         token_lists: list[list[int]] = []
         items: list[str | list[int]] = list(inputs)
         for i, item in enumerate(items):
@@ -398,6 +512,34 @@ class Engine:
         self.scheduler.submit_embedding(EmbeddingJob(inputs=token_lists, done=done))
         vectors = await future
         return EmbeddingResult(embeddings=vectors, prompt_tokens=sum(len(t) for t in token_lists))
+
+    async def rerank(self, query: str, documents: list[str]) -> RerankResult:
+        """Score each document against the query with the model's classification head (one decode for as many
+        pairs as fit, with any other waiting embedding or rerank work)."""
+        if self.mode != "rerank":
+            raise BadRequest(
+                f"'{self.config.model_id}' has no ranking head: it cannot rerank (a reranker GGUF declares rank "
+                "pooling and carries a classification head)",
+                param="model",
+                code="unsupported",
+            )
+        pairs = [pair_tokens(self.model, query, document) for document in documents]
+        for i, tokens in enumerate(pairs):
+            if len(tokens) > self.embedding_limit:
+                raise ContextLengthExceeded(
+                    f"the query with document {i} has {len(tokens)} tokens; this model reads at most "
+                    f"{self.embedding_limit}",
+                    param="documents",
+                )
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[list[float]]] = loop.create_future()
+
+        def done(result: list[list[float]] | SomnerError) -> None:
+            loop.call_soon_threadsafe(_resolve, future, result)
+
+        self.scheduler.submit_embedding(EmbeddingJob(inputs=pairs, done=done, normalize=False))
+        outputs = await future
+        return RerankResult(scores=[values[0] for values in outputs], prompt_tokens=sum(len(t) for t in pairs))
 
 
 def _resolve(future: asyncio.Future[list[list[float]]], result: list[list[float]] | SomnerError) -> None:

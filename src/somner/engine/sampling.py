@@ -100,6 +100,7 @@ class Sampler:
     ) -> None:
         d = defaults or SamplingDefaults()
         self.plain_greedy = False
+        self.constrained = grammar is not None  # a grammar decides what may come next
         self._prompt = list(prompt_tokens or [])
         self._context_size = context_size or model.n_ctx_train or 4096
         self._bias_ids = np.zeros(0, dtype=np.int64)
@@ -271,6 +272,11 @@ class Sampler:
         token = int(array.data[array.selected].id)  # (stages may point `data` at a buffer of their own)
         lib.llama_sampler_accept(self.chain, token)
         return token
+
+    def accept(self, token: int) -> None:
+        """Record a token chosen without sampling (a forced one): the stages that remember tokens see it."""
+        if not self._argmax_only:
+            lib.llama_sampler_accept(self.chain, token)
 
     def rewind(self, kept: Sequence[int]) -> None:
         """The sequence went back to the prompt followed by `kept` (see the scheduler's banned strings): the stages

@@ -12,8 +12,12 @@ Requests enter a FIFO queue (`submit`); a free slot takes the queue head, prefer
 tokens share the longest prefix with the new prompt (prompt prefix cache: a chat's next turn re-prefills
 only the new text). The choices of one request (`n`, a job `group`) are prefilled once: the first takes a slot
 and prefills the prompt, the others wait in their slots and, the step it is done, copy its cache and draw their
-first token from the same logits. Cancelling (`cancel`) frees the slot at the start of the next step. Outputs of a step
-go to the sink in one call, so the serving event loop is woken once per step, not once per token.
+first token from the same logits. Shared prefixes: a prompt that begins with at least `_MIN_SHARED` more tokens
+of what another slot holds (busy or free: a system prompt many users share) copies that slot's cache instead of
+computing the start again; one that begins like a prompt another slot is still prefilling waits for it
+(`awaits`) and copies it then, so a burst of requests with one system prompt computes it once. Cancelling
+(`cancel`) frees the slot at the start of the next step. Outputs of a step go to the sink in one call, so the
+serving event loop is woken once per step, not once per token.
 Everything here runs on the engine thread except `submit`, `cancel`, `submit_embedding` and `stop`, which
 only touch the inbox under its condition variable.
 
@@ -43,6 +47,7 @@ from somner.engine.llama import Batch, EngineError, LlamaContext, LlamaModel, co
 from somner.engine.sampling import NoCandidates, logprobs_of
 from somner.engine.speculative import Drafter, Wish
 from somner.engine.text import IncrementalDecoder, StopMatcher
+from somner.engine.vision import Media
 from somner.errors import EngineFailed, SomnerError
 
 log = logging.getLogger(__name__)
@@ -54,6 +59,9 @@ _MIN_PREFILL_WHILE_DECODING = 32
 # prefill leaves no shorter tail), so the same prompt is computed the same way whether it is new or cached, and
 # seeded sampling repeats itself.
 _TAIL_TOKENS = 16
+# Shortest run of a prompt worth copying from another slot's cache instead of computing it (a copy moves the whole
+# sequence's cache, so it only pays for a long shared part such as a system prompt).
+_MIN_SHARED = 64
 # Longest wait, from idle, for announced requests to join the first step (see _gather_burst_locked).
 _MAX_GATHER = 0.05
 # Rewinds one sequence may make for its banned strings: each costs a decode of at least one token, so this bounds
@@ -66,6 +74,7 @@ class Slot:
 
     __slots__ = (
         "adapters",
+        "awaits",
         "bans",
         "cached",
         "decoder",
@@ -108,6 +117,9 @@ class Slot:
         self.fed = False  # this step's batch feeds `last_token` at `row`
         self.guard: BannedStrings | None = None
         self.leader: Slot | None = None  # the slot prefilling this one's prompt (a choice of the same request)
+        # (slot, its job, n): a slot prefilling a long start this prompt shares; this one waits until that slot
+        # has the first n positions in its cache, copies them and prefills only the rest (see _copy_awaited)
+        self.awaits: tuple[Slot, GenerationJob, int] | None = None
         self.bans: dict[int, set[int]] = {}  # generated index -> tokens banned there (rewinds)
         self.rewinds = 0
         self.guesses: list[int] = []  # the draft model's guesses fed after last_token this step
@@ -119,6 +131,20 @@ class Slot:
     @property
     def prefilling(self) -> bool:
         return self.job is not None and self.prompt_pos < len(self.feed)
+
+
+def _media_at(media: tuple[Media, ...], position: int) -> Media | None:
+    return next((m for m in media if m.start == position), None)
+
+
+def _next_media(media: tuple[Media, ...], position: int, end: int) -> int:
+    """Where the prompt's next image after `position` begins (`end` when none does)."""
+    return min((m.start for m in media if m.start >= position), default=end)
+
+
+def _before_media(media: tuple[Media, ...], keep: int) -> int:
+    """`keep` moved back to the start of an image it would cut (an image's tokens are fed together)."""
+    return next((m.start for m in media if m.start < keep < m.end), keep)
 
 
 def _takes(slot: Slot, scales: Scales | None) -> bool:
@@ -318,6 +344,27 @@ class Scheduler:
         # and recomputing a run of them keeps a repeated prompt's numerics identical to its first time.
         leader = self._leader_for(job)
         keep = 0 if leader is not None else max(0, min(best_common, len(job.prompt) - _TAIL_TOKENS))
+        donor = self._donor_for(job, slot, keep) if leader is None else None
+        awaits = self._prefilling_donor_for(job, slot, keep) if leader is None else None
+        if awaits is not None and donor is not None:
+            if awaits[2] >= donor[1] + _MIN_SHARED:
+                donor = None  # another slot is computing much more of it: wait for that (see _copy_awaited)
+            else:
+                awaits = None
+        if donor is not None:
+            donor_slot = donor[0]
+            # Another slot (busy or not) holds a longer part of this prompt, e.g. a system prompt many users
+            # share: copy its cache rather than compute that part again.
+            self.ctx.seq_remove(slot.seq, 0, -1)
+            if self.ctx.seq_copy(donor_slot.seq, slot.seq):
+                keep = min(donor[1], len(job.prompt) - _TAIL_TOKENS)
+                slot.tokens = list(donor_slot.tokens)
+                with self.stats.lock:
+                    self.stats.shared_prefixes += 1
+            else:
+                keep = 0
+                slot.tokens = []
+        keep = _before_media(job.media, keep)
         reuse = self.ctx.keep_prefix(slot.seq, keep)
         del slot.tokens[reuse:]
         slot.adapters = job.adapters
@@ -331,10 +378,70 @@ class Scheduler:
         slot.stops = StopMatcher(job.stop)
         slot.guard = BannedStrings(job.banned) if job.banned else None
         slot.leader = leader
+        slot.awaits = awaits
         slot.started_at = time.perf_counter()
         with self.stats.lock:
             self.stats.active += 1
             self.stats.cached_tokens += reuse
+
+    def _donor_for(self, job: GenerationJob, slot: Slot, keep: int) -> tuple[Slot, int] | None:
+        """Another slot whose cache holds at least _MIN_SHARED more of `job`'s prompt than `slot` keeps, and can
+        still be cut there (sliding-window layers keep only their window: see LlamaContext.keep_prefix)."""
+        best: Slot | None = None
+        best_common = keep + _MIN_SHARED - 1
+        limit = len(job.prompt) - _TAIL_TOKENS
+        for other in self.slots:
+            if other is slot or other.adapters != job.adapters:
+                continue
+            common = min(common_prefix(other.tokens, job.prompt), limit)
+            if common > best_common and self.ctx.can_keep(other.seq, common):
+                best, best_common = other, common
+        return None if best is None else (best, best_common)
+
+    def _prefilling_donor_for(
+        self, job: GenerationJob, slot: Slot, keep: int
+    ) -> tuple[Slot, GenerationJob, int] | None:
+        """A slot now prefilling a prompt that starts with at least _MIN_SHARED more of `job`'s prompt than `slot`
+        keeps (a burst of requests with one system prompt): `job` waits for it rather than computing that start
+        again beside it."""
+        limit = len(job.prompt) - _TAIL_TOKENS
+        best: tuple[Slot, GenerationJob, int] | None = None
+        for other in self.slots:
+            if other is slot or other.job is None or other.awaits is not None or other.leader is not None:
+                continue
+            if not other.prefilling or other.adapters != job.adapters:
+                continue
+            common = min(common_prefix(other.feed, job.prompt), limit)
+            if common >= keep + _MIN_SHARED and common > other.prompt_pos and (best is None or common > best[2]):
+                best = (other, other.job, common)
+        return best
+
+    def _copy_awaited(self) -> None:
+        """Slots waiting for another's prefill of their start (`awaits`): copy it once it is in that cache; stop
+        waiting (and prefill it themselves) when that slot's request ended before it got there."""
+        for slot in self.slots:
+            if slot.awaits is None or slot.job is None:
+                continue
+            source, source_job, n = slot.awaits
+            if common_prefix(source.tokens, slot.feed) < n:
+                if source.job is not source_job or not source.prefilling:
+                    slot.awaits = None  # (its request ended, or it was cut off: this one computes it)
+                continue
+            slot.awaits = None
+            if not self.ctx.can_keep(source.seq, n):
+                continue
+            self.ctx.seq_remove(slot.seq, 0, -1)
+            if not self.ctx.seq_copy(source.seq, slot.seq):
+                slot.tokens, slot.prompt_pos, slot.cached = [], 0, 0
+                continue
+            reuse = self.ctx.keep_prefix(slot.seq, _before_media(slot.job.media, n))
+            slot.tokens = source.tokens[:reuse]
+            if self.drafter is not None:
+                self.drafter.keep(slot.seq, slot.tokens)
+            with self.stats.lock:
+                self.stats.cached_tokens += reuse - slot.cached
+                self.stats.shared_prefixes += 1
+            slot.prompt_pos = slot.cached = reuse
 
     def _leader_for(self, job: GenerationJob) -> Slot | None:
         """A slot prefilling the prompt of another choice of `job`'s request, if one is (its first prefill: a choice
@@ -380,7 +487,9 @@ class Scheduler:
 
     def _step(self, outputs: list[Output]) -> None:
         step_started = time.perf_counter()
+        self._copy_awaited()  # (also when nothing else runs: a slot whose source ended prefills itself)
         scales = self._step_adapters()
+        self._feed_media(scales, outputs)
         if self.drafter is not None:
             self._guess(scales)
         prefill = self._fill_batch(scales)
@@ -405,6 +514,7 @@ class Scheduler:
                 self.stats.prompt_tokens += take
             if not slot.prefilling:
                 self._share_prompt(slot)
+        self._copy_awaited()
         for slot in self.slots:
             if slot.row < 0 or slot.job is None:
                 continue
@@ -418,6 +528,29 @@ class Scheduler:
             self.stats.steps += 1
             self.stats.decode_seconds += decoded - started
             self.stats.step_seconds += time.perf_counter() - step_started
+
+    def _feed_media(self, scales: Scales | None, outputs: list[Output]) -> None:
+        """Decode the images whose turn it is: a slot whose prompt has reached an image feeds it now, in a decode
+        of its own (an image's tokens may attend to each other both ways), before this step's batch."""
+        for slot in self.slots:
+            job = slot.job
+            if job is None or not job.media or slot.leader is not None or not _takes(slot, scales):
+                continue
+            media = _media_at(job.media, slot.prompt_pos)
+            while media is not None and slot.prefilling:
+                if self.adapters is not None and scales is not None:
+                    self.adapters.use(scales)
+                try:
+                    self.ctx.decode_embeddings(media.embeddings, media.start, slot.seq, non_causal=media.non_causal)
+                except EngineError as exc:
+                    log.error("image decode failed: %s", exc)
+                    self._fail(slot, outputs, EngineFailed("the engine failed to process this request's image"))
+                    break
+                slot.tokens.extend(slot.feed[media.start : media.end])
+                slot.prompt_pos = media.end
+                with self.stats.lock:
+                    self.stats.prompt_tokens += media.end - media.start
+                media = _media_at(job.media, slot.prompt_pos)
 
     def _step_adapters(self) -> Scales | None:
         """The LoRA scales of this step's sequences (see adapters.py); None: every sequence's (no adapters)."""
@@ -451,14 +584,15 @@ class Scheduler:
             budget = min(budget, max(_MIN_PREFILL_WHILE_DECODING, self.batch_size // 4))
         prefill: list[tuple[Slot, int]] = []
         waiting = (  # (followers wait: _share_prompt)
-            s for s in self.slots if s.prefilling and s.leader is None and _takes(s, scales)
+            s for s in self.slots if s.prefilling and s.leader is None and s.awaits is None and _takes(s, scales)
         )
         for slot in sorted(waiting, key=lambda s: s.started_at):
             if budget <= 0:
                 break
-            remaining = len(slot.feed) - slot.prompt_pos
+            end = _next_media(slot.job.media, slot.prompt_pos, len(slot.feed)) if slot.job else len(slot.feed)
+            remaining = end - slot.prompt_pos  # (up to the next image: it is fed on its own, _feed_media)
             take = min(budget, remaining)
-            if take < remaining and remaining - take < _TAIL_TOKENS:
+            if end == len(slot.feed) and take < remaining and remaining - take < _TAIL_TOKENS:
                 take = remaining - _TAIL_TOKENS  # never leave a short tail chunk (see _TAIL_TOKENS)
             if take <= 0:
                 continue
@@ -519,11 +653,17 @@ class Scheduler:
         job = slot.job
         assert job is not None
         banned = slot.bans.get(slot.generated, ()) if slot.bans else ()
-        try:
-            token = job.sampler.sample(self.ctx, slot.row, generated=slot.generated, banned=banned)
-        except NoCandidates:
-            self._end(slot, outputs, FinishReason.STOP)
-            return False
+        thinking = job.thinking
+        forced = thinking.forced() if thinking is not None else None
+        if forced is not None:  # (the thinking budget is spent: the engine closes the thought)
+            token = forced
+            job.sampler.accept(token)
+        else:
+            try:
+                token = job.sampler.sample(self.ctx, slot.row, generated=slot.generated, banned=banned)
+            except NoCandidates:
+                self._end(slot, outputs, FinishReason.STOP)
+                return False
         if not slot.first_token_at:
             slot.first_token_at = time.perf_counter()
         slot.generated += 1
@@ -540,6 +680,8 @@ class Scheduler:
             if not isinstance(held, Released):
                 return self._rewind(slot, outputs, slot.guard.base + held)
             text, logprobs = held.text, (held.logprobs or None) if job.logprobs is not None else None
+        if thinking is not None:
+            thinking.feed(text)
         emit, stopped = slot.stops.feed(text)
         if stopped:
             self._finish(slot, outputs, FinishReason.STOP, emit, logprobs)
@@ -719,7 +861,7 @@ class Scheduler:
                 ctx.decode(batch)
                 for seq, (job, index, _tokens) in enumerate(group):
                     vector = ctx.sequence_embedding(seq)
-                    norm = float(np.linalg.norm(vector))
+                    norm = float(np.linalg.norm(vector)) if job.normalize else 0.0
                     results[job.id][index] = (vector / norm if norm > 0 else vector).tolist()
             except EngineError as exc:
                 log.error("embedding decode failed: %s", exc)

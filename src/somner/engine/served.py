@@ -12,7 +12,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, Protocol
 
-from somner.core import ChatRequest, CompletionRequest, EmbeddingResult
+from somner.core import ChatRequest, CompletionRequest, EmbeddingResult, RerankResult
 from somner.engine.jobs import EngineStats
 from somner.engine.templates import ChatTemplate
 
@@ -25,6 +25,11 @@ class QueuedJob(Protocol):
 
     @property
     def prompt(self) -> list[int]: ...
+
+    @property
+    def opens_thinking(self) -> bool | None:
+        """Whether the output is split into reasoning and content (None: not), and whether it starts inside the
+        thought."""
 
     def discard(self) -> None:
         """Free what the job holds when it will never be submitted."""
@@ -117,3 +122,6 @@ class ServedEngine(Protocol):
     def tokenize_prompt(self, text: str) -> list[int]: ...
 
     async def embed(self, inputs: list[str] | list[list[int]]) -> EmbeddingResult: ...
+
+    async def rerank(self, query: str, documents: list[str]) -> RerankResult:
+        """Each document's relevance to the query (a reranker model; BadRequest for any other)."""

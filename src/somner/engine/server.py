@@ -26,13 +26,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from somner.core import Chunk, SamplingParams, Usage
+from somner.core import Chunk, ReasoningSplitter, SamplingParams, Usage
+from somner.core.reasoning import with_reasoning
 from somner.core.streams import Collected, collect_choices, gather_all, merge, merge_choices, total_usage
 from somner.engine import tools
 from somner.engine.runtime import Engine, EngineConfig
 from somner.engine.served import JobQueue, QueuedJob, ServedEngine
 from somner.errors import BadRequest, SomnerError
 from somner.http_server import ManagedStream, serve
+from somner.wire import rerank as rerank_wire
 from somner.wire.openai import decode, encode, schemas
 
 log = logging.getLogger(__name__)
@@ -203,11 +205,15 @@ async def chat_completions(worker: Worker, request: Request) -> Response:
             await _close_all(started)
             raise
     offered = tools.offered(core.tools, core.tool_choice)
-    per_choice: list[AsyncIterator[Chunk]] = [
-        tools.with_tool_calls(s, tools.ToolCallParser(offered, parallel=core.parallel_tool_calls)) if offered else s
-        for s in job_streams
-    ]
-    chunks = merge_choices(per_choice)
+    per_choice: list[AsyncIterator[Chunk]] = []
+    for job, job_stream in zip(jobs, job_streams, strict=True):
+        chunks: AsyncIterator[Chunk] = job_stream
+        if job.opens_thinking is not None:  # (a reasoning model: its thinking is split off first)
+            chunks = with_reasoning(chunks, ReasoningSplitter(opened=job.opens_thinking))
+        if offered:
+            chunks = tools.with_tool_calls(chunks, tools.ToolCallParser(offered, parallel=core.parallel_tool_calls))
+        per_choice.append(chunks)
+    merged = merge_choices(per_choice)
     headers = _prompt_header([jobs[0].prompt])
     include_usage = bool(wire.stream_options and wire.stream_options.include_usage)
     if core.stream:
@@ -216,7 +222,7 @@ async def chat_completions(worker: Worker, request: Request) -> Response:
         async def body() -> AsyncIterator[bytes]:
             yield stream.start(len(jobs))
             try:
-                async for chunk in chunks:
+                async for chunk in merged:
                     yield stream.chunk(chunk)
             except SomnerError as exc:
                 yield encode.error_event(exc)
@@ -225,13 +231,19 @@ async def chat_completions(worker: Worker, request: Request) -> Response:
 
         return ManagedStream(body(), on_close=lambda: _close_all(job_streams), headers=headers)
     try:
-        results = await collect_choices(chunks, len(jobs))
+        results = await collect_choices(merged, len(jobs))
     finally:
         await _close_all(job_streams)  # (also when the chunks come through the tool-call filter)
     if len(results) == 1:
         (only,) = results
         reply = encode.chat_completion(
-            worker.model_id, only.text, only.last, only.logprobs, calls=only.tool_calls.calls(), with_timings=True
+            worker.model_id,
+            only.text,
+            only.last,
+            only.logprobs,
+            calls=only.tool_calls.calls(),
+            with_timings=True,
+            reasoning=only.reasoning,
         )
     else:
         reply = encode.chat_completion_choices(worker.model_id, results, total_usage(results), with_timings=True)
@@ -293,6 +305,17 @@ async def embeddings(worker: Worker, request: Request) -> Response:
     return json_response(
         encode.embeddings(worker.model_id, result.embeddings, result.prompt_tokens, wire.encoding_format)
     )
+
+
+async def rerank(worker: Worker, request: Request) -> Response:
+    """llama-server's `/v1/rerank`: every document's score, in the documents' order (a reranker model)."""
+    wire = decode.parse(rerank_wire.RerankRequest, await request.body())
+    documents = rerank_wire.documents_of(wire)
+    result = await worker.engine.rerank(wire.query, documents)
+    body = rerank_wire.results(
+        worker.model_id, result, documents, top_n=wire.top_n, return_documents=wire.return_documents
+    )
+    return json_response(body)
 
 
 async def _json_object(request: Request) -> dict[str, Any]:
@@ -389,6 +412,8 @@ def create_worker_app(engine: ServedEngine, router: JobRouter, model_id: str) ->
         Route("/v1/chat/completions", _endpoint(chat_completions), methods=["POST"]),
         Route("/v1/completions", _endpoint(completions), methods=["POST"]),
         Route("/v1/embeddings", _endpoint(embeddings), methods=["POST"]),
+        Route("/v1/rerank", _endpoint(rerank), methods=["POST"]),
+        Route("/rerank", _endpoint(rerank), methods=["POST"]),
         Route("/tokenize", _endpoint(tokenize), methods=["POST"]),
         Route("/detokenize", _endpoint(detokenize), methods=["POST"]),
         Route("/apply-template", _endpoint(apply_template), methods=["POST"]),

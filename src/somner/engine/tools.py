@@ -370,13 +370,13 @@ async def with_tool_calls(chunks: AsyncIterator[Chunk], parser: ToolCallParser) 
         if chunk.logprobs:
             held.extend(chunk.logprobs)
         if chunk.finish_reason is None:
-            if shown:
-                yield Chunk(text=shown, logprobs=held or None)
+            if shown or chunk.reasoning:  # (a reasoning model's thinking goes on as it comes)
+                yield Chunk(text=shown, reasoning=chunk.reasoning, logprobs=held or None)
                 held = []
             continue
         rest, calls = parser.finish()
-        if shown or rest:
-            yield Chunk(text=shown + rest, logprobs=held or None)
+        if shown or rest or chunk.reasoning:
+            yield Chunk(text=shown + rest, reasoning=chunk.reasoning, logprobs=held or None)
         if calls:
             deltas = [ToolCallDelta(index=i, id=c.id, name=c.name, arguments=c.arguments) for i, c in enumerate(calls)]
             yield Chunk(tool_calls=deltas)

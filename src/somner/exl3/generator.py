@@ -102,6 +102,7 @@ class Exl3Job:
     stop: list[str] = field(default_factory=list)  # stop strings, matched by the scheduler
     banned_strings: list[str] = field(default_factory=list)
     filter: object | None = None  # made by `Generator.make_filter` for this job alone
+    opens_thinking: bool | None = None  # the output is split into reasoning and content (see core/reasoning.py)
     id: int = field(default_factory=lambda: next(_ids))
 
     def discard(self) -> None:

@@ -19,10 +19,12 @@ from somner.core import (
     ChatRequest,
     CompletionRequest,
     EmbeddingResult,
+    RerankResult,
     SamplingParams,
     ToolChoiceMode,
     check_tools,
 )
+from somner.core.reasoning import ReasoningFormat, closed_thought, opens_thinking, resolve_format
 from somner.engine import tools as tooling
 from somner.engine.templates import ChatTemplate, choose_template
 from somner.errors import BadRequest, ContextLengthExceeded
@@ -149,25 +151,47 @@ class Engine:
         if not request.messages:
             raise BadRequest("messages must not be empty", param="messages")
         check_tools(request.tools, request.tool_choice)
-        return self.template.render(
+        reasons = resolve_format(request.reasoning.format, self.template.source) is not ReasoningFormat.NONE
+        enabled = request.reasoning.enabled if reasons else None
+        prompt = self.template.render(
             request.messages,
             tools=request.tools,
             tool_choice=request.tool_choice,
             add_generation_prompt=add_generation_prompt,
+            enable_thinking=enabled,
         )
+        return closed_thought(prompt) if enabled is False and add_generation_prompt else prompt
 
     def chat_jobs(self, request: ChatRequest, *, choices: int | None = None) -> list[Exl3Job]:
         """One job per choice (`request.n`, or `choices`), all of the same prompt (rendered once)."""
         _check_adapters(request.lora)
+        if any(message.images for message in request.messages):
+            raise BadRequest(
+                f"'{self.config.model_id}' runs on the exllamav3 engine, which reads text only (vision needs a GGUF "
+                "model with an `mmproj`).",
+                param="messages",
+                code="unsupported",
+            )
+        shaped = request.tool_choice.mode in (ToolChoiceMode.REQUIRED, ToolChoiceMode.FUNCTION)
+        if shaped or request.sampling.json_mode or request.sampling.json_schema is not None:
+            # (output held to a shape from its first token cannot open with a thought: see engine/runtime.py)
+            request = dataclasses.replace(request, reasoning=dataclasses.replace(request.reasoning, enabled=False))
         prompt = self.render_chat(request)
         forced = None
-        if request.tool_choice.mode in (ToolChoiceMode.REQUIRED, ToolChoiceMode.FUNCTION):
+        if shaped:
             if request.sampling.grammar is not None:
                 raise BadRequest("A forced tool call cannot be combined with 'grammar'.", param="grammar")
             shown = tooling.offered(request.tools, request.tool_choice)
             forced = Constraint(gbnf=tooling.forced_grammar(shown, parallel=request.parallel_tool_calls))
         tokens = self.tokenize_prompt(prompt)
-        return self._jobs(tokens, request.sampling, "messages", request.n if choices is None else choices, forced)
+        jobs = self._jobs(tokens, request.sampling, "messages", request.n if choices is None else choices, forced)
+        assert self.template is not None
+        if request.reasoning.enabled is not False and (
+            resolve_format(request.reasoning.format, self.template.source) is not ReasoningFormat.NONE
+        ):  # (split by the server, as for llama.cpp; this engine has no thinking budget)
+            for job in jobs:
+                job.opens_thinking = opens_thinking(prompt)
+        return jobs
 
     def completion_jobs(self, request: CompletionRequest, *, choices: int | None = None) -> list[Exl3Job]:
         _check_adapters(request.lora)
@@ -228,6 +252,13 @@ class Engine:
     async def embed(self, inputs: list[str] | list[list[int]]) -> EmbeddingResult:
         raise BadRequest(
             f"'{self.config.model_id}' runs on the exllamav3 engine, which serves no embeddings",
+            param="model",
+            code="unsupported",
+        )
+
+    async def rerank(self, query: str, documents: list[str]) -> RerankResult:
+        raise BadRequest(
+            f"'{self.config.model_id}' has no ranking head: the exllamav3 engine serves no rerankers",
             param="model",
             code="unsupported",
         )

@@ -24,6 +24,7 @@ import uvicorn
 from somner.errors import SomnerError
 from somner.gateway_processes.listening import listening_socket
 from somner.gateway_processes.orders import Orders, read_orders
+from somner.http_limits import gateway_protocol
 from somner.http_server import Server, server_config
 from somner.models.registry import ModelConfigError
 from somner.observability.logging import close_log_files, configure_server_logging
@@ -63,6 +64,7 @@ def run_gateway_process(number: int) -> int:
             keep=settings.log_keep,
             to_stderr=orders.log_to_stderr,
             gateway_process=number,
+            tracebacks=not settings.strict_privacy,
         )
     except OSError as exc:
         print(f"error: gateway process {number} cannot write its log file: {exc}", file=sys.stderr)  # noqa: T201
@@ -93,7 +95,8 @@ def _serve(orders: Orders) -> int:
         )
         return 1
     server = _GatewayProcessServer(
-        server_config(app, timeout_graceful_shutdown=settings.drain_timeout), orders.ready_fd
+        server_config(app, timeout_graceful_shutdown=settings.drain_timeout, http=gateway_protocol(settings.limits)),
+        orders.ready_fd,
     )
     log.info(
         "gateway process %d (pid %d) starting on http://%s:%d", orders.number, os.getpid(), settings.host, settings.port

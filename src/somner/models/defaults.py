@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import datetime as dt
 
-from somner.core import ChatRequest, CompletionRequest, Message, SamplingParams
-from somner.settings.models import ModelDefaults
+from somner.core import ChatRequest, CompletionRequest, Message, ReasoningFormat, SamplingParams
+from somner.settings.models import ModelDefaults, ModelEntry
 
 _SAMPLING = (
     "temperature",
@@ -49,3 +49,18 @@ def apply_to_chat(request: ChatRequest, defaults: ModelDefaults | None, now: dt.
 def apply_to_completion(request: CompletionRequest, defaults: ModelDefaults | None) -> None:
     if defaults is not None:
         _sampling(request.sampling, defaults)
+
+
+def apply_reasoning(request: ChatRequest, entry: ModelEntry) -> None:
+    """The model's reasoning format, and its thinking budget for requests that turn thinking on without a budget
+    of their own (or say nothing about it; a model budget of 0 turns thinking off for those)."""
+    options = request.reasoning
+    if options.format is None and entry.reasoning_format is not None:
+        options.format = ReasoningFormat(entry.reasoning_format)
+    budget = entry.reasoning_budget
+    if budget is None or options.budget_tokens is not None or options.enabled is False:
+        return
+    if budget > 0:
+        options.budget_tokens = budget
+    elif options.enabled is None:
+        options.enabled = False

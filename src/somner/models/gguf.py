@@ -16,6 +16,9 @@ MAGIC = b"GGUF"
 SUPPORTED_VERSIONS = (2, 3)
 _MAX_STRING = 1 << 24  # 16 MiB; a longer metadata string means a corrupt or hostile file
 _MAX_ITEMS = 1 << 26
+_MAX_DIMS = 4  # GGML_MAX_DIMS
+_MAX_TENSOR_NAME = 63  # GGML_MAX_NAME less its terminating zero
+_MAX_ELEMENTS = (1 << 63) - 1  # ggml counts elements in int64
 
 # type code -> (struct format, size)
 _SCALARS: dict[int, tuple[str, int]] = {
@@ -146,6 +149,8 @@ class _Reader:
             count = self.scalar(10)
             if count > _MAX_ITEMS:
                 raise GGUFError("GGUF metadata array too long")
+            if item_code == _ARRAY:  # (llama.cpp has no nested arrays; unbounded nesting would recurse without end)
+                raise GGUFError("GGUF metadata array of arrays (nested arrays are not supported)")
             if item_code in _SCALARS and not keep_arrays:
                 self.take(_SCALARS[item_code][1] * count)
                 return None
@@ -187,32 +192,56 @@ def _parse(reader: _Reader, keep_arrays: bool) -> GGUFInfo:
     info = GGUFInfo(version=version, tensor_count=tensor_count)
     for _ in range(kv_count):
         key = reader.string()
+        if key in info.metadata:
+            raise GGUFError(f"GGUF metadata key {key[:64]!r} appears twice")
         code = reader.scalar(4)
         info.metadata[key] = reader.value(code, keep_arrays)
     if tensor_count > _MAX_ITEMS:
         raise GGUFError("GGUF tensor count out of range")
+    align = _alignment(info.metadata)
     end = 0
     known = True
+    names: set[str] = set()
     for _ in range(tensor_count):
-        reader.skip_string()  # name
+        name = reader.string()
+        if len(name.encode("utf-8")) > _MAX_TENSOR_NAME:
+            raise GGUFError("GGUF tensor name too long")
+        if name in names:
+            raise GGUFError(f"GGUF tensor {name!r} appears twice")
+        names.add(name)
         dims = reader.scalar(4)
-        if dims > 8:
-            raise GGUFError("GGUF tensor with too many dimensions")
+        if dims > _MAX_DIMS:
+            raise GGUFError(f"GGUF tensor {name!r} has too many dimensions ({dims})")
+        shape = [reader.scalar(10) for _ in range(dims)]
         elements = 1
-        for _ in range(dims):
-            elements *= reader.scalar(10)
+        for extent in shape:
+            elements *= extent
+            if elements > _MAX_ELEMENTS:
+                raise GGUFError(f"GGUF tensor {name!r} has dimensions whose product overflows")
         kind = reader.scalar(4)
         offset = reader.scalar(10)
+        if offset % align:
+            raise GGUFError(f"GGUF tensor {name!r} is not aligned to {align} bytes")
         if kind not in _TENSOR_TYPES:
             known = False
             continue
         block, size = _TENSOR_TYPES[kind]
+        if shape and shape[0] % block:
+            raise GGUFError(f"GGUF tensor {name!r} has a row that is not a whole number of blocks")
         end = max(end, offset + elements // block * size)
-    alignment = info.metadata.get("general.alignment")
-    align = alignment if isinstance(alignment, int) and alignment > 0 else _DEFAULT_ALIGNMENT
-    data_start = -(-reader.pos // align) * align
-    info.needed_bytes = data_start + end if known else None
+    data_start = -(-reader.pos // align) * align  # (no tensors: no data section, nothing to pad to)
+    info.needed_bytes = (data_start + end if tensor_count else reader.pos) if known else None
     return info
+
+
+def _alignment(metadata: dict[str, Any]) -> int:
+    """The data alignment: `general.alignment` (a uint32 power of two) or the default."""
+    if "general.alignment" not in metadata:
+        return _DEFAULT_ALIGNMENT
+    value = metadata["general.alignment"]
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0 or value & (value - 1) or value > 1 << 16:
+        raise GGUFError(f"GGUF alignment {value!r} is not a power of two (up to 65536)")
+    return value
 
 
 def check_complete(path: Path) -> GGUFInfo:
@@ -220,5 +249,8 @@ def check_complete(path: Path) -> GGUFInfo:
     info = read_gguf(path)
     size = path.stat().st_size
     if info.needed_bytes is not None and size < info.needed_bytes:
-        raise GGUFError(f"{path.name} is truncated: it has {size} bytes, its tensors need {info.needed_bytes}")
+        raise GGUFError(
+            f"{path.name} is truncated or its tensor offsets are out of range: it has {size} bytes, its tensors "
+            f"need {info.needed_bytes}"
+        )
     return info

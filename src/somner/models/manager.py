@@ -10,6 +10,9 @@ Design note. Each known model has a `ManagedModel` record whose state only this 
   `max_loaded`, the memory budget and exclusive groups. A chosen model is marked *leaving*: it takes no new
   requests (they wait for it to be gone, then load it again), finishes those in flight, and is unloaded. If no
   room can be made, the request waits, up to `swap_timeout`, then gets a 503 with Retry-After.
+- Swap-aware: a model that is serving requests is not chosen to go until the requests for the newcomer have waited
+  `swap_wait` (counted from the first of them), so that while two models that cannot both fit are in demand, each
+  load serves a batch of requests instead of one (first come, first served would load, answer one, unload, load).
 - Idle unload: when a model's last request ends, its expiry is set from the request's keep_alive, else the
   model's ttl, else the global ttl (0: unload now; negative: never). A reaper task unloads expired idle models.
   Pinned models never expire and are never evicted.
@@ -34,7 +37,7 @@ from dataclasses import dataclass, field
 from somner.errors import ModelLoadFailed, SomnerError, Unavailable
 from somner.exits import describe_exit
 from somner.models.backends.base import Backend, Supervised
-from somner.models.eviction import Newcomer, Resident, plan
+from somner.models.eviction import Decision, Newcomer, Resident, plan
 from somner.models.memory import fit_slots
 from somner.models.placement import RAM, Footprint, total
 from somner.models.registry import ModelRegistry, ModelSpec
@@ -91,6 +94,7 @@ class Policy:
     unload_grace: float = 60.0
     dummy_names: frozenset[str] = frozenset()
     min_residency: float = 1.0  # seconds a freshly loaded model is safe from eviction
+    swap_wait: float = 0.0  # how long a newcomer's requests wait for busy models before they are made to go
     hang_timeout: float = 20.0  # an engine with work that answers no heartbeat this long is restarted (0: never)
 
     @property
@@ -122,6 +126,8 @@ class ManagedModel:
     watcher: asyncio.Task[None] | None = None
     heartbeat: asyncio.Task[None] | None = None
     starting: Backend | None = None  # the backend being started while LOADING (its load progress)
+    waiters: int = 0  # requests waiting for this model to be loaded
+    wanted_since: float | None = None  # when the first of them began waiting
 
     def __post_init__(self) -> None:
         self.gone.set()
@@ -189,6 +195,7 @@ class ModelManager:
         self._clock = clock
         self._models: dict[str, ManagedModel] = {}
         self._room = asyncio.Condition()  # decisions about what is resident; notified when room may appear
+        self._claimant: str | None = None  # the model that made others go and has not started loading yet
         self._expiry_changed = asyncio.Event()
         self._reaper: asyncio.Task[None] | None = None
         self._closing = False
@@ -270,20 +277,37 @@ class ModelManager:
 
     async def acquire(self, name: str) -> Lease:
         """A lease on the backend serving `name`, loading the model first when needed."""
-        while True:
-            self._check_open()
-            record = self._record(name)
-            if self._usable(record):
-                return self._lease(record)
-            if record.leaving:
-                await record.gone.wait()  # it is being unloaded; load it again once it is gone
-                continue
-            async with record.lock:
-                if self._is_leaving(record):  # it may have been chosen to go while we waited for the lock
-                    continue
-                await self._ensure_loaded(record)
+        waiting: ManagedModel | None = None  # the record this request is counted as waiting for
+        try:
+            while True:
+                self._check_open()
+                record = self._record(name)  # (again after each wait: a dummy name may now mean another model)
                 if self._usable(record):
                     return self._lease(record)
+                if waiting is not record:
+                    self._stop_waiting(waiting)
+                    waiting = record
+                    record.waiters += 1
+                    if record.wanted_since is None:
+                        record.wanted_since = time.monotonic()  # real time: it bounds real waiting (swap_wait)
+                if record.leaving:
+                    await record.gone.wait()  # it is being unloaded; load it again once it is gone
+                    continue
+                async with record.lock:
+                    if self._is_leaving(record):  # it may have been chosen to go while we waited for the lock
+                        continue
+                    await self._ensure_loaded(record)
+                    if self._usable(record):
+                        return self._lease(record)
+        finally:
+            self._stop_waiting(waiting)
+
+    @staticmethod
+    def _stop_waiting(record: ManagedModel | None) -> None:
+        if record is not None:
+            record.waiters -= 1
+            if record.waiters == 0:
+                record.wanted_since = None
 
     def _check_open(self) -> None:
         if self._closing:
@@ -353,6 +377,7 @@ class ModelManager:
             record.memory = await asyncio.to_thread(self._estimate, record.spec)
         await self._make_room(record)
         self._transition(record, ModelState.LOADING)
+        self._unclaim(record)
         record.loads += 1
         backend = self._factory(record.spec)
         started = self._clock()
@@ -376,6 +401,10 @@ class ModelManager:
             raise record.last_error from None
         finally:
             record.starting = None
+        self._loaded(record, backend, started)
+
+    def _loaded(self, record: ManagedModel, backend: Backend, started: float) -> None:
+        """`backend` is up: `record` is LOADED, watched and (for engines the manager runs) heart-beaten."""
         record.backend = backend
         record.loaded_at = self._clock()
         record.last_used = record.loaded_at
@@ -390,18 +419,33 @@ class ModelManager:
         log.info("model %s loaded in %.2fs", record.spec.id, record.loaded_at - started)
 
     async def _make_room(self, record: ManagedModel) -> None:
-        """Unload (draining) whatever must go before `record` loads; wait up to swap_timeout for room."""
+        """Unload (draining) whatever must go before `record` loads; wait up to swap_timeout for room.
+
+        A model that made others go has the room they leave: until it starts loading, other newcomers wait (else
+        a request for a model just unloaded could take the room back, and the two would evict each other)."""
+        try:
+            await self._make_room_claiming(record)
+        except BaseException:
+            self._unclaim(record)
+            raise
+
+    async def _make_room_claiming(self, record: ManagedModel) -> None:
         deadline = time.monotonic() + self.policy.swap_timeout  # real time: it bounds real waiting
         newcomer = Newcomer(record.spec.id, record.memory, record.spec.entry.group)
         while True:
             async with self._room:
-                decision = plan(
-                    self._residents(),
-                    newcomer,
-                    budget=self.policy.budget,
-                    max_loaded=self.policy.max_loaded,
-                    exclusive_groups=self.policy.exclusive_groups,
-                )
+                patience = self._patience(record)
+                if self._claimant not in (None, record.spec.id):
+                    decision = Decision(wait=True, reason=f"'{self._claimant}' is being loaded in its place")
+                else:
+                    decision = plan(
+                        self._residents(),
+                        newcomer,
+                        budget=self.policy.budget,
+                        max_loaded=self.policy.max_loaded,
+                        exclusive_groups=self.policy.exclusive_groups,
+                        keep_busy=patience > 0,
+                    )
                 if decision.too_large:
                     raise ModelLoadFailed(f"The model '{record.spec.id}' cannot be loaded: {decision.reason}")
                 victims = [self._models[model_id] for model_id in decision.evict]
@@ -409,12 +453,17 @@ class ModelManager:
                     return
                 for victim in victims:
                     self._begin_leaving(victim)
+                if victims:
+                    self._claimant = record.spec.id
                 if decision.wait:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         raise self._no_room(record, decision.reason)
-                    # Re-plan when woken (a request ended, a model left) and at least every min_residency.
+                    # Re-plan when woken (a request ended, a model left), at least every min_residency, and when
+                    # the wait for busy models is over.
                     step = min(remaining, max(0.05, self.policy.min_residency))
+                    if patience > 0:
+                        step = min(step, max(0.01, patience))
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(step):
                             await self._room.wait()
@@ -424,6 +473,18 @@ class ModelManager:
             )
             if any(isinstance(result, BaseException) for result in results):
                 raise self._no_room(record, "models in use did not finish in time")
+
+    def _unclaim(self, record: ManagedModel) -> None:
+        """`record` starts loading (its memory counts from now) or gave up: the room it claimed is free."""
+        if self._claimant == record.spec.id:
+            self._claimant = None
+            self._notify_room()
+
+    def _patience(self, record: ManagedModel) -> float:
+        """How much longer `record`'s requests wait for busy models before those are made to go (swap_wait)."""
+        if self.policy.swap_wait <= 0 or record.wanted_since is None:
+            return 0.0
+        return max(0.0, record.wanted_since + self.policy.swap_wait - time.monotonic())
 
     def _no_room(self, record: ManagedModel, reason: str) -> Unavailable:
         return Unavailable(

@@ -19,8 +19,9 @@ from urllib.parse import quote, unquote, urlsplit
 
 import httpx
 
-from somner.models.gguf import MAGIC, GGUFError, check_complete
+from somner.models.gguf import MAGIC, GGUFError
 from somner.models.names import is_valid_model_name
+from somner.models.vetting import vet_model_file
 
 Progress = Callable[[int, int | None], None]
 """Called with (bytes so far, total bytes if known)."""
@@ -129,7 +130,7 @@ def pull(
         partial = models_dir / f".{download.filename}.partial"
         _fetch(http, download, partial, max_bytes, progress)
         try:
-            check_complete(partial)
+            vet_model_file(partial)
         except GGUFError as exc:
             partial.unlink(missing_ok=True)
             raise PullError(f"the download is not a usable GGUF file: {exc}") from exc

@@ -9,6 +9,9 @@ traceback. Tracebacks go to the log only; clients never see them.
 With `workers` above 1 each gateway process logs to its own file, `<UTC timestamp>-server-<n>.log` (n = 1..workers,
 kept across restarts of that process), and tags every line with its number: `[gateway n]` in text,
 `"gateway_process": n` in JSON, so lines interleaved on a shared stderr still say who wrote them.
+
+With `privacy: strict` (`tracebacks=False`) no traceback reaches any handler: a record that carries one keeps its
+message and names the exception's type only (an exception's message or its frames may hold request data).
 """
 
 from __future__ import annotations
@@ -75,6 +78,18 @@ class _GatewayProcessTag(logging.Filter):
         return True
 
 
+class _WithoutTracebacks(logging.Filter):
+    """Replaces a record's traceback with the exception's type (`privacy: strict`)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info or record.exc_text or record.stack_info:
+            kind = record.exc_info[0] if record.exc_info and record.exc_info[0] is not None else None
+            record.msg = record.getMessage() + (f" ({kind.__name__})" if kind is not None else "")
+            record.args = None
+            record.exc_info = record.exc_text = record.stack_info = None
+        return True
+
+
 class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """Writes to whatever `sys.stderr` is at the time (it may be replaced after set-up, as test runners do)."""
 
@@ -112,9 +127,10 @@ def configure_logging(
     files: RotatingFile | None = None,
     to_stderr: bool = True,
     gateway_process: int | None = None,
+    tracebacks: bool = True,
 ) -> None:
     """Replace the root logger's handlers: stderr (unless `to_stderr` is false) and `files` when given; with
-    `gateway_process`, every line carries that number.
+    `gateway_process`, every line carries that number; without `tracebacks`, none is written (strict privacy).
 
     Handlers this replaces are closed, so calling it twice leaves no file open.
     """
@@ -128,6 +144,8 @@ def configure_logging(
         handler.setFormatter(formatter)
         if gateway_process is not None:
             handler.addFilter(_GatewayProcessTag(gateway_process))
+        if not tracebacks:
+            handler.addFilter(_WithoutTracebacks())
     root = logging.getLogger()
     old, root.handlers[:] = list(root.handlers), handlers
     for handler in old:
@@ -149,13 +167,21 @@ def configure_server_logging(
     keep: int = DEFAULT_KEEP,
     to_stderr: bool = True,
     gateway_process: int | None = None,
+    tracebacks: bool = True,
 ) -> RotatingFile:
     """The gateway's logging: stderr plus `<log_dir>/<ts>-server.log` (`-server-<n>.log` for gateway process n of
     several), begun now. Returns the rotating file."""
     kind = SERVER_LOG if gateway_process is None else server_log_kind(gateway_process)
     files = RotatingFile(log_dir, kind, max_bytes=max_bytes, keep=keep)
     files.open()
-    configure_logging(level, log_format=log_format, files=files, to_stderr=to_stderr, gateway_process=gateway_process)
+    configure_logging(
+        level,
+        log_format=log_format,
+        files=files,
+        to_stderr=to_stderr,
+        gateway_process=gateway_process,
+        tracebacks=tracebacks,
+    )
     return files
 
 

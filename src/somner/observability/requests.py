@@ -3,7 +3,8 @@
 `RequestObserver` is pure ASGI middleware (no buffering: streams pass through untouched). What it needs to know
 is left in the request's scope state by the code that learns it: `serving.begin` leaves the admission ticket
 (model, tokens, time to first token, queue wait, key), the error renderers leave the error a request was refused
-with. Nothing of the prompt or completion is ever logged here.
+with. Nothing of the prompt or completion is ever logged here, nor the client's address or user agent; with
+`privacy: strict` there is no line at all (the metrics only).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from somner.errors import SomnerError
 from somner.gateway.admission import Ticket
 from somner.observability.metrics import Metrics, RequestObservation, rejection_reason
+from somner.observability.request_feed import RequestFeed
 
 log = logging.getLogger("somner.requests")
 
@@ -78,11 +80,21 @@ class RequestObserver:
     """Gives every request its id (echoed as `x-request-id`), then observes it once it is over. (One layer for
     both: each middleware layer costs every request a call and a `send` wrapper.)"""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics, routes: RouteNames, dialect_of: Callable[[str], str]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        metrics: Metrics,
+        routes: RouteNames,
+        dialect_of: Callable[[str], str],
+        feed: RequestFeed | None = None,
+        log_lines: bool = True,
+    ) -> None:
         self.app = app
         self.metrics = metrics
         self.routes = routes
         self.dialect_of = dialect_of
+        self.log_lines = log_lines  # off with `privacy: strict`: metrics only, no line and no feed per request
+        self.feed = feed  # the log line's fields, for live subscribers (the console's log tail)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -146,11 +158,23 @@ class RequestObserver:
             self.metrics.request(
                 RequestObservation(route=route, dialect=dialect, model="", status=status, seconds=seconds, key=key_id)
             )
-        if route in _QUIET_ROUTES and status < 400:
+        if not self.log_lines or (route in _QUIET_ROUTES and status < 400):
             return  # health checks and scrapes every few seconds would drown the log
         latency_ms = round(seconds * 1000.0, 1)
         prefix = getattr(principal, "prefix", None) or "-"
         request_id = state.get("request_id", "-")
+        fields = {
+            "request_id": request_id,
+            "method": scope["method"],
+            "route": route,
+            "dialect": dialect,
+            "model": model or None,
+            "status": status,
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "latency_ms": latency_ms,
+            "key_prefix": prefix if prefix != "-" else None,
+        }
         log.info(
             "%s %s %s %d tokens=%d+%d %.1fms id=%s key=%s",
             scope["method"],
@@ -162,19 +186,12 @@ class RequestObserver:
             latency_ms,
             request_id,
             prefix,
-            extra={
-                "request_id": request_id,
-                "method": scope["method"],
-                "route": route,
-                "dialect": dialect,
-                "model": model or None,
-                "status": status,
-                "prompt_tokens": prompt,
-                "completion_tokens": completion,
-                "latency_ms": latency_ms,
-                "key_prefix": prefix if prefix != "-" else None,
-            },
+            extra=fields,
         )
+        if self.feed is not None and not scope["path"].startswith(_UNFED_PREFIXES):
+            self.feed.publish({"time": time.time(), **fields})
 
 
 _QUIET_ROUTES = frozenset({"/ping", "/health", "/ready", "/metrics"})
+# The console's own pages and files, and the tail itself: a log page would otherwise fill its own tail.
+_UNFED_PREFIXES = ("/ui/", "/admin/logs/")

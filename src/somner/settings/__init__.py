@@ -170,7 +170,9 @@ class Settings(BaseSettings):
         ),
     )
     max_request_bytes: int = Field(
-        default=10 * 1024 * 1024, ge=1024, description="Largest request body accepted (413 above it)."
+        default=10 * 1024 * 1024,
+        ge=1024,
+        description="Largest request body accepted, before and after gzip/deflate decoding (413 above it).",
     )
     engine: EngineSettings = Field(default_factory=EngineSettings, description="Engine defaults.")
     models: list[ModelEntry] = Field(
@@ -218,6 +220,15 @@ class Settings(BaseSettings):
     unload_grace: Duration = Field(
         default=60.0, gt=0, description="How long an unload waits for requests in flight to finish."
     )
+    swap_wait: Duration = Field(
+        default=0.0,
+        ge=0,
+        description=(
+            "Swap-aware scheduling: how long requests for a model that needs another one unloaded wait while that "
+            "one is still serving requests (new ones included), so that each load serves a batch (0: off, a busy "
+            "model is made to go at once). Bounds the wait; the swap itself (drain, load) comes on top."
+        ),
+    )
     # -- the gateway --
     auth: AuthSettings = Field(default_factory=AuthSettings, description="API keys and browser access.")
     limits: LimitSettings = Field(default_factory=LimitSettings, description="Concurrency, queue and size limits.")
@@ -229,9 +240,26 @@ class Settings(BaseSettings):
         default=False, description="Store prompt and completion text with usage records (off: no text is kept)."
     )
     log_retention_days: int = Field(default=30, ge=1, description="Days stored prompt and completion text is kept.")
+    privacy: Literal["standard", "strict"] = Field(
+        default="standard",
+        description=(
+            "strict: no per-request log lines (nor the console's live request feed), no prompt or completion text "
+            "(log_requests is ignored), and no tracebacks in log files (the exception's type only); usage rows "
+            "keep counts, statuses and latencies. Client addresses and user agents are never recorded."
+        ),
+    )
     max_pull_bytes: ByteSize = Field(
         default=ByteSize(256 * 1024**3), description="Largest model file `somner models pull` will download."
     )
+
+    @property
+    def strict_privacy(self) -> bool:
+        return self.privacy == "strict"
+
+    @property
+    def records_prompts(self) -> bool:
+        """Whether prompt and completion text is stored with usage records (log_requests, unless strict)."""
+        return self.log_requests and not self.strict_privacy
 
     @field_validator("models")
     @classmethod

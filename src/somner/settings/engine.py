@@ -70,8 +70,15 @@ class EngineSettings(Section):
         default=False,
         description=(
             "Let llama.cpp repack weights for faster CPU matrix kernels. Off by default because results then "
-            "depend on batch composition: with it off, identical requests at temperature 0 give identical text "
-            "however they are batched."
+            "also depend on a request's place in the batch (see the README on determinism)."
+        ),
+    )
+    swa_full: bool = Field(
+        default=False,
+        description=(
+            "Keep the whole context in the sliding-window layers' cache (Gemma 3, gpt-oss, ...), not only their "
+            "window: costs that cache's full size, and lets a prompt reuse a cached or shared start (a long system "
+            "prompt) longer than the window."
         ),
     )
     ready_timeout: Duration = Field(

@@ -45,8 +45,32 @@ class LimitSettings(Section):
     queue_timeout: Duration = Field(default=60.0, gt=0, description="Longest wait for a turn before a 503.")
     max_headers: int = Field(default=100, ge=8, description="Most request headers accepted (431 above).")
     max_header_bytes: int = Field(default=16384, ge=1024, description="Largest total size of request headers.")
+    header_timeout: Duration = Field(
+        default=10.0,
+        gt=0,
+        description="Longest time a client may take to send a request's headers, counted from its connection or "
+        "the first byte of the request (slow clients holding connections open are closed with a 408).",
+    )
+    body_timeout: Duration = Field(
+        default=60.0,
+        gt=0,
+        description="Longest time a client may take to send a request's body once its headers are in (408 after).",
+    )
     max_tokens: int | None = Field(default=None, ge=1, description="Ceiling on max_tokens a request may ask for.")
     max_messages: int = Field(default=1024, ge=1, description="Most chat messages in one request.")
+    max_images: int = Field(default=8, ge=0, description="Most images in one chat request (vision models).")
+    max_image_bytes: int = Field(default=20 * 1024 * 1024, ge=1024, description="Largest image file, in bytes.")
+    max_image_pixels: int = Field(
+        default=4096 * 4096,
+        ge=1,
+        description="Largest image, in pixels (width x height, as its header declares), refused before decoding.",
+    )
+    image_hosts: list[str] = Field(
+        default_factory=list,
+        description="Hosts whose http(s) image URLs the gateway fetches for chat requests ('*.example.com' for a "
+        "domain and its subdomains). Empty: images come as data URLs or base64 only (fetching arbitrary URLs "
+        "would let clients reach the server's own network).",
+    )
 
 
 class DatabaseSettings(Section):

@@ -176,6 +176,14 @@ class ModelEntry(Section):
         ),
     )
     draft_tokens: int = Field(default=4, ge=1, le=32, description="Most guesses per sequence and step.")
+    mmproj: Path | None = Field(
+        default=None,
+        description=(
+            "Vision: the model's multimodal projector GGUF (mmproj), so chat requests may carry images (worker "
+            "backend; keep the file outside the models directory, or it is listed as a model). For a process "
+            "backend put it on its command line (llama-server: --mmproj)."
+        ),
+    )
     embeddings: bool | None = Field(
         default=None,
         description="true: an embedding model (no text generation); false: no embeddings. Default: both.",
@@ -185,6 +193,22 @@ class ModelEntry(Section):
         description=(
             "Chat template: a built-in name (gemma, llama3, chatml, mistral, phi3) or a path to a Jinja file. "
             "Overrides the template stored in the GGUF."
+        ),
+    )
+    reasoning_format: Literal["none", "auto", "deepseek"] | None = Field(
+        default=None,
+        description=(
+            "How a reasoning model's thinking is split from its answer: deepseek (a <think>...</think> block at "
+            "the start, or one the chat template opens), none (left in the answer), auto (deepseek when the chat "
+            "template knows think tags). Default: auto; a request may choose its own."
+        ),
+    )
+    reasoning_budget: int | None = Field(
+        default=None,
+        ge=0,
+        description=(
+            "Most tokens a reasoning model thinks before the engine closes its thought (0: no thinking), when a "
+            "request sets no budget or effort. Default: no limit."
         ),
     )
     # -- exllamav3 backend --
@@ -300,6 +324,11 @@ class ModelEntry(Section):
             return (
                 f"model {self.id!r}: `draft_model` is for worker models; a process backend takes it on its command "
                 "line (llama-server: --model-draft)"
+            )
+        if self.mmproj is not None and kind != "worker":
+            return (
+                f"model {self.id!r}: `mmproj` is for worker models; a process backend takes it on its command line "
+                "(llama-server: --mmproj)"
             )
         return None
 

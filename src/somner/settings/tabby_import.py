@@ -53,7 +53,7 @@ _GGUF = "Somner serves GGUF files with llama.cpp, not TabbyAPI's ExLlama (EXL2/E
 # Options with no Somner counterpart, and why (checked after the mapped ones are taken).
 _NOT_MAPPED: dict[str, str] = {
     "config.config": "Somner reads one configuration file (`--config`); merge the override into it",
-    "network.disable_fetch_requests": "Somner never fetches remote content for a request (image input is refused)",
+    "network.disable_fetch_requests": "image URLs are fetched only from the hosts in `limits.image_hosts`",
     "network.send_tracebacks": "Somner never sends tracebacks; errors carry a request id to find in its log",
     "logging.log_generation_params": "Somner logs one line per request, without sampler values",
     "model.backend": f"{_GGUF}; Somner's engine is its own llama.cpp worker",
@@ -65,7 +65,7 @@ _NOT_MAPPED: dict[str, str] = {
     "model.cpu_moe_offload_layers": "no MoE offload setting; `engine.gpu_layers` sets how many layers go to GPUs",
     "model.rope_alpha": "NTK alpha has no llama.cpp equivalent; set the model entry's `rope_base` instead",
     "model.output_chunking": "an ExLlamaV3 cache detail; llama.cpp reserves each slot's ctx up front",
-    "model.vision": "Somner serves text models (image input is refused)",
+    "model.vision": "vision needs a GGUF model with its projector (`mmproj` in the model's entry)",
     "model.template_vars_default": "chat templates get only the messages, tools and the generation prompt",
     "model.template_vars_force": "chat templates get only the messages, tools and the generation prompt",
     "model.force_enable_thinking": "chat templates get no enable_thinking variable",

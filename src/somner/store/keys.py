@@ -46,6 +46,19 @@ def _record(row: RowMapping) -> KeyRecord:
     )
 
 
+def _rights_columns(rights: KeyRights) -> dict[str, Any]:
+    """The columns that hold a key's rights (what `_record` reads back)."""
+    return {
+        "scopes": ",".join(sorted(rights.scopes)),
+        "models": json.dumps(sorted(rights.models)) if rights.models is not None else None,
+        "rpm": rights.rpm,
+        "tpm": rights.tpm,
+        "daily_tokens": rights.daily_tokens,
+        "max_concurrent": rights.max_concurrent,
+        "expires_at": rights.expires_at,
+    }
+
+
 _KEY_COLUMNS = [c for c in api_keys.c if c.name != "secret_hash"]
 
 
@@ -124,13 +137,7 @@ class KeyStore:
                     name=name,
                     prefix=display_prefix(secret),
                     secret_hash=hash_secret(secret),
-                    scopes=",".join(sorted(rights.scopes)),
-                    models=json.dumps(sorted(rights.models)) if rights.models is not None else None,
-                    rpm=rights.rpm,
-                    tpm=rights.tpm,
-                    daily_tokens=rights.daily_tokens,
-                    max_concurrent=rights.max_concurrent,
-                    expires_at=rights.expires_at,
+                    **_rights_columns(rights),
                     created_at=now,
                 )
             )
@@ -176,6 +183,19 @@ class KeyStore:
             )
         if result.rowcount == 0:
             await self.get(key_id)  # NotFound if it never existed
+        return await self.get(key_id)
+
+    async def update(self, key_id: str, rights: KeyRights) -> KeyRecord:
+        """New rights (limits, quotas, expiry, scopes, models) for an active key; its secret, user and name stay."""
+        async with self.db.connect() as connection:
+            result = await connection.execute(
+                update(api_keys)
+                .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
+                .values(**_rights_columns(rights))
+            )
+        if result.rowcount == 0:
+            await self.get(key_id)  # NotFound if it never existed
+            raise BadRequest(f"The key '{key_id}' is revoked; create a new one instead.", param="key")
         return await self.get(key_id)
 
     async def rotate(self, key_id: str) -> tuple[KeyRecord, str]:

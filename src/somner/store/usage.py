@@ -9,8 +9,10 @@ from typing import Any, Literal
 from sqlalchemy import Date, case, cast, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from somner.store import usage_report
 from somner.store.db import Database, as_utc
 from somner.store.tables import usage
+from somner.store.usage_report import Bucket, Dimension
 
 GroupBy = Literal["user", "key", "model", "day"]
 
@@ -125,6 +127,29 @@ class UsageStore:
             }
             for r in rows
         ]
+
+    async def series(
+        self, since: dt.datetime, bucket: Bucket, by: Dimension | None, key_id: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Requests, tokens, errors and latency per hour or day (and per key, model or user) since `since`; of
+        one key only with `key_id`."""
+        query = usage_report.series_query(since, bucket, by, sqlite=self.db.is_sqlite, key_id=key_id)
+        async with self.db.connect() as connection:
+            rows = (await connection.execute(query)).mappings().all()
+        return usage_report.series_rows(rows, bucket, by)
+
+    async def top(self, since: dt.datetime, by: Dimension, limit: int) -> list[dict[str, Any]]:
+        """The keys (models, users) with the most requests since `since`, with their figures."""
+        async with self.db.connect() as connection:
+            rows = (await connection.execute(usage_report.top_query(since, by, limit))).mappings().all()
+        return usage_report.top_rows(rows, by)
+
+    async def errors(self, since: dt.datetime, limit: int, key_id: str | None = None) -> list[dict[str, Any]]:
+        """The latest requests answered with an error (status 400 and above), newest first; of one key only
+        with `key_id`."""
+        async with self.db.connect() as connection:
+            rows = (await connection.execute(usage_report.errors_query(since, limit, key_id))).mappings().all()
+        return usage_report.error_rows(rows)
 
     async def forget_texts(self, before: dt.datetime) -> int:
         """Drop stored prompt and completion text older than `before` (log_retention_days)."""

@@ -1,10 +1,12 @@
 """Users and API keys over HTTP (admin keys only): the same operations as `somner users|keys ...`.
 
-A key can never create a key with more rights than its own. Secrets appear once, in the answer that creates them.
+A key can never create a key with more rights than its own, nor change a key's rights beyond its own.
+Secrets appear once, in the answer that creates them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from typing import Any, Literal
 
@@ -41,9 +43,10 @@ class UserCreate(BaseModel):
     name: str = Field(min_length=1, max_length=128)
 
 
-class KeyCreate(BaseModel):
+class KeyRightsFields(BaseModel):
+    """The fields that set a key's rights: the same, with the same checks, when a key is created and updated."""
+
     model_config = ConfigDict(extra="forbid", strict=True)
-    user: str = Field(min_length=1, max_length=128)
     admin: bool = False
     scopes: list[Literal["inference", "metrics"]] | None = None  # default: inference
     models: list[str] | None = None
@@ -52,7 +55,16 @@ class KeyCreate(BaseModel):
     daily_tokens: int | None = Field(default=None, ge=1, le=MAX_DAILY_TOKENS)
     max_concurrent: int | None = Field(default=None, ge=1, le=MAX_LIMIT)
     expires: str | int | None = None  # a duration from now: "30d", "12h", or seconds
+
+
+class KeyCreate(KeyRightsFields):
+    user: str = Field(min_length=1, max_length=128)
     name: str | None = None
+
+
+class KeyUpdate(KeyRightsFields):
+    """`PATCH /admin/keys/{key_id}`: only the fields sent change; null lifts a limit (no rpm, no expiry, all
+    models; scopes back to the default)."""
 
 
 def rights_for(
@@ -75,7 +87,10 @@ def rights_for(
             raise BadRequest(f"Invalid value for 'expires': {exc}", param="expires") from None
         if seconds <= 0:
             raise BadRequest("'expires' must lie in the future.", param="expires")
-        expires_at = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=seconds)
+        try:
+            expires_at = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=seconds)
+        except OverflowError:  # (past the year 9999)
+            raise BadRequest("'expires' lies too far in the future.", param="expires") from None
     return KeyRights(
         scopes=frozenset(scopes if scopes is not None else {INFERENCE}) | ({ADMIN, INFERENCE} if admin else set()),
         models=frozenset(models) if models is not None else None,
@@ -85,6 +100,29 @@ def rights_for(
         max_concurrent=max_concurrent,
         expires_at=expires_at,
     )
+
+
+def updated_rights(old: KeyRights, changes: KeyUpdate) -> KeyRights:
+    """`old` with the fields sent in `changes`, through the same checks as a new key's (`rights_for`)."""
+    sent = changes.model_fields_set
+    if not sent:
+        fields = ", ".join(KeyUpdate.model_fields)
+        raise BadRequest(f"Nothing to change: send at least one of {fields}.")
+
+    def value(name: str, current: Any) -> Any:
+        return getattr(changes, name) if name in sent else current
+
+    rights = rights_for(
+        admin=value("admin", old.admin),
+        scopes=value("scopes", sorted(old.scopes - {ADMIN})),
+        models=value("models", sorted(old.models) if old.models is not None else None),
+        rpm=value("rpm", old.rpm),
+        tpm=value("tpm", old.tpm),
+        daily_tokens=value("daily_tokens", old.daily_tokens),
+        max_concurrent=value("max_concurrent", old.max_concurrent),
+        expires=value("expires", None),
+    )
+    return rights if "expires" in sent else dataclasses.replace(rights, expires_at=old.expires_at)
 
 
 def key_json(record: KeyRecord, secret: str | None = None) -> dict[str, Any]:
@@ -117,9 +155,13 @@ def _json(body: object, status: int = 200) -> Response:
     return Response(orjson.dumps(body), status_code=status, media_type="application/json")
 
 
+async def _body(request: Request) -> bytes:
+    return await read_body(request, _MAX_BODY, services_of(request).settings.limits.body_timeout)
+
+
 async def _parsed(request: Request, model: type[BaseModel]) -> Any:
     try:
-        return model.model_validate_json(await read_body(request, _MAX_BODY))
+        return model.model_validate_json(await _body(request))
     except ValidationError as exc:
         raise validation_error(exc) from None
 
@@ -185,6 +227,22 @@ async def rotate_key(request: Request) -> Response:
 
 
 @openai_endpoint
+async def update_key(request: Request) -> Response:
+    principal = require_admin(request)
+    body: KeyUpdate = await _parsed(request, KeyUpdate)
+    services = services_of(request)
+    old = await services.keys.get(request.path_params["key_id"])
+    check_delegation(principal.rights, old.rights)
+    rights = updated_rights(old.rights, body)
+    check_delegation(principal.rights, rights)
+    if old.id == principal.key_id and not rights.admin:
+        raise BadRequest("A key cannot take away its own admin scope: use another admin key.", param="admin")
+    record = await services.keys.update(old.id, rights)
+    services.auth.forget(old.id)  # the next request with this key reads its new rights
+    return _json(key_json(record))
+
+
+@openai_endpoint
 async def revoke_key(request: Request) -> Response:
     require_admin(request)
     services = services_of(request)
@@ -197,7 +255,7 @@ async def revoke_key(request: Request) -> Response:
 async def import_keys(request: Request) -> Response:
     principal = require_admin(request)
     check_delegation(principal.rights, KeyRights())
-    pairs = parse_import((await read_body(request, _MAX_BODY)).decode("utf-8", errors="replace"))
+    pairs = parse_import((await _body(request)).decode("utf-8", errors="replace"))
     services = services_of(request)
     created = []
     for name, secret in pairs:
@@ -217,4 +275,5 @@ def key_routes() -> list[BaseRoute]:
         Route("/admin/keys/{key_id}/rotate", rotate_key, methods=["POST"]),
         Route("/admin/keys/{key_id}/revoke", revoke_key, methods=["POST"]),
         Route("/admin/keys/{key_id}", revoke_key, methods=["DELETE"]),
+        Route("/admin/keys/{key_id}", update_key, methods=["PATCH"]),
     ]

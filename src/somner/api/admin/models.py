@@ -11,17 +11,21 @@ import time
 from typing import Any
 
 import orjson
+from pydantic import BaseModel, ConfigDict, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from somner.api.body import read_body
 from somner.api.handlers import services_of
+from somner.api.keep_alive import keep_alive
 from somner.api.openai.routes import openai_endpoint
 from somner.api.principal import require_admin
 from somner.errors import MethodNotAllowed
 from somner.models.context import model_context
 from somner.models.manager import FOREVER, ModelStatus
 from somner.settings import ModelEntry
+from somner.wire.body import validation_error
 
 _MASK = "**********"
 
@@ -47,6 +51,7 @@ def status_json(status: ModelStatus, aliases: list[str]) -> dict[str, Any]:
         "keep_loaded": status.pinned or status.expires_at == FOREVER,
         "pinned": status.pinned,
         "loads": status.loads,
+        "progress": status.progress,  # while loading: 0..1, as far as the engine reports it
         "error": status.error,
     }
 
@@ -57,8 +62,14 @@ def _json(body: object, status: int = 200) -> Response:
 
 def _statuses(request: Request) -> list[dict[str, Any]]:
     services = services_of(request)
-    aliases = {spec.id: list(spec.entry.aliases) for spec in services.registry.specs()}
-    return [status_json(s, aliases.get(s.id, [])) for s in services.manager.statuses()]
+    specs = {spec.id: spec for spec in services.registry.specs()}
+    statuses = []
+    for s in services.manager.statuses():
+        spec = specs.get(s.id)
+        body = status_json(s, list(spec.entry.aliases) if spec is not None else [])
+        body["parallel"] = spec.parallel if spec is not None else None  # the engine's slots (in_flight of them)
+        statuses.append(body)
+    return statuses
 
 
 @openai_endpoint
@@ -110,12 +121,36 @@ async def get_model(request: Request) -> Response:
     return _json(body)
 
 
+class LoadRequest(BaseModel):
+    """The optional body of a load: how long the model stays loaded once idle (as `keep_alive` everywhere:
+    seconds or a duration, negative for ever, 0 for "unload when idle"); without it, the model's ttl."""
+
+    model_config = ConfigDict(extra="forbid")
+    keep_alive: float | str | None = None
+
+
+async def _keep_alive(request: Request) -> float | None:
+    raw = await read_body(request, 64 * 1024)
+    if not raw.strip():
+        return None
+    try:
+        body = LoadRequest.model_validate_json(raw)
+    except ValidationError as exc:
+        raise validation_error(exc) from None
+    return keep_alive(request, body.keep_alive)
+
+
 @openai_endpoint
 async def load_model(request: Request) -> Response:
+    """Load a model (and wait until it is ready); `{"keep_alive": ...}` sets how long it then stays."""
     require_admin(request)
     manager = services_of(request).manager
     spec = manager.resolve(request.path_params["model_id"])
-    await manager.load(spec.id)
+    seconds = await _keep_alive(request)
+    if seconds is None:
+        await manager.load(spec.id)
+    else:
+        (await manager.acquire(spec.id)).release(seconds)
     return _json(_one(request, spec.id))
 
 

@@ -57,7 +57,7 @@ async def create_message(request: Request) -> Response:
             request, call, events(), stream, error_event=encode.error_event, trailer=encode.MESSAGE_STOP
         )
     reply = await serving.collected(request, call, stream)
-    body = encode.message(wire.model, reply.text, reply.tool_calls.calls(), reply.last)
+    body = encode.message(wire.model, reply.text, reply.tool_calls.calls(), reply.last, reply.reasoning)
     return json_response(body, call.ticket.headers)
 
 
@@ -70,6 +70,7 @@ async def count_tokens(request: Request) -> Response:
     call = await serving.tokenizing(request, services, wire.model, "anthropic", len(raw))
     try:
         defaults.apply_to_chat(core, call.spec.entry.defaults)  # (a default system prompt counts, as it would)
+        defaults.apply_reasoning(core, call.spec.entry)  # (and so does the empty thought of thinking turned off)
         tokenizer = serving.tokenizer_of(call)
         prompt = await until_disconnected(request, tokenizer.apply_template(core))
         tokens = await until_disconnected(request, tokenizer.tokenize(prompt, add_special=True))

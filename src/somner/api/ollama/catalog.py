@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from somner.models.capabilities import Capabilities, Capability, GGUFFacts, capabilities_of, facts_from
 from somner.models.gguf import GGUFError, read_gguf
 from somner.models.registry import ModelSpec
 from somner.settings.models import ModelDefaults
@@ -65,6 +66,7 @@ class Description:
     model_info: dict[str, Any] = field(default_factory=dict)
     gguf_template: str | None = None
     context_length: int | None = None
+    capabilities: list[str] = field(default_factory=list)  # in Ollama's words
 
 
 def quantization(file_type: object) -> str:
@@ -108,15 +110,20 @@ def describe(spec: ModelSpec, started_at: float) -> Description:
             modified_at=started_at,
             digest=hashlib.sha256(spec.id.encode()).hexdigest(),
             details=details,
+            capabilities=ollama_capabilities(capabilities_of(spec, None)),
         )
     try:
         stat = path.stat()
     except OSError:
-        return Description(size=0, modified_at=started_at, digest=digest(path, 0, 0), details=details)
+        unknown = ollama_capabilities(capabilities_of(spec, None))
+        return Description(
+            size=0, modified_at=started_at, digest=digest(path, 0, 0), details=details, capabilities=unknown
+        )
     try:
         metadata = read_gguf(path).metadata
+        facts: GGUFFacts | None = facts_from(metadata)
     except GGUFError:
-        metadata = {}
+        metadata, facts = {}, None
     family = metadata.get("general.architecture")
     if isinstance(family, str):
         details["family"] = family
@@ -138,6 +145,7 @@ def describe(spec: ModelSpec, started_at: float) -> Description:
         model_info=info,
         gguf_template=template if isinstance(template, str) else None,
         context_length=context if isinstance(context, int) else None,
+        capabilities=ollama_capabilities(capabilities_of(spec, facts)),
     )
 
 
@@ -187,7 +195,6 @@ def show(spec: ModelSpec, description: Description) -> dict[str, Any]:
     builds the same from the files when no server runs."""
     template = template_text(spec, description)
     params = parameters(spec.entry.defaults)
-    embedding_only = spec.entry.embeddings is True
     body: dict[str, Any] = {
         "license": str(description.model_info.get("general.license", "")),
         "modelfile": modelfile(spec, template, params),
@@ -196,9 +203,25 @@ def show(spec: ModelSpec, description: Description) -> dict[str, Any]:
         "system": spec.entry.defaults.system if spec.entry.defaults is not None else None,
         "details": description.details,
         "model_info": description.model_info,
-        # Somner offers tools to every chat model (through the chat template, or its generic tool prompt).
-        "capabilities": ["embedding"] if embedding_only else ["completion", "tools"],
+        "capabilities": description.capabilities,
     }
     if body["system"] is None:
         del body["system"]
     return body
+
+
+# Ollama's names for what a model can do; its "completion" covers chat, and "embedding" marks embedding models.
+_OLLAMA_NAMES = {
+    Capability.COMPLETION: "completion",
+    Capability.TOOLS: "tools",
+    Capability.REASONING: "thinking",
+    Capability.VISION: "vision",
+    Capability.RERANK: "rerank",
+}
+
+
+def ollama_capabilities(capabilities: Capabilities) -> list[str]:
+    """`capabilities` in Ollama's words (`/api/show`, `/api/tags`)."""
+    if Capability.COMPLETION not in capabilities and Capability.EMBEDDINGS in capabilities:
+        return ["embedding"]
+    return [name for capability, name in _OLLAMA_NAMES.items() if capability in capabilities]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-import numpy as np
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
@@ -109,7 +108,13 @@ async def chat(request: Request) -> Response:
     reply = await serving.collected(request, call, _timed(stream, timeline))
     await _unload_if_idle(services, admission.keep)
     body = encode.chat_response(
-        wire.model, timeline, reply.text, reply.last, calls=reply.tool_calls.calls(), token_logprobs=reply.logprobs
+        wire.model,
+        timeline,
+        reply.text,
+        reply.last,
+        calls=reply.tool_calls.calls(),
+        token_logprobs=reply.logprobs,
+        thinking=reply.reasoning,
     )
     return json_response(body, call.ticket.headers)
 
@@ -162,7 +167,9 @@ async def generate(request: Request) -> Response:
         return _ndjson(request, call, events(), stream)
     reply = await serving.collected(request, call, _timed(stream, timeline))
     await _unload_if_idle(services, admission.keep)
-    body = encode.generate_response(wire.model, timeline, reply.text, reply.last, token_logprobs=reply.logprobs)
+    body = encode.generate_response(
+        wire.model, timeline, reply.text, reply.last, token_logprobs=reply.logprobs, thinking=reply.reasoning
+    )
     return json_response(body, call.ticket.headers)
 
 
@@ -171,6 +178,8 @@ def normalized(vectors: list[list[float]], dimensions: int | None) -> list[list[
     many (for models trained to allow it)."""
     if not vectors:
         return []
+    import numpy as np  # (imported on use: the gateway needs it only for embeddings)
+
     matrix = np.asarray(vectors, dtype=np.float64)
     if dimensions is not None:
         if dimensions > matrix.shape[1]:

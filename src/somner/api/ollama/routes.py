@@ -16,7 +16,7 @@ from starlette.routing import BaseRoute, Route
 
 from somner import __version__
 from somner.api.handlers import json_response, read_request, services_of
-from somner.api.ollama import catalog, generation, lookup, management
+from somner.api.ollama import catalog, generation, lookup, management, tokenizer
 from somner.api.ollama.generation import ollama_endpoint
 from somner.api.principal import principal_of
 from somner.models.manager import FOREVER, ModelState
@@ -62,6 +62,7 @@ async def tags(request: Request) -> Response:
                     "size": description.size,
                     "digest": description.digest,
                     "details": description.details,
+                    "capabilities": description.capabilities,  # (an extension: Ollama lists none here)
                 }
             )
     return json_response({"models": models})
@@ -134,4 +135,5 @@ def routes() -> list[BaseRoute]:
         Route("/api/pull", management.pull, methods=["POST"]),
         Route("/api/delete", management.delete, methods=["DELETE"]),
         Route("/api/copy", management.copy, methods=["POST"]),
+        *tokenizer.routes(),
     ]

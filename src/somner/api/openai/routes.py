@@ -42,6 +42,7 @@ async def list_models(request: Request) -> Response:
     services = services_of(request)
     services.registry.refresh()
     principal = principal_of(request)
+    await services.capabilities.read_ahead(services.registry.specs())
     data = [_card(services, s.id) for s in services.manager.statuses() if principal.rights.may_use(s.id)]
     return json_response({"object": "list", "data": data})
 
@@ -51,6 +52,7 @@ async def get_model(request: Request) -> Response:
     services = services_of(request)
     spec = services.registry.get(request.path_params["model_id"])
     principal_of(request).require_model(spec.id)
+    await services.capabilities.read_ahead([spec])
     return json_response(_card(services, spec.id))
 
 
@@ -61,7 +63,11 @@ def _card(services: Services, model_id: str) -> dict[str, object]:
     except OSError:
         created = int(services.started_at)
     return encode.model_card(
-        model_id, created, status=services.manager.state(model_id).value, aliases=list(spec.entry.aliases)
+        model_id,
+        created,
+        status=services.manager.state(model_id).value,
+        aliases=list(spec.entry.aliases),
+        capabilities=services.capabilities.of(spec).listed(),
     )
 
 
@@ -161,7 +167,13 @@ async def chat_completions(request: Request) -> Response:
         return json_response(body, call.ticket.headers)
     reply = await serving.collected(request, call, stream)
     body = encode.chat_completion(
-        core.model, reply.text, reply.last, reply.logprobs, calls=reply.tool_calls.calls(), legacy_functions=legacy
+        core.model,
+        reply.text,
+        reply.last,
+        reply.logprobs,
+        calls=reply.tool_calls.calls(),
+        legacy_functions=legacy,
+        reasoning=reply.reasoning,
     )
     return json_response(body, call.ticket.headers)
 

@@ -75,7 +75,9 @@ def _template_name(template: str) -> str:
 async def model_card(request: Request) -> Response:
     services = services_of(request)
     spec = current_model(request, request.query_params.get("model"))
-    card = encode.model_card(spec.id, await _parameters(services, spec), _created(spec))
+    await services.capabilities.read_ahead([spec])
+    capabilities = services.capabilities.of(spec).listed()
+    card = encode.model_card(spec.id, await _parameters(services, spec), _created(spec), capabilities)
     return json_response(card)
 
 
@@ -84,7 +86,11 @@ async def model_list(request: Request) -> Response:
     services = services_of(request)
     services.registry.refresh()
     rights = principal_of(request).rights
-    cards = [encode.model_card(s.id, created=_created(s)) for s in services.registry.specs() if rights.may_use(s.id)]
+    specs = [s for s in services.registry.specs() if rights.may_use(s.id)]
+    await services.capabilities.read_ahead(specs)
+    cards = [
+        encode.model_card(s.id, created=_created(s), capabilities=services.capabilities.of(s).listed()) for s in specs
+    ]
     return json_response(encode.model_list(cards))
 
 

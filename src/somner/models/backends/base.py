@@ -5,7 +5,15 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from somner.core import ChatRequest, Chunk, CompletionRequest, EmbeddingRequest, EmbeddingResult
+from somner.core import (
+    ChatRequest,
+    Chunk,
+    CompletionRequest,
+    EmbeddingRequest,
+    EmbeddingResult,
+    RerankRequest,
+    RerankResult,
+)
 
 if TYPE_CHECKING:
     from somner.models.backends.passthrough import PassThrough, Reply
@@ -85,6 +93,14 @@ class Tokenizes(Protocol):
     async def detokenize(self, tokens: list[int], *, special: bool = True) -> str: ...
 
     async def apply_template(self, request: ChatRequest, *, add_generation_prompt: bool = True) -> str: ...
+
+
+@runtime_checkable
+class Reranks(Protocol):
+    """A backend whose engine may serve rerankers (llama-server's `/v1/rerank`): every document's score, in the
+    documents' order. Whether the model has a ranking head is the engine's to say (a 400 when it has none)."""
+
+    async def rerank(self, request: RerankRequest) -> RerankResult: ...
 
 
 @runtime_checkable

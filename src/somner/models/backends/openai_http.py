@@ -20,6 +20,8 @@ from somner.core import (
     CompletionRequest,
     EmbeddingRequest,
     EmbeddingResult,
+    RerankRequest,
+    RerankResult,
 )
 from somner.errors import BadRequest, EngineFailed, EngineGone, NotFound
 from somner.models.backends.http1 import ConnectError, ConnectionPool, HTTPError, ReadTimeout, Response
@@ -31,6 +33,7 @@ from somner.models.backends.passthrough import (
     json_object,
     parse_event,
 )
+from somner.wire import rerank as rerank_wire
 from somner.wire import sse
 from somner.wire.openai import decode, encode
 
@@ -177,6 +180,21 @@ class OpenAIHTTPClient:
             raise EngineFailed(f"{self._label} sent a malformed embedding response") from exc
         return EmbeddingResult(embeddings=vectors, prompt_tokens=prompt_tokens)
 
+    async def rerank(self, request: RerankRequest) -> RerankResult:
+        try:
+            response = await self._open("/v1/rerank", rerank_wire.engine_request(request))
+        except NotFound:
+            raise BadRequest("The engine serving this model does not offer reranking.", code="unsupported") from None
+        payload = await self._read(response, "stopped while reranking")
+        try:
+            data = orjson.loads(payload)
+            scores = rerank_wire.scores_of(data, len(request.documents))
+            usage = data.get("usage") or {}
+            prompt_tokens = int(usage.get("prompt_tokens", usage.get("total_tokens", 0)))
+        except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError) as exc:
+            raise EngineFailed(f"{self._label} sent a malformed rerank response") from exc
+        return RerankResult(scores=scores, prompt_tokens=prompt_tokens)
+
     async def _post_json(self, path: str, body: dict[str, Any], what: str) -> dict[str, Any]:
         """A small JSON call (tokenizer endpoints). An engine without the endpoint says so clearly."""
         try:
@@ -260,6 +278,9 @@ class ServedOverHTTP:
 
     async def embed(self, request: EmbeddingRequest) -> EmbeddingResult:
         return await self._http().embed(request)
+
+    async def rerank(self, request: RerankRequest) -> RerankResult:
+        return await self._http().rerank(request)
 
     async def chat_events(self, request: ChatRequest) -> PassThrough:
         return await self._http().chat_events(request)

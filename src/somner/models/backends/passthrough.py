@@ -104,7 +104,7 @@ def events_of(blob: bytes) -> list[bytes]:
 def content_events(blob: bytes) -> int:
     """How many events of a chat or completion stream carry generated text or a tool call (a byte count, not a
     parse: an estimate of the tokens so far, replaced by the engine's own usage when it arrives)."""
-    count = blob.count(b'"content":"') - blob.count(b'"content":""')
+    count = blob.count(b'"content":"') - blob.count(b'"content":""') + blob.count(b'"reasoning_content":"')
     count += blob.count(b'"text":"') - blob.count(b'"text":""')
     return count + blob.count(b'"tool_calls":[{')
 

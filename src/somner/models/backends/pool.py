@@ -30,9 +30,9 @@ from typing import Any, Generic, TypeVar
 
 import anyio
 
-from somner.core import ChatRequest, CompletionRequest, EmbeddingRequest, EmbeddingResult
+from somner.core import ChatRequest, CompletionRequest, EmbeddingRequest, EmbeddingResult, RerankRequest, RerankResult
 from somner.errors import BadRequest, EngineFailed, SomnerError, Unavailable
-from somner.models.backends.base import Backend, ChunkStream, SpeaksOpenAI, Supervised, Tokenizes
+from somner.models.backends.base import Backend, ChunkStream, Reranks, SpeaksOpenAI, Supervised, Tokenizes
 from somner.models.backends.health import HealthPolicy, HttpProbe, MemberHealth
 from somner.models.backends.openai_http import EngineChunks
 from somner.models.backends.passthrough import PassThrough
@@ -421,10 +421,15 @@ class PoolBackend:
             raise last
         if can is _tokenizes:
             raise BadRequest("The engines serving this model do not offer tokenization.", code="unsupported")
+        if can is _reranks:
+            raise BadRequest("The engines serving this model do not offer reranking.", code="unsupported")
         raise Unavailable(f"No engine of the pool for '{self.model_id}' is running.", code="no_backend")
 
     async def embed(self, request: EmbeddingRequest) -> EmbeddingResult:
         return await self._call(lambda b: b.embed(request))
+
+    async def rerank(self, request: RerankRequest) -> RerankResult:
+        return await self._call(lambda b: _reranker(b).rerank(request), _reranks)
 
     async def tokenize(
         self, text: str, *, add_special: bool = False, with_pieces: bool = False, parse_special: bool = True
@@ -511,6 +516,15 @@ def _speaks_openai(backend: Backend) -> bool:
 
 def _tokenizes(backend: Backend) -> bool:
     return isinstance(backend, Tokenizes)
+
+
+def _reranks(backend: Backend) -> bool:
+    return isinstance(backend, Reranks)
+
+
+def _reranker(backend: Backend) -> Reranks:
+    assert isinstance(backend, Reranks)  # members were chosen with `_reranks`
+    return backend
 
 
 def _openai(backend: Backend) -> SpeaksOpenAI:

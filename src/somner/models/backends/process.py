@@ -28,7 +28,9 @@ from somner.exits import describe_exit
 from somner.models.backends.http1 import ConnectionPool, Endpoint
 from somner.models.backends.openai_http import OpenAIHTTPClient, ServedOverHTTP
 from somner.models.backends.worker import log_tail
+from somner.models.gguf import GGUFError
 from somner.models.registry import ModelSpec
+from somner.models.vetting import vet_model_file
 from somner.observability.engine_output import finish_copy, start_copy
 from somner.observability.logfiles import DEFAULT_KEEP, DEFAULT_MAX_BYTES, RotatingFile
 from somner.settings import EngineSettings
@@ -102,7 +104,19 @@ class ProcessBackend(ServedOverHTTP):
             self._client = OpenAIHTTPClient(pool, label=f"the engine for {self.spec.id}", model_name=model_name)
         return self._client
 
+    async def check_model(self) -> None:
+        """A GGUF file handed to the engine is vetted first (llama-server's parser never sees a hostile one);
+        other model formats are the engine's business."""
+        path = self.spec.path
+        if path is None or path.suffix.lower() != ".gguf" or not path.is_file():
+            return
+        try:
+            await asyncio.to_thread(vet_model_file, path)
+        except GGUFError as exc:
+            raise ModelLoadFailed(f"The model '{self.spec.id}' cannot be loaded: {exc}") from exc
+
     async def start(self) -> None:
+        await self.check_model()
         self.port = free_port()
         command = command_for(self.spec, self.port)
         log_path = self.log.open()  # a new file per start

@@ -11,7 +11,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from somner.core import ChatRequest, CompletionRequest, EmbeddingRequest, EmbeddingResult
+from somner.core import ChatRequest, CompletionRequest, EmbeddingRequest, EmbeddingResult, RerankRequest, RerankResult
 from somner.errors import EngineFailed
 from somner.models.backends.base import ChunkStream
 from somner.models.backends.http1 import ConnectionPool, Endpoint
@@ -77,6 +77,9 @@ class UpstreamBackend:
 
     async def embed(self, request: EmbeddingRequest) -> EmbeddingResult:
         return await self._first(lambda c: c.embed(request))
+
+    async def rerank(self, request: RerankRequest) -> RerankResult:
+        return await self._first(lambda c: c.rerank(request))
 
     async def chat_events(self, request: ChatRequest) -> PassThrough:
         return await self._first(lambda c: c.chat_events(request))

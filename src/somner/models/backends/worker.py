@@ -23,8 +23,9 @@ from somner.errors import ModelLoadFailed
 from somner.exits import describe_exit
 from somner.models.backends.http1 import ConnectionPool, Endpoint, HTTPError
 from somner.models.backends.openai_http import OpenAIHTTPClient, ServedOverHTTP
-from somner.models.gguf import GGUFError, read_gguf
+from somner.models.gguf import GGUFError
 from somner.models.registry import ModelSpec
+from somner.models.vetting import vet_model_file
 from somner.observability.engine_output import finish_copy, start_copy
 from somner.observability.logfiles import DEFAULT_KEEP, DEFAULT_MAX_BYTES, RotatingFile, files_of, tail
 from somner.settings import EngineSettings
@@ -41,6 +42,7 @@ class WorkerPaths:
     log_dir: Path
     log_max_bytes: int = DEFAULT_MAX_BYTES  # settings.log_max_bytes
     log_keep: int = DEFAULT_KEEP  # settings.log_keep
+    tracebacks: bool = True  # off with `privacy: strict`
 
 
 def worker_command(spec: ModelSpec, socket_path: Path) -> list[str]:
@@ -57,6 +59,8 @@ def worker_command(spec: ModelSpec, socket_path: Path) -> list[str]:
         command += ["--template", entry.template]
     if spec.engine.cpu_repack:
         command.append("--cpu-repack")
+    if spec.engine.swa_full:
+        command.append("--swa-full")
     keys, values = spec.cache_types
     if (keys, values) != ("f16", "f16"):
         command += ["--cache-type-k", keys, "--cache-type-v", values]
@@ -78,6 +82,8 @@ def worker_command(spec: ModelSpec, socket_path: Path) -> list[str]:
         command += ["--mode", "embed" if entry.embeddings else "generate"]
     if entry.draft_model is not None:
         command += ["--draft-model", str(entry.draft_model), "--draft-tokens", str(entry.draft_tokens)]
+    if entry.mmproj is not None:
+        command += ["--mmproj", str(entry.mmproj)]
     return command
 
 
@@ -95,6 +101,7 @@ class WorkerBackend(ServedOverHTTP):
         self.settings = settings
         self.socket_path = paths.run_dir / f"w{index}.sock"
         self.log = RotatingFile(paths.log_dir, f"worker-{spec.id}", max_bytes=paths.log_max_bytes, keep=paths.log_keep)
+        self.tracebacks = paths.tracebacks
         self._process: asyncio.subprocess.Process | None = None
         self._output: asyncio.Task[None] | None = None
         self._client: OpenAIHTTPClient | None = None
@@ -127,13 +134,14 @@ class WorkerBackend(ServedOverHTTP):
         if path is None or not path.is_file():
             raise ModelLoadFailed(f"The model file for '{self.spec.id}' is missing")
         try:
-            await asyncio.to_thread(read_gguf, path)
+            await asyncio.to_thread(vet_model_file, path)
         except GGUFError as exc:
             raise ModelLoadFailed(f"The model '{self.spec.id}' cannot be loaded: {exc}") from exc
 
     def command(self) -> list[str]:
         """The worker's command line."""
-        return worker_command(self.spec, self.socket_path)
+        command = worker_command(self.spec, self.socket_path)
+        return command if self.tracebacks else [*command, "--no-tracebacks"]
 
     async def start(self) -> None:
         await self.check_model()

@@ -12,8 +12,21 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-from somner.core import ChatRequest, Message, SamplingParams, Tool, ToolCall, ToolChoice, ToolChoiceMode, check_tools
+from somner.core import (
+    IMAGE_MARKER,
+    ChatRequest,
+    Image,
+    Message,
+    Reasoning,
+    SamplingParams,
+    Tool,
+    ToolCall,
+    ToolChoice,
+    ToolChoiceMode,
+    check_tools,
+)
 from somner.errors import BadRequest
+from somner.wire import images as wire_images
 from somner.wire.anthropic import schemas
 from somner.wire.body import parse, validation_error
 
@@ -29,6 +42,16 @@ def _unsupported(kind: str, param: str) -> BadRequest:
         param=param,
         code="unsupported_content",
     )
+
+
+def _image(block: schemas.ImageBlock, param: str) -> Image:
+    """An image block's source: base64 data, or a URL (fetched by the gateway from allowed hosts only)."""
+    source = block.source
+    if source.get("type") == "base64":
+        return wire_images.from_base64(source.get("data"), f"{param}.source.data")
+    if source.get("type") == "url":
+        return wire_images.from_url(source.get("url"), f"{param}.source.url")
+    raise BadRequest(f"Invalid value for '{param}.source.type': base64 or url.", param=f"{param}.source.type")
 
 
 def system_text(system: schemas.SystemParam | None) -> str | None:
@@ -75,11 +98,15 @@ def _assistant(blocks: Sequence[schemas.ContentBlock], param: str) -> Message:
 def _user(blocks: Sequence[schemas.ContentBlock], param: str, names: dict[str, str]) -> list[Message]:
     out: list[Message] = []
     texts: list[str] = []
+    images: list[Image] = []
 
     def flush() -> None:
         if texts:
-            out.append(Message(role="user", content="".join(texts)))
+            message = Message(role="user", content="".join(texts), images=list(images))
+            wire_images.check_markers(message)
+            out.append(message)
             texts.clear()
+            images.clear()
 
     for position, block in enumerate(blocks):
         where = f"{param}.{position}"
@@ -95,7 +122,10 @@ def _user(blocks: Sequence[schemas.ContentBlock], param: str, names: dict[str, s
                     tool_call_id=block.tool_use_id,
                 )
             )
-        elif isinstance(block, schemas.ImageBlock | schemas.DocumentBlock):
+        elif isinstance(block, schemas.ImageBlock):
+            images.append(_image(block, where))
+            texts.append(IMAGE_MARKER)
+        elif isinstance(block, schemas.DocumentBlock):
             raise _unsupported(block.type, where)
         elif isinstance(block, schemas.ToolUseBlock):
             raise BadRequest(f"A 'tool_use' block belongs in an assistant message ({where}).", param=where)
@@ -142,13 +172,24 @@ def tool_choice(choice: schemas.ToolChoiceParam | None) -> tuple[ToolChoice, boo
     return ToolChoice(), parallel
 
 
-def _refuse_thinking(thinking: schemas.ThinkingParam | None) -> None:
-    if thinking is not None and thinking.type != "disabled":
-        raise BadRequest(
-            "Extended thinking is not supported by this server; leave 'thinking' out or set its type to 'disabled'.",
-            param="thinking",
-            code="unsupported_value",
-        )
+def reasoning(thinking: schemas.ThinkingParam | None, max_tokens: int | None = None) -> Reasoning:
+    """Extended thinking as reasoning options: "enabled" with its `budget_tokens` (at least 1 here, where Anthropic
+    asks for 1024: small local models think briefly; below `max_tokens`, as Anthropic requires), "adaptive" (the
+    model decides), "disabled". Left out: the model's own setting."""
+    if thinking is None:
+        return Reasoning()
+    if thinking.type == "disabled":
+        return Reasoning(enabled=False)
+    if thinking.type == "adaptive":
+        return Reasoning(enabled=True)
+    budget = thinking.budget_tokens
+    if budget is None:
+        raise BadRequest("thinking.budget_tokens: Field required when thinking is enabled.", param="thinking")
+    if budget < 1:
+        raise BadRequest("thinking.budget_tokens: Input should be greater than or equal to 1.", param="thinking")
+    if max_tokens is not None and budget >= max_tokens:
+        raise BadRequest("`max_tokens` must be greater than `thinking.budget_tokens`.", param="thinking")
+    return Reasoning(enabled=True, budget_tokens=budget)
 
 
 def _chat(
@@ -158,8 +199,9 @@ def _chat(
     tool_items: list[schemas.ToolParam] | None,
     choice_param: schemas.ToolChoiceParam | None,
     thinking: schemas.ThinkingParam | None,
+    max_tokens: int | None = None,
 ) -> ChatRequest:
-    _refuse_thinking(thinking)
+    options = reasoning(thinking, max_tokens)
     offered = tools(tool_items)
     choice, parallel = tool_choice(choice_param)
     if choice.mode is ToolChoiceMode.REQUIRED and not offered:
@@ -171,11 +213,12 @@ def _chat(
         tools=offered,
         tool_choice=choice,
         parallel_tool_calls=parallel,
+        reasoning=options,
     )
 
 
 def chat_request(req: schemas.MessageCreateRequest) -> ChatRequest:
-    core = _chat(req.model, req.messages, req.system, req.tools, req.tool_choice, req.thinking)
+    core = _chat(req.model, req.messages, req.system, req.tools, req.tool_choice, req.thinking, req.max_tokens)
     core.sampling = SamplingParams(
         max_tokens=req.max_tokens,
         temperature=req.temperature,

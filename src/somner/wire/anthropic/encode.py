@@ -8,6 +8,8 @@ goes through pydantic.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import secrets
 import string
 from typing import Any
@@ -70,9 +72,20 @@ def tool_use_block(call: ToolCall) -> dict[str, Any]:
     return {"type": "tool_use", "id": tool_use_id(call.id), "name": call.name, "input": tool_input(call)}
 
 
-def message(model: str, text: str, calls: list[ToolCall], last: Chunk) -> dict[str, Any]:
-    """A whole `message` from the collected text, tool calls and the final chunk."""
-    content: list[dict[str, Any]] = []
+def signature(thinking: str) -> str:
+    """The `signature` of a thinking block. Anthropic's lets its API check that thinking passed back is its own;
+    this server never reads thinking back (it drops it from prompts), so this only fills the field clients expect."""
+    return base64.b64encode(hashlib.sha256(thinking.encode()).digest()).decode("ascii")
+
+
+def thinking_block(thinking: str) -> dict[str, Any]:
+    return {"type": "thinking", "thinking": thinking, "signature": signature(thinking)}
+
+
+def message(model: str, text: str, calls: list[ToolCall], last: Chunk, reasoning: str = "") -> dict[str, Any]:
+    """A whole `message` from the collected text, tool calls and the final chunk; a reasoning model's thinking
+    comes first, as a `thinking` block."""
+    content: list[dict[str, Any]] = [thinking_block(reasoning)] if reasoning else []
     if text or not calls:
         content.append({"type": "text", "text": text})
     content.extend(tool_use_block(call) for call in calls)
@@ -136,6 +149,8 @@ class MessageStream:
         self.id = message_id()
         self._blocks = 0  # content blocks started so far
         self._text_block: int | None = None  # the open text block's index
+        self._thinking_block: int | None = None  # the open thinking block's index
+        self._thinking: list[str] = []  # its text so far (for its signature)
         self._open: int | None = None  # the open block's index
         self._tool_blocks: dict[int, int] = {}  # core call index → block index
         self._called = False
@@ -160,8 +175,24 @@ class MessageStream:
     def _close(self) -> bytes:
         if self._open is None:
             return b""
+        out = b""
+        if self._thinking_block is not None:  # (a thinking block ends with its signature)
+            delta = {"type": "signature_delta", "signature": signature("".join(self._thinking))}
+            body = {"type": "content_block_delta", "index": self._thinking_block, "delta": delta}
+            out = sse("content_block_delta", body)
+            self._thinking_block, self._thinking = None, []
         index, self._open, self._text_block = self._open, None, None
-        return sse("content_block_stop", {"type": "content_block_stop", "index": index})
+        return out + sse("content_block_stop", {"type": "content_block_stop", "index": index})
+
+    def _think(self, thinking: str) -> bytes:
+        out = b""
+        if self._thinking_block is None:
+            self._thinking_block, out = self._begin({"type": "thinking", "thinking": "", "signature": ""})
+        self._thinking.append(thinking)
+        delta = {"type": "thinking_delta", "thinking": thinking}
+        return out + sse(
+            "content_block_delta", {"type": "content_block_delta", "index": self._thinking_block, "delta": delta}
+        )
 
     def _begin(self, block: dict[str, Any]) -> tuple[int, bytes]:
         out = self._close()
@@ -195,8 +226,11 @@ class MessageStream:
 
     def chunk(self, chunk: Chunk) -> bytes:
         out = b""
-        if chunk.text:
+        if chunk.reasoning:
             self._output_tokens += 1
+            out += self._think(chunk.reasoning)
+        if chunk.text:
+            self._output_tokens += 0 if chunk.reasoning else 1
             out += self._text(chunk.text)
         for piece in chunk.tool_calls or []:
             out += self._tool(piece)

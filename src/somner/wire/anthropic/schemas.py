@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
+from somner.wire import sampling
 from somner.wire.body import RequestBody, WireObject
 
 TOOL_NAME = r"^[A-Za-z0-9_-]{1,128}$"
@@ -49,7 +50,8 @@ class ToolResultBlock(WireObject):
 
 
 class ThinkingBlock(WireObject):
-    """Earlier reasoning a client passes back; this server never produces it and drops it from the prompt."""
+    """Earlier reasoning a client passes back (as this server returns it); dropped from the prompt, as reasoning
+    models' templates drop earlier thinking."""
 
     type: Literal["thinking", "redacted_thinking"]
 
@@ -101,7 +103,7 @@ ToolChoiceParam = Annotated[
 
 class ThinkingParam(WireObject):
     type: Literal["enabled", "disabled", "adaptive"]
-    budget_tokens: int | None = None
+    budget_tokens: int | None = Field(default=None, ge=0, le=sampling.INT32)
 
 
 class JsonOutputFormat(WireObject):
@@ -126,7 +128,7 @@ SystemParam = list[TextBlock] | str
 class MessageCreateRequest(RequestBody):
     model: str = Field(min_length=1)
     messages: list[MessageParam]
-    max_tokens: int = Field(ge=1)
+    max_tokens: int = Field(ge=1, le=sampling.INT32)
     metadata: Metadata | None = None
     output_config: OutputConfig | None = None
     stop_sequences: list[Annotated[str, Field(min_length=1)]] | None = None
@@ -136,7 +138,7 @@ class MessageCreateRequest(RequestBody):
     thinking: ThinkingParam | None = None
     tool_choice: ToolChoiceParam | None = None
     tools: list[ToolParam] | None = None
-    top_k: int | None = Field(default=None, ge=0)
+    top_k: int | None = Field(default=None, ge=0, le=sampling.INT32)
     top_p: float | None = Field(default=None, ge=0.0, le=1.0)
 
 

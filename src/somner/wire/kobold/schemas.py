@@ -87,6 +87,6 @@ class GenkeyRequest(RequestBody):
 class DetokenizeRequest(RequestBody):
     """`POST /api/extra/detokenize`; `special`: render special tokens as text (KoboldCpp's default)."""
 
-    ids: list[Annotated[int, Field(ge=0)]] = Field(default_factory=list)
+    ids: list[sampling.TokenId] = Field(default_factory=list)
     special: bool = True
     model: str | None = Field(default=None, min_length=1)  # extension, as in GenerateRequest

@@ -1,10 +1,10 @@
 """Ollama wire → core: request bodies into core requests, with Ollama's `options` mapped onto sampling.
 
-What Somner cannot do is refused with a 400 saying so, rather than silently answered differently: `images`
-(no vision models), `think` (no thinking models), `suffix` (no fill-in-the-middle), `template` overrides (set a
-model's template in its configuration), and the legacy `context` token arrays (send the conversation to
-`/api/chat` instead). Load-time options (`num_ctx`, `num_gpu`, `num_thread`, ...) are accepted and ignored: in
-Somner, a model's configuration decides them, and one client must not reload a model shared by many.
+`images` (base64) stand before their message's text; a model without vision refuses them. What Somner cannot do
+is refused with a 400 saying so, rather than silently answered differently: `suffix` (no fill-in-the-middle),
+`template` overrides (set a model's template in its configuration), and the legacy `context` token arrays (send the
+conversation to `/api/chat` instead). Load-time options (`num_ctx`, `num_gpu`, `num_thread`, ...) are accepted and
+ignored: in Somner, a model's configuration decides them, and one client must not reload a model shared by many.
 """
 
 from __future__ import annotations
@@ -12,15 +12,20 @@ from __future__ import annotations
 import orjson
 
 from somner.core import (
+    IMAGE_MARKER,
     ChatRequest,
     CompletionRequest,
+    Image,
     Message,
+    Reasoning,
     SamplingParams,
     Tool,
     ToolCall,
     check_tools,
 )
+from somner.core.reasoning import EFFORT_BUDGETS
 from somner.errors import BadRequest
+from somner.wire import images as wire_images
 from somner.wire import sampling as wire_sampling
 from somner.wire.body import parse, validation_error
 from somner.wire.ollama import schemas
@@ -93,14 +98,29 @@ def sampling(
     return params
 
 
-def _check_think(think: bool | str | None) -> None:
-    if think is not None and think is not False:
-        raise _unsupported("This model does not support thinking ('think').", "think")
+def reasoning(think: bool | str | None) -> Reasoning:
+    """Ollama's `think`: true or false, or a level ("low", "medium", "high": a thinking budget, see
+    EFFORT_BUDGETS). Left out: the model's own setting."""
+    if think is None:
+        return Reasoning()
+    if isinstance(think, bool):
+        return Reasoning(enabled=think)
+    if think not in ("low", "medium", "high"):
+        raise BadRequest(
+            f'invalid think value: {think!r} (expected true, false, "low", "medium" or "high")', param="think"
+        )
+    return Reasoning(enabled=True, budget_tokens=EFFORT_BUDGETS[think])
 
 
-def _check_images(images: list[str] | None, param: str) -> None:
-    if images:
-        raise _unsupported("This model does not support images.", param)
+def _images(images: list[str] | None, param: str) -> list[Image]:
+    """A message's `images` (base64): they stand before its text, as the image marker."""
+    return [wire_images.from_base64(item, f"{param}.{i}") for i, item in enumerate(images or [])]
+
+
+def _with_images(role: str, content: str, images: list[Image]) -> Message:
+    if IMAGE_MARKER in content and images:
+        raise BadRequest(f"The text of a message with images may not contain {IMAGE_MARKER!r}.", param="messages")
+    return Message(role=role, content=IMAGE_MARKER * len(images) + content, images=images)
 
 
 def _tool_calls(calls: list[schemas.ToolCall], index: int) -> list[ToolCall]:
@@ -121,8 +141,7 @@ def messages(items: list[schemas.ChatMessage]) -> list[Message]:
     out: list[Message] = []
     unanswered: list[ToolCall] = []
     for index, item in enumerate(items):
-        _check_images(item.images, f"messages.{index}.images")
-        message = Message(role=item.role, content=item.content)
+        message = _with_images(item.role, item.content, _images(item.images, f"messages.{index}.images"))
         if item.role == "assistant" and item.tool_calls:
             message.tool_calls = _tool_calls(item.tool_calls, index)
             unanswered = list(message.tool_calls)
@@ -150,7 +169,6 @@ def tools(items: list[schemas.ChatTool] | None) -> list[Tool]:
 
 
 def chat_request(req: schemas.ChatRequest) -> ChatRequest:
-    _check_think(req.think)
     offered = tools(req.tools)
     core = ChatRequest(
         model=req.model,
@@ -158,6 +176,7 @@ def chat_request(req: schemas.ChatRequest) -> ChatRequest:
         sampling=sampling(req.options, req.format, logprobs=req.logprobs, top_logprobs=req.top_logprobs),
         stream=req.stream,
         tools=offered,
+        reasoning=reasoning(req.think),
     )
     check_tools(offered, core.tool_choice)
     return core
@@ -171,8 +190,8 @@ def is_load_only(req: schemas.GenerateRequest) -> bool:
 def generate_request(req: schemas.GenerateRequest) -> ChatRequest | CompletionRequest:
     """`raw`: the prompt goes to the model verbatim, as a completion (`system` is ignored, as Ollama ignores it).
     Otherwise the prompt is the user's turn of a chat, after `system` when given, through the chat template."""
-    _check_think(req.think)
-    _check_images(req.images, "images")
+    options = reasoning(req.think)
+    images = _images(req.images, "images")
     if req.suffix:
         raise _unsupported("'suffix' (fill-in-the-middle) is not supported.", "suffix")
     if req.template:
@@ -185,10 +204,14 @@ def generate_request(req: schemas.GenerateRequest) -> ChatRequest | CompletionRe
         )
     params = sampling(req.options, req.format, logprobs=req.logprobs, top_logprobs=req.top_logprobs)
     if req.raw:
+        if images:
+            raise BadRequest("'images' need the chat template; they cannot be used with 'raw'.", param="images")
+        if options.enabled:
+            raise BadRequest("'think' needs the chat template; it cannot be used with 'raw'.", param="think")
         return CompletionRequest(model=req.model, prompt=req.prompt, sampling=params, stream=req.stream)
     turns = [Message(role="system", content=req.system)] if req.system else []
-    turns.append(Message(role="user", content=req.prompt))
-    return ChatRequest(model=req.model, messages=turns, sampling=params, stream=req.stream)
+    turns.append(_with_images("user", req.prompt, images))
+    return ChatRequest(model=req.model, messages=turns, sampling=params, stream=req.stream, reasoning=options)
 
 
 def embed_inputs(value: str | list[str]) -> list[str]:

@@ -122,8 +122,10 @@ def logprobs(items: list[TokenLogprob]) -> list[dict[str, Any]]:
     ]
 
 
-def _message(text: str, calls: list[ToolCall] | None = None) -> dict[str, Any]:
+def _message(text: str, calls: list[ToolCall] | None = None, thinking: str = "") -> dict[str, Any]:
     message: dict[str, Any] = {"role": "assistant", "content": text}
+    if thinking:
+        message["thinking"] = thinking
     if calls:
         message["tool_calls"] = tool_calls(calls)
     return message
@@ -147,7 +149,7 @@ class _Stream:
 
     def chunk(self, chunk: Chunk) -> bytes:
         out = b""
-        if chunk.text or chunk.logprobs:
+        if chunk.text or chunk.reasoning or chunk.logprobs:
             self.timeline.mark_token()
             body = {**self._head(), **self._piece(chunk), "done": False}
             if chunk.logprobs:
@@ -175,7 +177,7 @@ class ChatStream(_Stream):
         self.calls = ToolCallAssembler()
 
     def _piece(self, chunk: Chunk) -> dict[str, Any]:
-        return {"message": _message(chunk.text)}
+        return {"message": _message(chunk.text, thinking=chunk.reasoning)}
 
     def _end(self, chunk: Chunk) -> dict[str, Any]:
         return {"message": _message("")}
@@ -193,6 +195,8 @@ class GenerateStream(_Stream):
     """`/api/generate` lines."""
 
     def _piece(self, chunk: Chunk) -> dict[str, Any]:
+        if chunk.reasoning:
+            return {"response": chunk.text, "thinking": chunk.reasoning}
         return {"response": chunk.text}
 
     def _end(self, chunk: Chunk) -> dict[str, Any]:
@@ -212,8 +216,10 @@ def chat_response(
     *,
     calls: list[ToolCall],
     token_logprobs: list[TokenLogprob] | None = None,
+    thinking: str = "",
 ) -> dict[str, Any]:
-    body = {"model": model, "created_at": created_at(), "message": _message(text, calls), **_finished(timeline, last)}
+    message = _message(text, calls, thinking)
+    body = {"model": model, "created_at": created_at(), "message": message, **_finished(timeline, last)}
     if token_logprobs is not None:
         body["logprobs"] = logprobs(token_logprobs)
     return body
@@ -226,8 +232,12 @@ def generate_response(
     last: Chunk,
     *,
     token_logprobs: list[TokenLogprob] | None = None,
+    thinking: str = "",
 ) -> dict[str, Any]:
-    body = {"model": model, "created_at": created_at(), "response": text, **_finished(timeline, last)}
+    body: dict[str, Any] = {"model": model, "created_at": created_at(), "response": text}
+    if thinking:
+        body["thinking"] = thinking
+    body.update(_finished(timeline, last))
     if token_logprobs is not None:
         body["logprobs"] = logprobs(token_logprobs)
     return body

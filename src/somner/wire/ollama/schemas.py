@@ -48,12 +48,12 @@ class Options(WireObject):
     dry_penalty_last_n: sampling.Window | None = None
     dry_sequence_breakers: sampling.Breakers | None = None
     # Load-time and legacy options (ignored: the model's configuration in Somner sets these):
-    num_ctx: int | None = Field(default=None, ge=1)
-    num_keep: int | None = None
-    num_batch: int | None = None
-    num_gpu: int | None = None
-    main_gpu: int | None = None
-    num_thread: int | None = None
+    num_ctx: int | None = Field(default=None, ge=1, le=sampling.INT32)
+    num_keep: int | None = Field(default=None, ge=-sampling.INT32, le=sampling.INT32)
+    num_batch: int | None = Field(default=None, ge=-sampling.INT32, le=sampling.INT32)
+    num_gpu: int | None = Field(default=None, ge=-sampling.INT32, le=sampling.INT32)
+    main_gpu: int | None = Field(default=None, ge=-sampling.INT32, le=sampling.INT32)
+    num_thread: int | None = Field(default=None, ge=-sampling.INT32, le=sampling.INT32)
     numa: bool | None = None
     low_vram: bool | None = None
     use_mmap: bool | None = None
@@ -117,7 +117,7 @@ class GenerateRequest(_Generation):
     suffix: str | None = None
     system: str | None = None
     template: str | None = None
-    context: list[int] | None = None
+    context: list[sampling.TokenId] | None = None
     raw: bool = False
     images: list[str] | None = None
 
@@ -126,8 +126,24 @@ class EmbedRequest(RequestBody):
     model: str = Field(min_length=1)
     input: str | list[str] = Field(default_factory=list)
     truncate: bool = True
-    dimensions: int | None = Field(default=None, ge=1)
+    dimensions: int | None = Field(default=None, ge=1, le=sampling.INT32)
     options: Options | None = None
+    keep_alive: KeepAlive = None
+
+
+class TokenizeRequest(RequestBody):
+    """`/api/tokenize` (the shape of Ollama's proposed tokenizer endpoint): the token ids of `text`."""
+
+    model: str = Field(min_length=1)
+    text: str
+    keep_alive: KeepAlive = None
+
+
+class DetokenizeRequest(RequestBody):
+    """`/api/detokenize`: the text of token ids."""
+
+    model: str = Field(min_length=1)
+    tokens: list[sampling.TokenId]
     keep_alive: KeepAlive = None
 
 

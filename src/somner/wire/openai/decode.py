@@ -8,12 +8,16 @@ from typing import Any
 import orjson
 
 from somner.core import (
+    IMAGE_MARKER,
     AdapterScale,
     ChatRequest,
     Chunk,
     CompletionRequest,
     FinishReason,
+    Image,
     Message,
+    Reasoning,
+    ReasoningFormat,
     SamplingParams,
     Timings,
     TokenLogprob,
@@ -26,7 +30,9 @@ from somner.core import (
     Usage,
     check_tools,
 )
+from somner.core.reasoning import EFFORT_BUDGETS
 from somner.errors import BadRequest
+from somner.wire import images as wire_images
 from somner.wire import sampling
 from somner.wire.body import parse, validation_error
 from somner.wire.openai import schemas
@@ -112,23 +118,30 @@ def _sampling(req: schemas._Sampling, max_tokens: int | None, logprobs: int | No
     return params
 
 
-def _text_of(message: schemas.ChatMessage, index: int) -> str:
+def _content_of(message: schemas.ChatMessage, index: int) -> tuple[str, list[Image]]:
+    """A message's text and images (each standing in the text as the image marker, in order)."""
     content = message.content
     if content is None:
-        return ""
+        return "", []
     if isinstance(content, str):
-        return content
+        return content, []
     texts: list[str] = []
-    for part in content:
+    images: list[Image] = []
+    for number, part in enumerate(content):
         if isinstance(part, schemas.TextPart):
             texts.append(part.text)
+        elif isinstance(part, schemas.ImagePart):
+            images.append(
+                wire_images.from_url(part.image_url.get("url"), f"messages.{index}.content.{number}.image_url")
+            )
+            texts.append(IMAGE_MARKER)
         else:
             raise BadRequest(
                 f"This model accepts text only; messages[{index}] has a '{part.type}' part.",
                 param=f"messages.{index}.content",
                 code="unsupported_content",
             )
-    return "".join(texts)
+    return "".join(texts), images
 
 
 def _message(message: schemas.ChatMessage, index: int) -> Message:
@@ -140,13 +153,17 @@ def _message(message: schemas.ChatMessage, index: int) -> Message:
     if message.function_call is not None:
         legacy = message.function_call
         calls.append(ToolCall(id=f"call_{index}", name=legacy.name, arguments=legacy.arguments))
-    return Message(
+    content, images = _content_of(message, index)
+    decoded = Message(
         role=message.role,
-        content=_text_of(message, index),
+        content=content,
         name=message.name,
         tool_calls=calls,
         tool_call_id=message.tool_call_id,
+        images=images,
     )
+    wire_images.check_markers(decoded)
+    return decoded
 
 
 def _messages(items: list[schemas.ChatMessage]) -> list[Message]:
@@ -245,7 +262,44 @@ def chat_request(req: schemas.ChatCompletionRequest) -> ChatRequest:
         tool_choice=choice,
         parallel_tool_calls=req.parallel_tool_calls is not False and not legacy,
         lora=adapter_scales(req.lora),
+        reasoning=reasoning(req),
     )
+
+
+def effort(value: str | None) -> Reasoning:
+    """A named reasoning effort: "none" turns thinking off; the others set its budget (see EFFORT_BUDGETS)."""
+    if value is None:
+        return Reasoning()
+    if value == "none":
+        return Reasoning(enabled=False)
+    return Reasoning(enabled=True, budget_tokens=EFFORT_BUDGETS[value])
+
+
+def reasoning(req: schemas.ChatCompletionRequest) -> Reasoning:
+    """The reasoning options: `reasoning_effort`, or the extensions `reasoning_budget` and
+    `chat_template_kwargs.enable_thinking` (which must not say otherwise), and `reasoning_format`."""
+    options = effort(req.reasoning_effort)
+    if req.reasoning_budget is not None:
+        if req.reasoning_effort is not None:
+            raise BadRequest("Use either 'reasoning_effort' or 'reasoning_budget', not both.", param="reasoning_budget")
+        budget = req.reasoning_budget
+        options = Reasoning(enabled=budget != 0, budget_tokens=budget if budget > 0 else None)
+    switch = (req.chat_template_kwargs or {}).get("enable_thinking")
+    if switch is not None:
+        if not isinstance(switch, bool):
+            raise BadRequest(
+                "Invalid value for 'chat_template_kwargs.enable_thinking': expected a boolean.",
+                param="chat_template_kwargs.enable_thinking",
+            )
+        if options.enabled is not None and options.enabled != switch:
+            raise BadRequest(
+                "'chat_template_kwargs.enable_thinking' contradicts the reasoning effort or budget.",
+                param="chat_template_kwargs.enable_thinking",
+            )
+        options.enabled = switch
+    if req.reasoning_format is not None:
+        options.format = ReasoningFormat(req.reasoning_format)
+    return options
 
 
 def adapter_scales(items: list[schemas.LoraScale] | None) -> list[AdapterScale]:
@@ -344,10 +398,12 @@ def _usage(data: Any) -> Usage | None:
     if not isinstance(data, dict):
         return None
     details = data.get("prompt_tokens_details") or {}
+    output = data.get("completion_tokens_details") or {}
     return Usage(
         prompt_tokens=int(data.get("prompt_tokens") or 0),
         completion_tokens=int(data.get("completion_tokens") or 0),
         cached_tokens=int(details.get("cached_tokens") or 0) if isinstance(details, dict) else 0,
+        reasoning_tokens=int(output.get("reasoning_tokens") or 0) if isinstance(output, dict) else 0,
     )
 
 
@@ -443,6 +499,8 @@ def chat_chunk(data: dict[str, Any]) -> Chunk:
         chunk.index = _index(choice)
         delta = choice.get("delta") or {}
         chunk.text = delta.get("content") or ""
+        # (llama-server and Somner's engine: `reasoning_content`; newer vLLM: `reasoning`)
+        chunk.reasoning = delta.get("reasoning_content") or delta.get("reasoning") or ""
         chunk.tool_calls = _tool_call_deltas(delta.get("tool_calls"))
         chunk.finish_reason = _finish(choice.get("finish_reason"))
         chunk.stop_sequence = _stop_reason(choice)

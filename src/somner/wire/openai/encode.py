@@ -11,7 +11,6 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import orjson
 
 from somner.core import (
@@ -20,6 +19,7 @@ from somner.core import (
     Chunk,
     CompletionRequest,
     FinishReason,
+    Reasoning,
     SamplingParams,
     Timings,
     TokenLogprob,
@@ -33,6 +33,7 @@ from somner.core import (
 )
 from somner.core.streams import Collected
 from somner.errors import SomnerError
+from somner.wire.images import content_parts
 from somner.wire.sse import DONE, event
 
 DONE_EVENT = event(DONE)
@@ -134,7 +135,7 @@ def chat_request(req: ChatRequest, *, stream: bool = True) -> dict[str, Any]:
     """The request to an OpenAI engine: streamed with usage (the gateway counts as it relays), or whole."""
     messages = []
     for m in req.messages:
-        item: dict[str, Any] = {"role": m.role, "content": m.content}
+        item: dict[str, Any] = {"role": m.role, "content": content_parts(m)}
         if m.name:
             item["name"] = m.name
         if m.tool_calls:
@@ -156,9 +157,22 @@ def chat_request(req: ChatRequest, *, stream: bool = True) -> dict[str, Any]:
         body["n"] = req.n
     if req.lora:
         body["lora"] = lora(req.lora)
+    body.update(reasoning_fields(req.reasoning))
     body["stream"] = stream
     if stream:
         body["stream_options"] = {"include_usage": True}
+    return body
+
+
+def reasoning_fields(options: Reasoning) -> dict[str, Any]:
+    """The reasoning options as llama-server's fields (Somner's engine reads the same), only those that are set."""
+    body: dict[str, Any] = {}
+    if options.format is not None:
+        body["reasoning_format"] = options.format.value
+    if options.budget_tokens is not None:
+        body["reasoning_budget"] = options.budget_tokens
+    if options.enabled is not None:
+        body["chat_template_kwargs"] = {"enable_thinking": options.enabled}
     return body
 
 
@@ -189,12 +203,15 @@ def embedding_request(model: str, inputs: Sequence[str] | Sequence[Sequence[int]
 
 
 def usage(u: Usage) -> dict[str, Any]:
-    return {
+    body: dict[str, Any] = {
         "prompt_tokens": u.prompt_tokens,
         "completion_tokens": u.completion_tokens,
         "total_tokens": u.total_tokens,
         "prompt_tokens_details": {"cached_tokens": u.cached_tokens},
     }
+    if u.reasoning_tokens:
+        body["completion_tokens_details"] = {"reasoning_tokens": u.reasoning_tokens}
+    return body
 
 
 def timings(t: Timings, u: Usage) -> dict[str, Any]:
@@ -354,6 +371,17 @@ class ChatStream(_EventStream):
                 delta = {"tool_calls": tool_call_deltas(chunk.tool_calls)}
             if delta:
                 out += self._event([{"index": chunk.index, "delta": delta, "logprobs": None, "finish_reason": None}])
+        if chunk.reasoning:
+            out += self._event(
+                [
+                    {
+                        "index": chunk.index,
+                        "delta": {"reasoning_content": chunk.reasoning},
+                        "logprobs": None,
+                        "finish_reason": None,
+                    }
+                ]
+            )
         if chunk.text or chunk.logprobs:
             out += self._event(
                 [
@@ -435,10 +463,14 @@ def chat_completion(
     calls: list[ToolCall] | None = None,
     with_timings: bool = False,
     legacy_functions: bool = False,
+    reasoning: str = "",
 ) -> dict[str, Any]:
     """A whole `chat.completion` from the collected text, tool calls and the final chunk. With `legacy_functions`
-    the (first) call is `message.function_call`, as in OpenAI's legacy function calling."""
+    the (first) call is `message.function_call`, as in OpenAI's legacy function calling. A reasoning model's
+    thinking is `message.reasoning_content` (llama-server's and DeepSeek's field)."""
     message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None}
+    if reasoning:
+        message["reasoning_content"] = reasoning
     if calls:
         message["content"] = text or None
         if legacy_functions:
@@ -487,6 +519,7 @@ def chat_completion_choices(
             result.logprobs,
             calls=result.tool_calls.calls(),
             legacy_functions=legacy_functions,
+            reasoning=result.reasoning,
         )
         for result in results
     ]
@@ -534,6 +567,8 @@ def embeddings(model: str, vectors: list[list[float]], prompt_tokens: int, encod
     for index, vector in enumerate(vectors):
         value: list[float] | str = vector
         if encoding == "base64":
+            import numpy as np  # (imported on use: the gateway needs it only for embeddings)
+
             value = base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode("ascii")
         data.append({"object": "embedding", "index": index, "embedding": value})
     return {

@@ -109,6 +109,10 @@ class LoraScale(WireObject):
     scale: float = Field(default=1.0, ge=-100.0, le=100.0)
 
 
+ReasoningEffort = Literal["none", "minimal", "low", "medium", "high"]
+ReasoningFormatName = Literal["none", "auto", "deepseek"]
+
+
 class _Sampling(RequestBody):
     """Fields shared by chat and text completions."""
 
@@ -196,9 +200,17 @@ class ChatCompletionRequest(_Sampling):
     # the legacy shape; see decode.uses_functions).
     functions: Annotated[list[FunctionDefinition], Field(max_length=128)] | None = None
     function_call: FunctionCallInput | None = None
+    reasoning_effort: ReasoningEffort | None = None
+    # Extensions (llama-server's and vLLM's names): how a reasoning model's thinking is split from its answer, the
+    # most tokens it may think (-1: no limit, 0: no thinking), and the template's switch (`enable_thinking`).
+    reasoning_format: ReasoningFormatName | None = None
+    reasoning_budget: int | None = Field(
+        default=None, ge=-1, le=1_000_000, validation_alias=AliasChoices("reasoning_budget", "thinking_budget")
+    )
+    chat_template_kwargs: dict[str, Any] | None = None
 
 
-PromptInput = str | list[str] | list[int] | list[list[int]]
+PromptInput = str | list[str] | list[sampling.TokenId] | list[list[sampling.TokenId]]
 
 
 class CompletionRequest(_Sampling):
@@ -212,7 +224,7 @@ class EmbeddingRequest(RequestBody):
     model: str = Field(min_length=1)
     input: PromptInput
     encoding_format: Literal["float", "base64"] = "float"
-    dimensions: int | None = Field(default=None, ge=1)
+    dimensions: int | None = Field(default=None, ge=1, le=sampling.INT32)
     user: str | None = None
     keep_alive: float | str | None = None
 
@@ -229,4 +241,4 @@ class TokenizeRequest(RequestBody):
 
 class DetokenizeRequest(RequestBody):
     model: str | None = Field(default=None, min_length=1)
-    tokens: list[Annotated[int, Field(ge=0)]]
+    tokens: list[sampling.TokenId]

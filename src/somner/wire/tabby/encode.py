@@ -24,8 +24,13 @@ def error_event(error: SomnerError) -> bytes:
     return sse.event(orjson.dumps({"error": {"message": error.message, "trace": None}}))
 
 
-def model_card(model_id: str, parameters: dict[str, Any] | None = None, created: int | None = None) -> dict[str, Any]:
-    return {
+def model_card(
+    model_id: str,
+    parameters: dict[str, Any] | None = None,
+    created: int | None = None,
+    capabilities: list[str] | None = None,
+) -> dict[str, Any]:
+    card = {
         "id": model_id,
         "object": "model",
         "created": created if created is not None else int(time.time()),
@@ -33,6 +38,9 @@ def model_card(model_id: str, parameters: dict[str, Any] | None = None, created:
         "logging": None,
         "parameters": parameters,
     }
+    if capabilities is not None:
+        card["capabilities"] = capabilities  # (an extension: what the model can do)
+    return card
 
 
 def model_list(cards: list[dict[str, Any]]) -> dict[str, Any]:

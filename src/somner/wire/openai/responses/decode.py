@@ -12,9 +12,22 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from somner.core import ChatRequest, Message, SamplingParams, Tool, ToolCall, ToolChoice, ToolChoiceMode, check_tools
+from somner.core import (
+    IMAGE_MARKER,
+    ChatRequest,
+    Image,
+    Message,
+    SamplingParams,
+    Tool,
+    ToolCall,
+    ToolChoice,
+    ToolChoiceMode,
+    check_tools,
+)
 from somner.errors import BadRequest
+from somner.wire import images as wire_images
 from somner.wire.body import validation_error
+from somner.wire.openai import decode as openai_decode
 from somner.wire.openai.responses import schemas
 from somner.wire.openai.responses.encode import Echo
 
@@ -85,21 +98,39 @@ def _refuse_state(req: schemas.ResponseRequest) -> None:
 
 
 def _text(parts: list[Any] | str, param: str) -> str:
+    text, images = _content(parts, param)
+    if images:
+        raise BadRequest("Images belong in messages.", param=param, code="unsupported_content")
+    return text
+
+
+def _content(parts: list[Any] | str, param: str) -> tuple[str, list[Image]]:
+    """The text of content parts, and their images (each standing in the text as the image marker)."""
     if isinstance(parts, str):
-        return parts
+        return parts, []
     texts: list[str] = []
+    images: list[Image] = []
     for index, part in enumerate(parts):
         if isinstance(part, schemas.InputText | schemas.OutputText):
             texts.append(part.text)
         elif isinstance(part, schemas.Refusal):
             texts.append(part.refusal)
+        elif isinstance(part, schemas.InputImage) and part.file_id is not None:
+            raise BadRequest(
+                "Images by 'file_id' are not supported (Somner keeps no files): send 'image_url'.",
+                param=f"{param}.{index}.file_id",
+                code="unsupported_content",
+            )
+        elif isinstance(part, schemas.InputImage):
+            images.append(wire_images.from_url(part.image_url, f"{param}.{index}.image_url"))
+            texts.append(IMAGE_MARKER)
         else:
             raise BadRequest(
                 f"This model accepts text only; '{part.type}' content is not supported.",
                 param=f"{param}.{index}.type",
                 code="unsupported_content",
             )
-    return "".join(texts)
+    return "".join(texts), images
 
 
 def messages(req: schemas.ResponseRequest) -> list[Message]:
@@ -114,7 +145,10 @@ def messages(req: schemas.ResponseRequest) -> list[Message]:
     names: dict[str, str] = {}  # call id → function name, for the tool messages that answer them
     for index, item in enumerate(req.input):
         if isinstance(item, schemas.MessageItem):
-            out.append(Message(role=item.role, content=_text(item.content, f"input.{index}.content")))
+            content, images = _content(item.content, f"input.{index}.content")
+            message = Message(role=item.role, content=content, images=images)
+            wire_images.check_markers(message)
+            out.append(message)
         elif isinstance(item, schemas.FunctionCallItem):
             call = ToolCall(id=item.call_id, name=item.name, arguments=item.arguments)
             names[item.call_id] = item.name
@@ -126,6 +160,8 @@ def messages(req: schemas.ResponseRequest) -> list[Message]:
         elif isinstance(item, schemas.FunctionCallOutputItem):
             content = _text(item.output, f"input.{index}.output")
             out.append(Message(role="tool", content=content, name=names.get(item.call_id), tool_call_id=item.call_id))
+        elif item.type == "reasoning":
+            continue  # earlier thinking passed back: dropped, as reasoning models' templates drop it
         else:
             raise BadRequest(
                 f"Input items of type '{item.type}' are not supported: send messages, function_call and "
@@ -206,6 +242,7 @@ def chat_request(req: schemas.ResponseRequest) -> ChatRequest:
         tools=offered,
         tool_choice=choice,
         parallel_tool_calls=req.parallel_tool_calls is not False,
+        reasoning=openai_decode.effort(req.reasoning.effort if req.reasoning is not None else None),
     )
 
 
@@ -248,5 +285,6 @@ def echo(req: schemas.ResponseRequest, core: ChatRequest) -> Echo:
         parallel_tool_calls=core.parallel_tool_calls,
         text=_text_config(req),
         metadata=dict(req.metadata or {}),
+        reasoning_effort=req.reasoning.effort if req.reasoning is not None else None,
         user=req.user,
     )

@@ -36,6 +36,7 @@ class Echo:
     text: dict[str, Any] = field(default_factory=lambda: {"format": {"type": "text"}})
     metadata: dict[str, str] = field(default_factory=dict)
     user: str | None = None
+    reasoning_effort: str | None = None
 
 
 def new_id(prefix: str) -> str:
@@ -47,13 +48,24 @@ def usage(u: Usage) -> dict[str, Any]:
         "input_tokens": u.prompt_tokens,
         "input_tokens_details": {"cached_tokens": u.cached_tokens, "cache_write_tokens": 0},
         "output_tokens": u.completion_tokens,
-        "output_tokens_details": {"reasoning_tokens": 0},
+        "output_tokens_details": {"reasoning_tokens": u.reasoning_tokens},
         "total_tokens": u.total_tokens,
     }
 
 
 def text_part(text: str) -> dict[str, Any]:
     return {"type": "output_text", "annotations": [], "logprobs": [], "text": text}
+
+
+def reasoning_part(text: str) -> dict[str, Any]:
+    return {"type": "reasoning_text", "text": text}
+
+
+def reasoning_item(item_id: str, text: str | None, status: str) -> dict[str, Any]:
+    """A reasoning model's thinking, as its text (`content`; no summary is made); `text` None while it has no
+    content part yet."""
+    content = [] if text is None else [reasoning_part(text)]
+    return {"id": item_id, "type": "reasoning", "summary": [], "content": content, "status": status}
 
 
 def message_item(item_id: str, text: str | None, status: str) -> dict[str, Any]:
@@ -104,7 +116,7 @@ def response_object(
         "output": output,
         "parallel_tool_calls": echo.parallel_tool_calls,
         "previous_response_id": None,
-        "reasoning": {"effort": None, "summary": None},
+        "reasoning": {"effort": echo.reasoning_effort, "summary": None},
         "service_tier": "default",
         "store": False,
         "temperature": echo.temperature,
@@ -128,6 +140,9 @@ def response(echo: Echo, reply: Collected) -> dict[str, Any]:
     status = _final_status(reply.finish_reason)
     calls = reply.tool_calls.calls()
     output: list[dict[str, Any]] = []
+    if reply.reasoning:  # (complete when an answer followed it)
+        thought_status = "completed" if reply.text or calls else status
+        output.append(reasoning_item(new_id("rs"), reply.reasoning, thought_status))
     if reply.text or not calls:
         output.append(message_item(new_id("msg"), reply.text, status))
     for call in calls:
@@ -159,9 +174,12 @@ class _Item:
     call: ToolCall | None = None  # None for the message
     parts: list[str] = field(default_factory=list)
     status: str = "in_progress"
+    reasoning: bool = False  # a reasoning item (its parts are the thinking)
 
     def wire(self) -> dict[str, Any]:
         text = "".join(self.parts)
+        if self.reasoning:
+            return reasoning_item(self.id, text, self.status)
         if self.call is None:
             return message_item(self.id, text, self.status)
         return function_call_item(self.id, ToolCall(id=self.call.id, name=self.call.name, arguments=text), self.status)
@@ -178,6 +196,7 @@ class ResponseStream:
         self.sequence = 0
         self.items: list[_Item] = []
         self._message: _Item | None = None
+        self._thought: _Item | None = None  # the open reasoning item
         self._calls: dict[int, _Item] = {}  # by the engine's call index
         self._finish: FinishReason | None = None
         self._usage: Usage | None = None
@@ -200,6 +219,10 @@ class ResponseStream:
 
     def chunk(self, chunk: Chunk) -> bytes:
         out = b""
+        if chunk.reasoning:
+            out += self._think(chunk.reasoning)
+        if self._thought is not None and (chunk.text or chunk.tool_calls):  # (the answer follows the thought)
+            out += self._close_thought()
         for delta in chunk.tool_calls or []:
             out += self._call_delta(delta)
         if chunk.text:
@@ -213,8 +236,8 @@ class ResponseStream:
     def end(self) -> bytes:
         """Every open item done, then the whole response."""
         status = _final_status(self._finish)
-        out = b""
-        if not self.items:
+        out = self._close_thought()
+        if not any(not item.reasoning for item in self.items):
             out += self._open_message()  # a reply with nothing in it is still a (empty) message
         out += self._close_message(status)
         for item in self.items:
@@ -242,6 +265,36 @@ class ResponseStream:
         item = _Item(output_index=len(self.items), id=new_id(prefix), call=call)
         self.items.append(item)
         return item
+
+    def _think(self, text: str) -> bytes:
+        out = b""
+        item = self._thought
+        if item is None:
+            item = self._thought = self._add(None, "rs")
+            item.reasoning = True
+            added = {"output_index": item.output_index, "item": reasoning_item(item.id, None, item.status)}
+            part = {"item_id": item.id, "output_index": item.output_index, "content_index": 0}
+            out = self._event("response.output_item.added", added) + self._event(
+                "response.content_part.added", {**part, "part": reasoning_part("")}
+            )
+        item.parts.append(text)
+        delta = {"item_id": item.id, "output_index": item.output_index, "content_index": 0, "delta": text}
+        return out + self._event("response.reasoning_text.delta", delta)
+
+    def _close_thought(self) -> bytes:
+        """The reasoning item done (the answer or a call follows, or the generation ended)."""
+        item = self._thought
+        if item is None:
+            return b""
+        self._thought = None
+        item.status = "completed" if self._finish is None else _final_status(self._finish)
+        text = "".join(item.parts)
+        where = {"item_id": item.id, "output_index": item.output_index, "content_index": 0}
+        return (
+            self._event("response.reasoning_text.done", {**where, "text": text})
+            + self._event("response.content_part.done", {**where, "part": reasoning_part(text)})
+            + self._event("response.output_item.done", {"output_index": item.output_index, "item": item.wire()})
+        )
 
     def _open_message(self) -> bytes:
         item = self._message = self._add(None, "msg")

@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Discriminator, Field, Tag
 
+from somner.wire import sampling
 from somner.wire.body import RequestBody, WireObject
 from somner.wire.openai.schemas import FUNCTION_NAME
 
@@ -45,8 +46,17 @@ class Refusal(WireObject):
     refusal: str
 
 
+class InputImage(WireObject):
+    """An image of a user message: `image_url` a data URL (or an http(s) URL); `file_id` is refused."""
+
+    type: Literal["input_image"]
+    image_url: str | None = None
+    file_id: str | None = None
+    detail: str | None = None
+
+
 class UnsupportedPart(WireObject):
-    """input_image, input_file, input_audio, ...: refused by `decode`."""
+    """input_file, input_audio, ...: refused by `decode`."""
 
     type: str
 
@@ -55,8 +65,9 @@ ContentPart = Annotated[
     Annotated[InputText, Tag("input_text")]
     | Annotated[OutputText, Tag("output_text")]
     | Annotated[Refusal, Tag("refusal")]
+    | Annotated[InputImage, Tag("input_image")]
     | Annotated[UnsupportedPart, Tag("other")],
-    _type_tag(frozenset({"input_text", "output_text", "refusal"}), "other", string="other"),
+    _type_tag(frozenset({"input_text", "output_text", "refusal", "input_image"}), "other", string="other"),
 ]
 
 
@@ -149,9 +160,10 @@ class TextConfig(WireObject):
 
 
 class Reasoning(WireObject):
-    """Accepted and not applied: the models Somner serves do not reason apart from their answer."""
+    """A reasoning model's effort ("none" turns thinking off; see core.reasoning.EFFORT_BUDGETS); `summary` is
+    accepted and not applied (the thinking comes whole, as the reasoning item's text)."""
 
-    effort: str | None = None
+    effort: Literal["none", "minimal", "low", "medium", "high"] | None = None
     summary: str | None = None
 
 
@@ -161,7 +173,7 @@ class ResponseRequest(RequestBody):
     include: list[str] | None = None
     input: list[InputItem] | str
     instructions: str | None = None
-    max_output_tokens: int | None = Field(default=None, ge=1)
+    max_output_tokens: int | None = Field(default=None, ge=1, le=sampling.INT32)
     metadata: Annotated[dict[str, str], Field(max_length=16)] | None = None
     model: str = Field(min_length=1)
     parallel_tool_calls: bool | None = None
@@ -180,7 +192,7 @@ class ResponseRequest(RequestBody):
     # Extensions (as on chat completions; the Responses API has no seed or stop of its own):
     seed: int | None = Field(default=None, ge=-(2**63), le=2**64 - 1)
     stop: str | Annotated[list[str], Field(max_length=16)] | None = None
-    top_k: int | None = Field(default=None, ge=0)
+    top_k: int | None = Field(default=None, ge=0, le=sampling.INT32)
     min_p: float | None = Field(default=None, ge=0.0, le=1.0)
     repeat_penalty: float | None = Field(default=None, gt=0.0, le=10.0)
     keep_alive: float | str | None = None  # Ollama's keep_alive, honoured here too
