@@ -73,6 +73,10 @@ def test_keep_alive_zero_stops_the_engine_right_after_each_kind_of_request(tmp_p
             _load(client)
             assert status(gateway, "alpha").state.value == "loaded", what
             waited = _exit_after(client, gateway, path, body)
+            # (the manager records the exit a moment after the process is gone: give it until PROMPTLY)
+            deadline = time.monotonic() + PROMPTLY
+            while status(gateway, "alpha").state.value == "unloading" and time.monotonic() < deadline:
+                time.sleep(0.02)
             assert status(gateway, "alpha").state.value == "unloaded", what
             print(f"{what}: engine gone {waited:.2f}s after the response ended")
 
