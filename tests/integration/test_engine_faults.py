@@ -218,8 +218,13 @@ def test_a_hung_engine_is_killed_and_replaced(tmp_path: Path, model_path: Path) 
         assert client.get("/ready").status_code == 200
         assert client.get("/health").json()["models"][MODEL]["health"] == "ok"
         _ollama_stream(client)
-        status = {s.id: s for s in gateway.services.manager.statuses()}[MODEL]
-        assert status.loads == 2 and status.in_flight == 0
+        # The server releases a stream's lease once its last bytes are sent, a moment after the client read them.
+        deadline = time.monotonic() + 5
+        while (status := {s.id: s for s in gateway.services.manager.statuses()}[MODEL]).in_flight and (
+            time.monotonic() < deadline
+        ):
+            time.sleep(0.02)
+        assert status.loads == 2 and status.in_flight == 0, status
 
 
 # -- 3. shutdown with long streams ------------------------------------------------------------------------------
