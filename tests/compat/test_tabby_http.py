@@ -93,6 +93,7 @@ def test_tokens_on_the_real_tokenizer(admin: httpx.Client) -> None:
 
 def test_template_switch_to_a_file_and_back(admin: httpx.Client) -> None:
     assert "plain" in admin.get("/v1/template/list").json()["data"]
+    assert admin.post("/v1/model/load", json={"model_name": MODEL}).status_code == 200  # (as TabbyAPI needs)
     assert admin.post("/v1/template/switch", json={"prompt_template_name": "plain"}).json() is None
     parameters = admin.get("/v1/model").json()["parameters"]
     assert parameters["prompt_template"] == "plain" and parameters["prompt_template_content"] == PLAIN
