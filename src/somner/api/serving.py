@@ -263,7 +263,10 @@ def resumable(call: Call, events: PassThrough, open_: Callable[[Backend], Awaita
 
 async def begin_chat(request: Request, services: Services, core: ChatRequest, admission: Admission) -> Call:
     """Admit a chat request and lease its model; the model's defaults are applied to `core`. Images are checked
-    (and fetched from allowed hosts) first, and refused for a model without vision."""
+    (and fetched from allowed hosts) first, and refused for a model without vision; thinking asked of a model that
+    does not reason is refused too (turning it off is not)."""
+    if core.reasoning.enabled:
+        await services.capabilities.require_capability(services.manager.resolve(core.model), Capability.REASONING)
     if images.images_of(core.messages):
         await services.capabilities.require_capability(services.manager.resolve(core.model), Capability.VISION)
         await images.prepare(core.messages, services.settings.limits)

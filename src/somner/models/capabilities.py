@@ -209,6 +209,11 @@ def _refusal(model: str, capabilities: Capabilities, need: Capability) -> str:
         return f"'{model}' is a reranker: it scores documents against a query (/v1/rerank) and cannot serve {asked}."
     if need is Capability.VISION:
         return f"'{model}' reads text only: it has no projector (`mmproj`) for images."
+    if need is Capability.REASONING:
+        return (
+            f"'{model}' does not support thinking: it is not a reasoning model (its chat template writes no thought; "
+            "a model that does reason says so with `reasoning_format` in its configuration)."
+        )
     if need is Capability.RERANK:
         return (
             f"'{model}' has no ranking head: it cannot rerank. Rerank requests need a reranker model (a GGUF with "
