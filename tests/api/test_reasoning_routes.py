@@ -40,9 +40,18 @@ async def ask(client: httpx.AsyncClient, path: str, body: dict[str, Any]) -> htt
         (
             "/v1/chat/completions",
             {"messages": USER, "reasoning_effort": "low"},
-            Reasoning(enabled=True, budget_tokens=1024),
+            Reasoning(enabled=True, budget_tokens=1024, effort="low"),
         ),
-        ("/v1/chat/completions", {"messages": USER, "reasoning_effort": "high"}, Reasoning(enabled=True)),
+        (
+            "/v1/chat/completions",
+            {"messages": USER, "reasoning_effort": "high"},
+            Reasoning(enabled=True, effort="high"),
+        ),
+        (
+            "/v1/chat/completions",
+            {"messages": USER, "chat_template_kwargs": {"reasoning_effort": "low"}},
+            Reasoning(effort="low"),
+        ),
         ("/v1/chat/completions", {"messages": USER, "reasoning_budget": 0}, Reasoning(enabled=False)),
         ("/v1/chat/completions", {"messages": USER, "thinking_budget": 50}, Reasoning(enabled=True, budget_tokens=50)),
         ("/v1/chat/completions", {"messages": USER, "reasoning_budget": -1}, Reasoning(enabled=True)),
@@ -54,12 +63,16 @@ async def ask(client: httpx.AsyncClient, path: str, body: dict[str, Any]) -> htt
         (
             "/v1/responses",
             {"input": "hi", "reasoning": {"effort": "medium"}},
-            Reasoning(enabled=True, budget_tokens=4096),
+            Reasoning(enabled=True, budget_tokens=4096, effort="medium"),
         ),
         ("/v1/responses", {"input": "hi", "reasoning": {"effort": "none"}}, Reasoning(enabled=False)),
         ("/api/chat", {"messages": USER, "think": True, "stream": False}, Reasoning(enabled=True)),
         ("/api/chat", {"messages": USER, "think": False, "stream": False}, Reasoning(enabled=False)),
-        ("/api/chat", {"messages": USER, "think": "low", "stream": False}, Reasoning(enabled=True, budget_tokens=1024)),
+        (
+            "/api/chat",
+            {"messages": USER, "think": "low", "stream": False},
+            Reasoning(enabled=True, budget_tokens=1024, effort="low"),
+        ),
         ("/api/generate", {"prompt": "hi", "think": True, "stream": False}, Reasoning(enabled=True)),
         ("/v1/messages", {"messages": USER, "max_tokens": 64}, Reasoning()),
         (
@@ -97,7 +110,7 @@ async def test_the_models_format_and_budget_apply_where_the_request_says_nothing
         body: dict[str, Any] = {"messages": USER, "reasoning_effort": "low", "reasoning_format": "none"}
         assert (await ask(client, "/v1/chat/completions", body)).status_code == 200
         assert sent(farm) == Reasoning(
-            format=ReasoningFormat.NONE, enabled=True, budget_tokens=1024
+            format=ReasoningFormat.NONE, enabled=True, budget_tokens=1024, effort="low"
         )  # (the request's own win)
         body = {"messages": USER, "think": False, "stream": False}
         assert (await ask(client, "/api/chat", body)).status_code == 200
@@ -147,6 +160,12 @@ BAD: list[tuple[str, str, dict[str, Any], str]] = [
         "/v1/chat/completions",
         {"messages": USER, "reasoning_effort": "none", "chat_template_kwargs": {"enable_thinking": True}},
         "enable_thinking",
+    ),
+    (
+        "openai",
+        "/v1/chat/completions",
+        {"messages": USER, "chat_template_kwargs": {"reasoning_effort": "{{ 7 * 7 }}"}},
+        "reasoning_effort",
     ),
     ("openai", "/v1/responses", {"input": "hi", "reasoning": {"effort": "extreme"}}, "effort"),
     ("ollama", "/api/chat", {"messages": USER, "think": "extreme"}, "think"),

@@ -5,6 +5,10 @@ The default model is a base model; a test chat template (`tests/fixtures/reasoni
 the model's thinking budget (4 tokens) makes the engine close the thought, after which the model answers. So the
 output really holds `<think>`-tagged text, cut wherever the model's tokens fall, and each dialect must show the
 thinking apart from the answer, streamed and not. A grammar forces a tool call after a thought.
+
+The same model under a harmony test template (`harmony.jinja`, gpt-oss's shape: the prompt opens the analysis
+channel) is a gpt-oss-style reasoner, and served as itself ("plain") it does not reason at all: thinking asked of it
+is a 400 in each dialect's shape.
 """
 
 from __future__ import annotations
@@ -28,6 +32,9 @@ pytestmark = pytest.mark.integration
 
 MODEL = "thinker"
 TEMPLATE = Path(__file__).parents[1] / "fixtures" / "reasoning" / "think.jinja"
+HARMONY_MODEL = "oss"
+HARMONY_TEMPLATE = Path(__file__).parents[1] / "fixtures" / "reasoning" / "harmony.jinja"
+PLAIN_MODEL = "plain"
 BUDGET = 4
 QUESTION = "What is two plus two?"
 GREEDY = {"temperature": 0}
@@ -48,6 +55,9 @@ def server(tmp_path_factory: pytest.TempPathFactory, model_path: Path) -> Iterat
     (models / f"{MODEL}.yaml").write_text(
         f"template: {TEMPLATE}\nreasoning_format: deepseek\nreasoning_budget: {BUDGET}\nparallel: 2\n"
     )
+    link_model(model_path, models, f"{HARMONY_MODEL}.gguf")  # (reasoning_format auto: the template has channels)
+    (models / f"{HARMONY_MODEL}.yaml").write_text(f"template: {HARMONY_TEMPLATE}\nreasoning_budget: {BUDGET}\n")
+    link_model(model_path, models, f"{PLAIN_MODEL}.gguf")
     process = start_serve(data_dir)
     try:
         yield process
@@ -269,7 +279,104 @@ def test_kobold_text_stays_plain(server: ServeProcess) -> None:
     """Kobold completes raw text: a thought in the prompt and in the output stays in the text, as written."""
     prompt = f"<start_of_turn>user\n{QUESTION}<end_of_turn>\n<start_of_turn>model\n<think>\n"
     with httpx.Client(base_url=server.url, headers=server.headers, timeout=120) as http:
-        kobold = http.post("/api/v1/generate", json={"prompt": prompt, "max_length": 8, "temperature": 0.01})
+        body = {"model": MODEL, "prompt": prompt, "max_length": 8, "temperature": 0.01}  # (three models here)
+        kobold = http.post("/api/v1/generate", json=body)
     assert kobold.status_code == 200
     assert set(kobold.json()) == {"results"} and set(kobold.json()["results"][0]) >= {"text"}
     assert "<think>" in kobold.json()["results"][0]["text"]  # (the model repeats the tag: nothing took it out)
+
+
+# -- gpt-oss's harmony channels ----------------------------------------------------------------------------
+
+
+def assert_no_markers(*texts: str | None) -> None:
+    for text in texts:
+        assert text and "<|" not in text and "|>" not in text, texts
+
+
+def test_harmony_channels_on_openai_whole_and_streamed(oai: openai.OpenAI) -> None:
+    """The prompt opens the analysis channel; after 4 tokens of thought the engine switches to the final channel
+    (`<|end|><|start|>assistant<|channel|>final<|message|>`), and the model's own tokens are the answer."""
+    messages: Any = [{"role": "user", "content": QUESTION}]
+    whole = oai.chat.completions.create(model=HARMONY_MODEL, messages=messages, max_tokens=24, temperature=0)
+    message = whole.choices[0].message
+    thought = getattr(message, "reasoning_content", None)
+    assert_no_markers(thought, message.content)
+    usage = whole.usage
+    assert usage is not None and usage.completion_tokens_details is not None
+    # (4 tokens of thought, then the switch to the final channel, which is several tokens in this model's vocabulary)
+    reasoning_tokens = usage.completion_tokens_details.reasoning_tokens or 0
+    assert BUDGET < reasoning_tokens < usage.completion_tokens
+    thoughts, texts = [], []
+    events = oai.chat.completions.create(
+        model=HARMONY_MODEL, messages=messages, max_tokens=24, temperature=0, stream=True
+    )
+    for event in events:
+        for part in event.choices:
+            thoughts.append(getattr(part.delta, "reasoning_content", None) or "")
+            texts.append(part.delta.content or "")
+    assert "".join(thoughts) == thought and "".join(texts) == message.content
+    off = oai.chat.completions.create(
+        model=HARMONY_MODEL, messages=messages, max_tokens=8, temperature=0, reasoning_effort="none"
+    )
+    assert getattr(off.choices[0].message, "reasoning_content", None) is None and off.choices[0].message.content
+
+
+def test_harmony_function_call_from_the_commentary_channel(oai: openai.OpenAI) -> None:
+    grammar = (
+        'root ::= "Time.<|end|><|start|>assistant<|channel|>commentary to=functions.get_time <|constrain|>json'
+        '<|message|>{\\"tz\\": \\"UTC\\"}"'
+    )
+    messages: Any = [{"role": "user", "content": "What time is it?"}]
+    whole = oai.chat.completions.create(
+        model=HARMONY_MODEL, messages=messages, tools=[TIME_TOOL], max_tokens=120, extra_body={"grammar": grammar}
+    )
+    choice = whole.choices[0]
+    assert getattr(choice.message, "reasoning_content", None) == "Time."
+    assert choice.finish_reason == "tool_calls" and not (choice.message.content or "").strip()
+    calls = choice.message.tool_calls or []
+    assert [(c.function.name, c.function.arguments) for c in calls if c.type == "function"] == [
+        ("get_time", '{"tz": "UTC"}')
+    ]
+
+
+def test_harmony_on_ollama_and_anthropic(llama: ollama.Client, claude: anthropic.Anthropic) -> None:
+    messages = [{"role": "user", "content": QUESTION}]
+    chat = llama.chat(model=HARMONY_MODEL, messages=messages, think=True, options={"num_predict": 40, **GREEDY})
+    assert_no_markers(chat.message.thinking, chat.message.content)
+    reply = claude.messages.create(
+        model=HARMONY_MODEL,
+        max_tokens=40,
+        messages=[{"role": "user", "content": QUESTION}],
+        thinking={"type": "enabled", "budget_tokens": BUDGET},
+        extra_body=GREEDY,
+    )
+    thought, answer = reply.content[0], reply.content[1]
+    assert isinstance(thought, ThinkingBlock) and isinstance(answer, TextBlock)
+    assert thought.thinking == chat.message.thinking and answer.text == chat.message.content
+
+
+# -- a model that does not reason --------------------------------------------------------------------------
+
+
+def test_thinking_asked_of_a_model_that_does_not_reason_is_a_400(
+    oai: openai.OpenAI, llama: ollama.Client, claude: anthropic.Anthropic
+) -> None:
+    messages: Any = [{"role": "user", "content": QUESTION}]
+    with pytest.raises(openai.BadRequestError, match="does not support thinking"):
+        oai.chat.completions.create(model=PLAIN_MODEL, messages=messages, max_tokens=4, reasoning_effort="low")
+    with pytest.raises(openai.BadRequestError, match="does not support thinking"):
+        oai.responses.create(model=PLAIN_MODEL, input=QUESTION, max_output_tokens=4, reasoning={"effort": "low"})
+    with pytest.raises(ollama.ResponseError, match="does not support thinking") as refused:
+        llama.chat(model=PLAIN_MODEL, messages=messages, think=True, options={"num_predict": 4})
+    assert refused.value.status_code == 400
+    with pytest.raises(ollama.ResponseError, match="does not support thinking"):
+        llama.generate(model=PLAIN_MODEL, prompt=QUESTION, think="high", options={"num_predict": 4})
+    with pytest.raises(anthropic.BadRequestError, match="does not support thinking"):
+        claude.messages.create(
+            model=PLAIN_MODEL, max_tokens=8, messages=messages, thinking={"type": "enabled", "budget_tokens": 4}
+        )
+    # Turning thinking off, or saying nothing, is fine.
+    assert llama.chat(model=PLAIN_MODEL, messages=messages, think=False, options={"num_predict": 2}).message.content
+    off = oai.chat.completions.create(model=PLAIN_MODEL, messages=messages, max_tokens=2, reasoning_effort="none")
+    assert off.choices[0].message.content is not None

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from somner.core import ChatRequest, Message, Reasoning, ReasoningFormat, SamplingParams
-from somner.core.reasoning import ReasoningSplitter
+from somner.core.reasoning import ReasoningSplitter, Thought
 from tests.integration.conftest import EngineHarness
 
 pytestmark = pytest.mark.integration
@@ -39,7 +39,7 @@ def test_a_model_that_does_not_reason_is_never_split(harness: EngineHarness) -> 
     for options in (Reasoning(), Reasoning(enabled=True, budget_tokens=4)):
         (job,) = harness.engine.chat_jobs(chat(options))
         try:
-            assert job.opens_thinking is None and job.thinking is None
+            assert job.thought is None and job.thinking is None
             assert "<think>" not in harness.engine.render_chat(chat(options))
         finally:
             job.discard()
@@ -49,18 +49,18 @@ def test_the_template_decides_auto_and_a_request_can_turn_thinking_off(thinker: 
     engine = thinker.engine
     assert engine.reasoning_format(chat()) is ReasoningFormat.DEEPSEEK  # (the template closes think tags)
     (job,) = engine.chat_jobs(chat(Reasoning(budget_tokens=3)))
-    assert job.opens_thinking is True and job.thinking is not None
+    assert job.thought == Thought(ReasoningFormat.DEEPSEEK, opened=True) and job.thinking is not None
     job.discard()
     off = engine.render_chat(chat(Reasoning(enabled=False)))
     assert off.endswith("<think>\n\n</think>\n\n")  # (the template's own switch: an empty thought)
     (job,) = engine.chat_jobs(chat(Reasoning(enabled=False)))
-    assert job.opens_thinking is None and job.thinking is None
+    assert job.thought is None and job.thinking is None
     job.discard()
     (job,) = engine.chat_jobs(chat(Reasoning(budget_tokens=3), json_mode=True))
-    assert job.opens_thinking is None  # (JSON from the first token: no thought)
+    assert job.thought is None  # (JSON from the first token: no thought)
     job.discard()
     (job,) = engine.chat_jobs(chat(Reasoning(format=ReasoningFormat.NONE)))
-    assert job.opens_thinking is None
+    assert job.thought is None
     job.discard()
 
 
@@ -75,3 +75,28 @@ def test_the_budget_closes_the_thought_in_the_models_output(thinker: EngineHarne
     (free,) = thinker.engine.chat_jobs(chat(max_tokens=12))
     unbounded = "".join(c.text for c in thinker.chunks(thinker.submit(free)))
     assert "</think>" not in unbounded and unbounded.startswith(text[: len(reasoning) // 2])
+
+
+HARMONY = Path(__file__).parents[1] / "fixtures" / "reasoning" / "harmony.jinja"
+
+
+@pytest.fixture(scope="module")
+def channels(model_path: Path) -> Iterator[EngineHarness]:
+    h = EngineHarness(model_path, ctx=512, parallel=1, threads=2, batch=128, template=str(HARMONY))
+    yield h
+    h.close()
+
+
+def test_a_harmony_template_reads_the_effort_and_thinking_off_skips_the_analysis(channels: EngineHarness) -> None:
+    engine = channels.engine
+    assert engine.reasoning_format(chat()) is ReasoningFormat.HARMONY  # (auto: the template knows channels)
+    assert "Reasoning: low" in engine.render_chat(chat(Reasoning(enabled=True, effort="low")))
+    assert "Reasoning: medium" in engine.render_chat(chat())  # (the template's own default)
+    off = engine.render_chat(chat(Reasoning(enabled=False)))
+    assert off.endswith("<|channel|>analysis<|message|><|end|><|start|>assistant<|channel|>final<|message|>")
+    (job,) = engine.chat_jobs(chat(Reasoning(budget_tokens=2)))
+    assert job.thought == Thought(ReasoningFormat.HARMONY, opened=True) and job.thinking is not None
+    job.discard()
+    (job,) = engine.chat_jobs(chat(Reasoning(budget_tokens=2), max_tokens=24))
+    text = "".join(c.text for c in channels.chunks(channels.submit(job)))
+    assert "<|end|><|start|>assistant<|channel|>final<|message|>" in text  # (the engine switched channels)

@@ -8,7 +8,14 @@ from collections.abc import AsyncIterator
 import pytest
 
 from somner.core import Chunk, FinishReason, ReasoningFormat, ReasoningSplitter, ToolCallDelta, Usage
-from somner.core.reasoning import closed_thought, opens_thinking, resolve_format, supports_reasoning, with_reasoning
+from somner.core.reasoning import (
+    Thought,
+    closed_thought,
+    opens_thinking,
+    resolve_format,
+    supports_reasoning,
+    with_reasoning,
+)
 from somner.engine.thinking import ThinkingBudget
 
 OUTPUT = "<think>\nLet me add: 2 + 2 = 4.\n</think>\n\nThe answer is 4."
@@ -130,7 +137,7 @@ def test_tool_calls_after_thinking_go_on() -> None:
 
 
 def test_thinking_budget_forces_the_closing_tag_once() -> None:
-    budget = ThinkingBudget(3, [7, 8, 9], opened=True)
+    budget = ThinkingBudget(3, [7, 8, 9], Thought(ReasoningFormat.DEEPSEEK, opened=True))
     forced: list[int | None] = []
     for text in ["a", "b", "c", "\n</", "think", ">", "answer", " more"]:
         forced.append(budget.forced())
@@ -139,11 +146,11 @@ def test_thinking_budget_forces_the_closing_tag_once() -> None:
 
 
 def test_thinking_budget_waits_for_a_thought_and_leaves_answers_alone() -> None:
-    budget = ThinkingBudget(2, [1], opened=False)
+    budget = ThinkingBudget(2, [1], Thought(ReasoningFormat.DEEPSEEK, opened=False))
     for text in ["Hello", " there", " friend"]:
         budget.feed(text)
         assert budget.forced() is None  # (no thought opened: nothing to close)
-    closed = ThinkingBudget(2, [1], opened=False)
+    closed = ThinkingBudget(2, [1], Thought(ReasoningFormat.DEEPSEEK, opened=False))
     for text in ["<think>", "x</think>", "y", "z"]:
         closed.feed(text)
         assert closed.forced() is None  # (the model closed it within budget)

@@ -44,11 +44,11 @@ def test_the_engine_wire_carries_options_and_thinking_both_ways() -> None:
     core = ChatRequest(
         model="m",
         messages=[Message(role="user", content="hi")],
-        reasoning=Reasoning(format=ReasoningFormat.DEEPSEEK, enabled=True, budget_tokens=9),
+        reasoning=Reasoning(format=ReasoningFormat.HARMONY, enabled=True, budget_tokens=9, effort="low"),
     )
     body = openai.chat_request(core)
-    assert body["reasoning_format"] == "deepseek" and body["reasoning_budget"] == 9
-    assert body["chat_template_kwargs"] == {"enable_thinking": True}
+    assert body["reasoning_format"] == "harmony" and body["reasoning_budget"] == 9
+    assert body["chat_template_kwargs"] == {"enable_thinking": True, "reasoning_effort": "low"}
     again = openai_decode.chat_request(schemas.ChatCompletionRequest.model_validate(body))
     assert again.reasoning == core.reasoning
     plain = openai.chat_request(ChatRequest(model="m", messages=[Message(role="user", content="hi")]))

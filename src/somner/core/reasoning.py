@@ -1,7 +1,8 @@
 """Reasoning models: a request's reasoning options, and splitting a model's thinking from its answer.
 
 Reasoning models write their thinking first, between tags (`<think>` ... `</think>`, as DeepSeek-R1, Qwen3 and
-their distills do), or start inside the thinking when their chat template ends the prompt with the opening tag.
+their distills do), or start inside the thinking when their chat template ends the prompt with the opening tag;
+gpt-oss writes it on its own channel (harmony.py has that format's splitter, with the same interface).
 `ReasoningSplitter` reads the output as it streams and hands back each piece as (reasoning, content): a tag cut
 across pieces is held until it is whole, a thinking block the model never closes (max_tokens reached) is all
 reasoning, and once the answer has begun every piece is content at once (the splitter then costs one comparison).
@@ -14,7 +15,9 @@ from __future__ import annotations
 import enum
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
+
+from somner.core import harmony
 
 if TYPE_CHECKING:  # (types.py holds a request's `Reasoning`: imported from here)
     from somner.core.types import Chunk
@@ -29,6 +32,7 @@ class ReasoningFormat(enum.StrEnum):
     NONE = "none"  # not split: any thinking stays in the content
     AUTO = "auto"  # DEEPSEEK when the model's chat template knows the think tags, else NONE
     DEEPSEEK = "deepseek"  # `<think>` ... `</think>` at the start of the answer (or opened by the prompt)
+    HARMONY = "harmony"  # gpt-oss: the analysis channel is the thinking, the final channel the answer
 
 
 # Token budgets for the named efforts (OpenAI's `reasoning_effort`, Ollama's `think` levels); None: no limit.
@@ -42,18 +46,22 @@ class Reasoning:
     format: ReasoningFormat | None = None
     enabled: bool | None = None  # False: the model answers without thinking (an empty thought in the prompt)
     budget_tokens: int | None = None  # most thinking tokens before the engine closes the thought (None: no limit)
+    effort: str | None = None  # a named effort, passed to templates that read it (gpt-oss's `reasoning_effort`)
 
 
-def template_reasons(template_source: str | None) -> bool:
-    """Whether a chat template is a reasoning model's: it writes or strips `<think>` blocks."""
-    return bool(template_source) and CLOSE_TAG in (template_source or "")
+def template_format(template_source: str | None) -> ReasoningFormat:
+    """The format a chat template's model writes: harmony for a template that knows channels, deepseek for one
+    that writes or strips `<think>` blocks, else none."""
+    source = template_source or ""
+    if harmony.CHANNEL in source:
+        return ReasoningFormat.HARMONY
+    return ReasoningFormat.DEEPSEEK if CLOSE_TAG in source else ReasoningFormat.NONE
 
 
 def resolve_format(configured: ReasoningFormat | None, template_source: str | None) -> ReasoningFormat:
-    """The format in effect: `auto` (or unset) becomes `deepseek` for a template that knows think tags, else
-    `none`."""
+    """The format in effect: `auto` (or unset) becomes the template's (`template_format`)."""
     if configured is None or configured is ReasoningFormat.AUTO:
-        return ReasoningFormat.DEEPSEEK if template_reasons(template_source) else ReasoningFormat.NONE
+        return template_format(template_source)
     return configured
 
 
@@ -67,14 +75,60 @@ def opens_thinking(prompt: str) -> bool:
     return prompt.rstrip().endswith(OPEN_TAG)
 
 
-def closed_thought(prompt: str) -> str:
+def closed_thought(prompt: str, format: ReasoningFormat = ReasoningFormat.DEEPSEEK) -> str:
     """`prompt` ending with an empty, closed thought, so the model answers at once (thinking disabled)."""
+    if format is ReasoningFormat.HARMONY:
+        if prompt.endswith(harmony.ASSISTANT_TURN):
+            return prompt + harmony.SKIP_ANALYSIS
+        if harmony.opened_channel(prompt) == harmony.ANALYSIS:
+            return prompt + harmony.CLOSE_ANALYSIS
+        return prompt  # (the template ended the prompt otherwise: its choice)
     stripped = prompt.rstrip()
     if stripped.endswith(CLOSE_TAG):
         return prompt  # (the template already closed it: e.g. Qwen3's enable_thinking=false)
     if stripped.endswith(OPEN_TAG):
         return f"{prompt}\n{CLOSE_TAG}\n\n" if prompt.endswith("\n") else f"{prompt}\n\n{CLOSE_TAG}\n\n"
     return f"{prompt}{OPEN_TAG}\n\n{CLOSE_TAG}\n\n"
+
+
+class Splitter(Protocol):
+    """Splits one generation's text into (reasoning, content) as it streams."""
+
+    @property
+    def thinking(self) -> bool:
+        """Inside the thought."""
+
+    @property
+    def answering(self) -> bool:
+        """All further text is content (the caller may skip `feed`)."""
+
+    def feed(self, text: str) -> tuple[str, str]: ...
+
+    def finish(self) -> tuple[str, str]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Thought:
+    """How a job's output is split: the model's format, and whether the prompt left the thought open."""
+
+    format: ReasoningFormat
+    opened: bool
+
+    @classmethod
+    def of(cls, format: ReasoningFormat, prompt: str) -> Thought:
+        if format is ReasoningFormat.HARMONY:
+            return cls(format, harmony.opened_channel(prompt) == harmony.ANALYSIS)
+        return cls(format, opens_thinking(prompt))
+
+    def splitter(self) -> Splitter:
+        if self.format is ReasoningFormat.HARMONY:
+            return harmony.HarmonySplitter(opened=harmony.ANALYSIS if self.opened else None)
+        return ReasoningSplitter(opened=self.opened)
+
+    @property
+    def close_text(self) -> str:
+        """What the engine writes to close a thought that reached its budget."""
+        return harmony.CLOSE_ANALYSIS if self.format is ReasoningFormat.HARMONY else f"\n{CLOSE_TAG}\n\n"
 
 
 _START, _THINKING, _CONTENT = 0, 1, 2
@@ -166,7 +220,7 @@ class ReasoningSplitter:
         return "", held
 
 
-async def with_reasoning(chunks: AsyncIterator[Chunk], splitter: ReasoningSplitter) -> AsyncIterator[Chunk]:
+async def with_reasoning(chunks: AsyncIterator[Chunk], splitter: Splitter) -> AsyncIterator[Chunk]:
     """The chunks of one generation with their text split into `reasoning` and `text`; the final chunk's usage
     counts the reasoning tokens (each chunk of output read inside the thought, its tags included, counts one).
     Chunks left with nothing to say are dropped; tool calls, logprobs and the final chunk always go on."""

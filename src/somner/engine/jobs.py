@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from somner.core import Chunk
+from somner.core.reasoning import Thought
 from somner.engine.sampling import Sampler
 from somner.engine.thinking import ThinkingBudget
 from somner.engine.vision import Media
@@ -33,7 +34,7 @@ class GenerationJob:
     group: int | None = None  # the choices (`n`) of one request: the same prompt, prefilled once for all
     adapters: tuple[float, ...] = ()  # the scale of each of the engine's LoRA adapters for this job
     thinking: ThinkingBudget | None = None  # a reasoning model's thinking budget (see thinking.py)
-    opens_thinking: bool | None = None  # the output is split into reasoning and content (True: starts inside)
+    thought: Thought | None = None  # the output is split into reasoning and content (None: not), and how
     media: tuple[Media, ...] = ()  # the prompt's images, in order (their positions hold stand-in ids: vision.py)
     id: int = field(default_factory=next_job_id)
 

@@ -27,7 +27,7 @@ from somner.core import (
     ToolChoiceMode,
     check_tools,
 )
-from somner.core.reasoning import CLOSE_TAG, ReasoningFormat, closed_thought, opens_thinking, resolve_format
+from somner.core.reasoning import ReasoningFormat, Thought, closed_thought, resolve_format
 from somner.engine import tools as tooling
 from somner.engine.adapters import AdapterScales
 from somner.engine.grammar import grammar_for
@@ -278,16 +278,17 @@ class Engine:
         if not request.messages:
             raise BadRequest("messages must not be empty", param="messages")
         check_tools(request.tools, request.tool_choice)
-        reasons = self.reasoning_format(request) is not ReasoningFormat.NONE
-        enabled = request.reasoning.enabled if reasons else None
+        form = self.reasoning_format(request)
+        enabled = request.reasoning.enabled if form is not ReasoningFormat.NONE else None
         prompt = template.render(
             request.messages,
             tools=request.tools,
             tool_choice=request.tool_choice,
             add_generation_prompt=add_generation_prompt,
             enable_thinking=enabled,
+            reasoning_effort=request.reasoning.effort if form is not ReasoningFormat.NONE else None,
         )
-        return closed_thought(prompt) if enabled is False and add_generation_prompt else prompt
+        return closed_thought(prompt, form) if enabled is False and add_generation_prompt else prompt
 
     def reasoning_format(self, request: ChatRequest) -> ReasoningFormat:
         """How the request's output is split: the request's format, else the model's (`auto`: by its template)."""
@@ -297,15 +298,16 @@ class Engine:
     def _think(self, jobs: list[GenerationJob], request: ChatRequest, prompt: str) -> None:
         """Mark the jobs of a reasoning model's request for splitting, with the request's thinking budget."""
         options = request.reasoning
-        if options.enabled is False or self.reasoning_format(request) is ReasoningFormat.NONE:
+        form = self.reasoning_format(request)
+        if options.enabled is False or form is ReasoningFormat.NONE:
             return
-        opened = opens_thinking(prompt)
+        thought = Thought.of(form, prompt)
         budget = options.budget_tokens
         for job in jobs:
-            job.opens_thinking = opened
+            job.thought = thought
             if budget is not None and not job.sampler.constrained:
-                close = self.model.tokenize(f"\n{CLOSE_TAG}\n\n", add_special=False, parse_special=True)
-                job.thinking = ThinkingBudget(budget, close, opened=opened)
+                close = self.model.tokenize(thought.close_text, add_special=False, parse_special=True)
+                job.thinking = ThinkingBudget(budget, close, thought)
 
     def prepare_chat(self, request: ChatRequest) -> GenerationJob:
         """The job of a chat request's first choice (see `chat_jobs`)."""

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from somner.core import ChatRequest, CompletionRequest, EmbeddingResult, RerankResult
+from somner.core.reasoning import Thought
 from somner.engine.jobs import EngineStats
 from somner.engine.templates import ChatTemplate
 
@@ -27,9 +28,8 @@ class QueuedJob(Protocol):
     def prompt(self) -> list[int]: ...
 
     @property
-    def opens_thinking(self) -> bool | None:
-        """Whether the output is split into reasoning and content (None: not), and whether it starts inside the
-        thought."""
+    def thought(self) -> Thought | None:
+        """How the output is split into reasoning and content (None: it is not)."""
 
     def discard(self) -> None:
         """Free what the job holds when it will never be submitted."""

@@ -26,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from somner.core import Chunk, ReasoningSplitter, SamplingParams, Usage
+from somner.core import Chunk, SamplingParams, Usage
 from somner.core.reasoning import with_reasoning
 from somner.core.streams import Collected, collect_choices, gather_all, merge, merge_choices, total_usage
 from somner.engine import tools
@@ -208,8 +208,8 @@ async def chat_completions(worker: Worker, request: Request) -> Response:
     per_choice: list[AsyncIterator[Chunk]] = []
     for job, job_stream in zip(jobs, job_streams, strict=True):
         chunks: AsyncIterator[Chunk] = job_stream
-        if job.opens_thinking is not None:  # (a reasoning model: its thinking is split off first)
-            chunks = with_reasoning(chunks, ReasoningSplitter(opened=job.opens_thinking))
+        if job.thought is not None:  # (a reasoning model: its thinking is split off first)
+            chunks = with_reasoning(chunks, job.thought.splitter())
         if offered:
             chunks = tools.with_tool_calls(chunks, tools.ToolCallParser(offered, parallel=core.parallel_tool_calls))
         per_choice.append(chunks)

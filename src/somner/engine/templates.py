@@ -133,28 +133,34 @@ class ChatTemplate:
         tool_choice: ToolChoice | None = None,
         add_generation_prompt: bool = True,
         enable_thinking: bool | None = None,
+        reasoning_effort: str | None = None,
     ) -> str:
         """The prompt for `messages`, offering `tools` (natively when the template knows tools, else with the
-        generic prompt). `enable_thinking` is passed to templates that read it (Qwen3's), when set."""
+        generic prompt). `enable_thinking` (Qwen3's switch) and `reasoning_effort` (gpt-oss's) are passed to
+        templates that read them, when set."""
         choice = tool_choice or ToolChoice()
         shown = tooling.offered(tools or [], choice)
         has_calls = any(m.tool_calls or m.role == "tool" for m in messages)
+        switches: dict[str, Any] = {}
+        if enable_thinking is not None:
+            switches["enable_thinking"] = enable_thinking
+        if reasoning_effort is not None:
+            switches["reasoning_effort"] = reasoning_effort
         if self.knows_tools or not (shown or has_calls):
             listing = tooling.openai_tools(shown) if shown else None
-            return self._render(tooling.template_messages(messages), listing, add_generation_prompt, enable_thinking)
+            return self._render(tooling.template_messages(messages), listing, add_generation_prompt, switches)
         generic = tooling.generic_messages(messages, shown, choice)
-        return self._render(tooling.template_messages(generic), None, add_generation_prompt, enable_thinking)
+        return self._render(tooling.template_messages(generic), None, add_generation_prompt, switches)
 
     def _render(
         self,
         items: list[dict[str, Any]],
         tools: list[dict[str, Any]] | None,
         add_generation_prompt: bool,
-        enable_thinking: bool | None = None,
+        switches: dict[str, Any] | None = None,
     ) -> str:
         extra: dict[str, Any] = {"tools": tools} if tools else {}
-        if enable_thinking is not None:
-            extra["enable_thinking"] = enable_thinking
+        extra.update(switches or {})
         try:
             return self._template.render(
                 messages=items,

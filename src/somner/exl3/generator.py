@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from somner.core.reasoning import Thought
+
 _ids = itertools.count(1)
 
 CacheType = Literal["f16", "q8_0", "q6", "q4_0"]
@@ -102,7 +104,7 @@ class Exl3Job:
     stop: list[str] = field(default_factory=list)  # stop strings, matched by the scheduler
     banned_strings: list[str] = field(default_factory=list)
     filter: object | None = None  # made by `Generator.make_filter` for this job alone
-    opens_thinking: bool | None = None  # the output is split into reasoning and content (see core/reasoning.py)
+    thought: Thought | None = None  # the output is split into reasoning and content (see core/reasoning.py)
     id: int = field(default_factory=lambda: next(_ids))
 
     def discard(self) -> None:

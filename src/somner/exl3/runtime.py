@@ -24,7 +24,7 @@ from somner.core import (
     ToolChoiceMode,
     check_tools,
 )
-from somner.core.reasoning import ReasoningFormat, closed_thought, opens_thinking, resolve_format
+from somner.core.reasoning import ReasoningFormat, Thought, closed_thought, resolve_format
 from somner.engine import tools as tooling
 from somner.engine.templates import ChatTemplate, choose_template
 from somner.errors import BadRequest, ContextLengthExceeded
@@ -151,16 +151,17 @@ class Engine:
         if not request.messages:
             raise BadRequest("messages must not be empty", param="messages")
         check_tools(request.tools, request.tool_choice)
-        reasons = resolve_format(request.reasoning.format, self.template.source) is not ReasoningFormat.NONE
-        enabled = request.reasoning.enabled if reasons else None
+        form = resolve_format(request.reasoning.format, self.template.source)
+        enabled = request.reasoning.enabled if form is not ReasoningFormat.NONE else None
         prompt = self.template.render(
             request.messages,
             tools=request.tools,
             tool_choice=request.tool_choice,
             add_generation_prompt=add_generation_prompt,
             enable_thinking=enabled,
+            reasoning_effort=request.reasoning.effort if form is not ReasoningFormat.NONE else None,
         )
-        return closed_thought(prompt) if enabled is False and add_generation_prompt else prompt
+        return closed_thought(prompt, form) if enabled is False and add_generation_prompt else prompt
 
     def chat_jobs(self, request: ChatRequest, *, choices: int | None = None) -> list[Exl3Job]:
         """One job per choice (`request.n`, or `choices`), all of the same prompt (rendered once)."""
@@ -186,11 +187,11 @@ class Engine:
         tokens = self.tokenize_prompt(prompt)
         jobs = self._jobs(tokens, request.sampling, "messages", request.n if choices is None else choices, forced)
         assert self.template is not None
-        if request.reasoning.enabled is not False and (
-            resolve_format(request.reasoning.format, self.template.source) is not ReasoningFormat.NONE
-        ):  # (split by the server, as for llama.cpp; this engine has no thinking budget)
+        form = resolve_format(request.reasoning.format, self.template.source)
+        if request.reasoning.enabled is not False and form is not ReasoningFormat.NONE:
+            thought = Thought.of(form, prompt)  # (split by the server, as for llama.cpp; no thinking budget here)
             for job in jobs:
-                job.opens_thinking = opens_thinking(prompt)
+                job.thought = thought
         return jobs
 
     def completion_jobs(self, request: CompletionRequest, *, choices: int | None = None) -> list[Exl3Job]:

@@ -195,12 +195,14 @@ class ModelEntry(Section):
             "Overrides the template stored in the GGUF."
         ),
     )
-    reasoning_format: Literal["none", "auto", "deepseek"] | None = Field(
+    reasoning_format: Literal["none", "auto", "deepseek", "harmony"] | None = Field(
         default=None,
         description=(
             "How a reasoning model's thinking is split from its answer: deepseek (a <think>...</think> block at "
-            "the start, or one the chat template opens), none (left in the answer), auto (deepseek when the chat "
-            "template knows think tags). Default: auto; a request may choose its own."
+            "the start, or one the chat template opens), harmony (gpt-oss: the analysis channel is the thinking, "
+            "the final channel the answer, calls to functions are tool calls), none (left in the answer), auto "
+            "(harmony when the chat template knows channels, deepseek when it knows think tags). Default: auto; a "
+            "request may choose its own."
         ),
     )
     reasoning_budget: int | None = Field(

@@ -109,7 +109,7 @@ def reasoning(think: bool | str | None) -> Reasoning:
         raise BadRequest(
             f'invalid think value: {think!r} (expected true, false, "low", "medium" or "high")', param="think"
         )
-    return Reasoning(enabled=True, budget_tokens=EFFORT_BUDGETS[think])
+    return Reasoning(enabled=True, budget_tokens=EFFORT_BUDGETS[think], effort=think)
 
 
 def _images(images: list[str] | None, param: str) -> list[Image]:

@@ -272,12 +272,13 @@ def effort(value: str | None) -> Reasoning:
         return Reasoning()
     if value == "none":
         return Reasoning(enabled=False)
-    return Reasoning(enabled=True, budget_tokens=EFFORT_BUDGETS[value])
+    return Reasoning(enabled=True, budget_tokens=EFFORT_BUDGETS[value], effort=value)
 
 
 def reasoning(req: schemas.ChatCompletionRequest) -> Reasoning:
     """The reasoning options: `reasoning_effort`, or the extensions `reasoning_budget` and
-    `chat_template_kwargs.enable_thinking` (which must not say otherwise), and `reasoning_format`."""
+    `chat_template_kwargs.enable_thinking` (which must not say otherwise), `chat_template_kwargs.reasoning_effort`
+    (a name for templates that read it, as gpt-oss's does), and `reasoning_format`."""
     options = effort(req.reasoning_effort)
     if req.reasoning_budget is not None:
         if req.reasoning_effort is not None:
@@ -297,6 +298,16 @@ def reasoning(req: schemas.ChatCompletionRequest) -> Reasoning:
                 param="chat_template_kwargs.enable_thinking",
             )
         options.enabled = switch
+    named = (req.chat_template_kwargs or {}).get("reasoning_effort")
+    if named is not None:
+        if named not in EFFORT_BUDGETS:
+            raise BadRequest(
+                "Invalid value for 'chat_template_kwargs.reasoning_effort': expected one of "
+                + ", ".join(f"'{name}'" for name in EFFORT_BUDGETS)
+                + ".",
+                param="chat_template_kwargs.reasoning_effort",
+            )
+        options.effort = named
     if req.reasoning_format is not None:
         options.format = ReasoningFormat(req.reasoning_format)
     return options

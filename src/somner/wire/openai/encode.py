@@ -171,8 +171,13 @@ def reasoning_fields(options: Reasoning) -> dict[str, Any]:
         body["reasoning_format"] = options.format.value
     if options.budget_tokens is not None:
         body["reasoning_budget"] = options.budget_tokens
+    switches: dict[str, Any] = {}
     if options.enabled is not None:
-        body["chat_template_kwargs"] = {"enable_thinking": options.enabled}
+        switches["enable_thinking"] = options.enabled
+    if options.effort is not None:
+        switches["reasoning_effort"] = options.effort  # (gpt-oss's template reads it)
+    if switches:
+        body["chat_template_kwargs"] = switches
     return body
 
 

@@ -110,7 +110,7 @@ class LoraScale(WireObject):
 
 
 ReasoningEffort = Literal["none", "minimal", "low", "medium", "high"]
-ReasoningFormatName = Literal["none", "auto", "deepseek"]
+ReasoningFormatName = Literal["none", "auto", "deepseek", "harmony"]
 
 
 class _Sampling(RequestBody):
