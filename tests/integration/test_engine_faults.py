@@ -237,10 +237,17 @@ def test_streams_still_running_at_the_drain_deadline_end_with_an_error_event(tmp
     headers = {"authorization": f"Bearer {ADMIN_KEY}"}
     long_chat = {"model": MODEL, "messages": HI, "max_tokens": 3000, "logit_bias": NO_EOS}
     results: dict[str, list[str] | httpx.Response] = {}
+    started = {name: threading.Event() for name in ("openai", "ollama", "anthropic")}
 
     def stream(name: str, path: str, body: dict[str, Any]) -> None:
+        lines: list[str] = []
         with httpx.stream("POST", server.url + path, json=body, headers=headers, timeout=120) as response:
-            results[name] = [line for line in response.iter_lines() if line]
+            for line in response.iter_lines():
+                if line:
+                    lines.append(line)
+                if len(lines) > 8:  # (past the opening events: tokens are coming)
+                    started[name].set()
+        results[name] = lines
 
     def whole(name: str, path: str, body: dict[str, Any]) -> None:
         results[name] = httpx.post(server.url + path, json=body, headers=headers, timeout=120)
@@ -254,7 +261,9 @@ def test_streams_still_running_at_the_drain_deadline_end_with_an_error_event(tmp
     try:
         for job in jobs:
             job.start()
-        time.sleep(2.0)  # all four are generating
+        for name, event in started.items():  # all four are generating (the whole answer beside the streams)
+            assert event.wait(90), f"{name} never started"
+        time.sleep(0.5)
         server.process.send_signal(signal.SIGTERM)
         for job in jobs:
             job.join(60)

@@ -82,6 +82,9 @@ def test_load_on_demand_once_for_concurrent_first_requests(tmp_path: Path, model
 
         watcher = threading.Thread(target=watch)
         watcher.start()
+        deadline = time.monotonic() + 10
+        while not seen and time.monotonic() < deadline:  # (the watcher has seen the state before the first request)
+            time.sleep(0.01)
         results: list[int] = []
         threads = [threading.Thread(target=lambda: results.append(ask(client, "alpha").status_code)) for _ in range(10)]
         for thread in threads:
