@@ -144,6 +144,13 @@ def parse_args() -> argparse.Namespace:
         help="run Somner with engine.cpu_repack: true (llama-server repacks by default; Somner does not, see README)",
     )
     parser.add_argument("--json", type=Path, default=None, help="also write every raw report here")
+    parser.add_argument("--waves", type=int, default=2, help="requests per concurrent client in a run (at least 4)")
+    parser.add_argument(
+        "--scaling",
+        action="store_true",
+        help="the scaling curve: restart both servers for each concurrency with slots = concurrency",
+    )
+    parser.add_argument("--plot", type=Path, default=None, help="with --scaling: write the curve here (SVG)")
     parser.add_argument(
         "--shared-prefix",
         type=int,
@@ -234,9 +241,8 @@ def run_rounds(args: argparse.Namespace, urls: dict[str, str], model_id: str, le
             for name, url in order:
                 sampling = {**args.sampling, **(args.somner_sampling if name == "somner" else {})}
                 prompt = shared_prompt(args.shared_prefix, f"round {round_index} c={c}")  # (each server its own cache)
-                report = loadgen(
-                    url, model_id, c, max(4, 2 * c), args.max_tokens, args.chat, KEYS.get(url), sampling, prompt
-                )
+                count = max(4, args.waves * c)
+                report = loadgen(url, model_id, c, count, args.max_tokens, args.chat, KEYS.get(url), sampling, prompt)
                 reports[name][c].append(report)
                 print(
                     f"round {round_index + 1} c={c:<3} {name:<12} {report['output_tokens_per_s']:>8} tok/s  "
@@ -273,11 +279,8 @@ def print_table(args: argparse.Namespace, model: Path, reports: Reports, levels:
         )
 
 
-def main() -> int:
-    args = parse_args()
-    cache = Path(os.environ.get("SOMNER_BENCH_CACHE", Path.home() / ".cache" / "somner-bench"))
-    model = args.model or default_model(cache)
-    levels = [int(c) for c in args.concurrency.split(",")]
+def measure(args: argparse.Namespace, model: Path, levels: list[int]) -> Reports:
+    """Start both servers, run the rounds at `levels`, stop them."""
     work = Path(tempfile.mkdtemp(prefix="somner-bench-"))
     processes = start_servers(args, model, work)
     urls = {"llama-server": f"http://127.0.0.1:{args.llama_port}", "somner": f"http://127.0.0.1:{args.somner_port}"}
@@ -285,14 +288,35 @@ def main() -> int:
         wait_ready(urls["llama-server"], processes["llama-server"], "/health")
         wait_ready(urls["somner"], processes["somner"], "/ready")
         KEYS[urls["somner"]] = ADMIN_KEY
-        reports = run_rounds(args, urls, model.stem, levels)
+        return run_rounds(args, urls, model.stem, levels)
     finally:
         for process in processes.values():
             stop(process)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def main() -> int:
+    args = parse_args()
+    cache = Path(os.environ.get("SOMNER_BENCH_CACHE", Path.home() / ".cache" / "somner-bench"))
+    model = args.model or default_model(cache)
+    levels = [int(c) for c in args.concurrency.split(",")]
+    if args.scaling:  # (one pair of servers per level, each with as many slots as clients)
+        reports: Reports = {"llama-server": {}, "somner": {}}
+        for c in levels:
+            args.slots = c
+            for name, by_level in measure(args, model, [c]).items():
+                reports[name].update(by_level)
+        args.slots = "c"
+    else:
+        reports = measure(args, model, levels)
     if args.json:
         args.json.write_text(json.dumps(reports, indent=1))
     print_table(args, model, reports, levels)
-    shutil.rmtree(work, ignore_errors=True)
+    if args.plot is not None:
+        import scaling_plot
+
+        args.plot.write_text(scaling_plot.svg(reports, levels, f"{model.name}, {args.threads} threads, slots = c"))
+        print(f"\nplot: {args.plot}")
     return 0
 
 
