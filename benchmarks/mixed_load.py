@@ -1,13 +1,14 @@
 """Mixed load, Somner against llama-server side by side: streams generating while long prompts keep arriving.
 
-    benchmarks/mixed_load.sh [--streams 4] [--long-prompts 6] [--every 2.0] [--prompt-tokens 2000] [--rounds 3]
+    benchmarks/mixed_load.sh [--streams 4] [--long-prompts 4] [--every 4.0] [--prompt-tokens 2000] [--rounds 3]
 
 Both servers run the same GGUF with the same threads, slots and context (started as `vs_llama_server.py` starts
-them). In each round, for each server (alternating which goes first), `--streams` requests start generating
-`--max-tokens` tokens each; from `--every` seconds on, one long prompt (about `--prompt-tokens` tokens, distinct
-from every other, so no cache helps) arrives every `--every` seconds, `--long-prompts` in all, each asking for a few
-tokens. The same arrival pattern hits both servers. What counts for the running streams is how smooth they stay
-while the long prompts are read: their inter-token latency (p50, p99, worst), and the total output tokens/s.
+them). In each round, for each server (alternating which goes first), `--streams` clients stream requests of
+`--max-tokens` tokens, one after another; from `--every` seconds on, one long prompt (about `--prompt-tokens`
+tokens, distinct from every other, so no cache helps) arrives every `--every` seconds, `--long-prompts` in all, each
+asking for a few tokens; the streams stop once the last long prompt is answered. The same arrival pattern hits
+both servers. What counts for the running streams is how smooth they stay while the long prompts are read: their
+inter-token latency (p50, p99, worst), and the total output tokens/s.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def long_prompt(i: int, tokens: int) -> str:
     """About `tokens` tokens of text that shares no start with any other prompt."""
     parts = [f"Ledger {i}-{os.urandom(4).hex()}."]
     n = 0
-    while len(parts) * 9 < tokens:  # (each line is about 9 tokens)
+    while len(parts) * 15 < tokens:  # (each line is about 15 tokens in Gemma's vocabulary)
         parts.append(f"Entry {n}: crate {n * 37 % 101} holds {n * 13 % 17} lamps.")
         n += 1
     return " ".join(parts) + "\nSummary:"
@@ -59,24 +60,37 @@ async def one_round(args: argparse.Namespace, url: str, key: str | None) -> dict
         # Warm connections for every client, as loadgen does.
         warm = request(args, "Hello", 2, key)
         await asyncio.gather(*(loadgen.one_request(client, warm, 0) for _ in range(args.streams + args.long_prompts)))
-        streams_spec = [
-            request(args, f"{i}. Write a long story about a lighthouse keeper.", args.max_tokens, key)
-            for i in range(args.streams)
-        ]
         longs_spec = [request(args, long_prompt(i, args.prompt_tokens), 8, key) for i in range(args.long_prompts)]
+        arrivals_over = asyncio.Event()
+
+        async def streaming(i: int) -> list[loadgen.Result]:
+            """One client's streams, one after another, until the last long prompt is answered."""
+            done: list[loadgen.Result] = []
+            while not arrivals_over.is_set():
+                story = f"{i}.{len(done)} Write a long story about a lighthouse keeper."
+                spec = request(args, story, args.max_tokens, key)
+                done.append(await loadgen.one_request(client, spec, 0))
+            return done
 
         async def arriving(k: int) -> loadgen.Result:
             await asyncio.sleep(args.every * (k + 1))
             return await loadgen.one_request(client, longs_spec[k], 0)
 
+        async def arrivals() -> list[loadgen.Result]:
+            try:
+                return list(await asyncio.gather(*(arriving(k) for k in range(args.long_prompts))))
+            finally:
+                arrivals_over.set()
+
         start = time.perf_counter()
-        streams = asyncio.gather(*(loadgen.one_request(client, s, 0) for s in streams_spec))
-        longs = asyncio.gather(*(arriving(k) for k in range(args.long_prompts)))
-        stream_results, long_results = await asyncio.gather(streams, longs)
+        per_client, long_results = await asyncio.gather(
+            asyncio.gather(*(streaming(i) for i in range(args.streams))), arrivals()
+        )
         duration = time.perf_counter() - start
+        stream_results = [r for results in per_client for r in results]
     failed = [r.error for r in [*stream_results, *long_results] if not r.ok]
-    if failed:
-        print(f"  ! {url}: {len(failed)} failed: {failed[0]}", file=sys.stderr)
+    if failed:  # (a measurement with failed requests means nothing: stop)
+        raise SystemExit(f"{url}: {len(failed)} request(s) failed: {failed[0]}")
     gaps = [g for r in stream_results if r.ok for g in r.gaps]
     ttfts = [r.ttft for r in long_results if r.ok and r.ttft is not None]
     tokens = sum(r.tokens for r in [*stream_results, *long_results] if r.ok)
@@ -98,10 +112,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--slots", type=int, default=8)
     parser.add_argument("--ctx", type=int, default=2560, help="context per slot (a long prompt must fit)")
-    parser.add_argument("--streams", type=int, default=4, help="requests generating throughout")
-    parser.add_argument("--max-tokens", type=int, default=160, help="tokens each stream generates")
-    parser.add_argument("--long-prompts", type=int, default=6)
-    parser.add_argument("--every", type=float, default=2.0, help="seconds between long prompts")
+    parser.add_argument("--streams", type=int, default=4, help="clients streaming one request after another")
+    parser.add_argument("--max-tokens", type=int, default=64, help="tokens each streamed request generates")
+    parser.add_argument("--long-prompts", type=int, default=4)
+    parser.add_argument("--every", type=float, default=4.0, help="seconds between long prompts")
     parser.add_argument("--prompt-tokens", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
