@@ -118,9 +118,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--every", type=float, default=4.0, help="seconds between long prompts")
     parser.add_argument("--prompt-tokens", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--somner-repack", action="store_true", help="Somner with engine.cpu_repack: true (llama-server repacks)"
+    )
     args = parser.parse_args()
-    # (what vs_llama_server.start_servers reads)
-    args.gpu_layers, args.somner_repack, args.swa_full = 0, False, False
+    args.gpu_layers, args.swa_full = 0, False  # (what vs_llama_server.start_servers reads)
     return args
 
 
@@ -156,7 +158,7 @@ def main() -> int:
     print(
         f"\nmodel {model.name}, {args.threads} threads, {args.slots} slots x {args.ctx} ctx; {args.streams} streams of "
         f"{args.max_tokens} tokens, {args.long_prompts} prompts of ~{args.prompt_tokens} tokens every {args.every} s; "
-        f"medians of {args.rounds} rounds\n"
+        f"Somner cpu_repack {args.somner_repack}, medians of {args.rounds} rounds\n"
     )
     print("| | llama-server | Somner | ratio | target |")
     print("|---|---|---|---|---|")

@@ -8,7 +8,7 @@ import statistics
 from typing import Any
 
 WIDTH, HEIGHT = 420, 300  # one panel
-LEFT, RIGHT, TOP, BOTTOM = 62, 16, 40, 46
+LEFT, RIGHT, TOP, BOTTOM = 62, 24, 40, 46
 COLOURS = {"llama-server": "#d9822b", "somner": "#2b6cb0"}
 
 

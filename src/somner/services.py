@@ -31,6 +31,7 @@ from somner.gateway.queue import FairQueue
 from somner.gateway.ratelimit import Limiter, RateLimiter
 from somner.gateway.ratelimit_redis import RedisLimiter
 from somner.gateway.usage import UsageRecorder
+from somner.models.backends import head_start
 from somner.models.backends.base import Backend
 from somner.models.backends.exl3 import Exl3WorkerBackend
 from somner.models.backends.pool import pool_for
@@ -242,7 +243,10 @@ class Services:
         preload = list(self.settings.preload)
         if self.registry.default_id is not None:
             preload.append(self.registry.default_id)
-        await self.manager.start(preload)
+        try:
+            await self.manager.start(preload)
+        finally:
+            await asyncio.to_thread(head_start.discard)  # (an engine started ahead that the manager did not take)
         self.ready = True
 
     async def _forget_old_texts(self) -> None:
@@ -291,6 +295,7 @@ class Services:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
         await self.manager.shutdown()
+        await asyncio.to_thread(head_start.discard)
         await self.recorder.stop()
         await self.gateway.limiter.close()
         await self.db.close()

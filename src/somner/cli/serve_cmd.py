@@ -21,7 +21,7 @@ from somner.cli.common import describe, load_or_exit, warn_unknown_environment
 from somner.errors import SomnerError
 from somner.gateway_processes.orders import FLAG as GATEWAY_PROCESS_FLAG
 from somner.gateway_processes.supervisor import shared_state_problem
-from somner.models.registry import ModelConfigError
+from somner.models.registry import ModelConfigError, ModelRegistry
 from somner.observability.logging import close_log_files, configure_server_logging
 from somner.settings import Settings, resolve_data_dir, resolve_models_dir
 
@@ -131,7 +131,50 @@ def _serve(settings: Settings, auth_off_anywhere: bool, log_stderr: bool) -> Non
     if settings.workers > 1:
         run_several(settings, log_stderr)
     else:
+        head_start_default_model(settings)
         run(settings)
+
+
+def standalone(args: list[str]) -> None:
+    """Run `somner serve` with only this module imported (see somner/cli/__init__.py)."""
+    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+    app.command()(serve)
+    app(args=args, prog_name="somner serve")
+
+
+def head_start_default_model(settings: Settings) -> None:
+    """Start the default model's engine now, while the gateway is built (models/backends/head_start.py): a local
+    GGUF model under the llama.cpp worker, whose file passes the checks every model file passes before an engine
+    sees it. Anything unusual and the manager starts it as it would any model."""
+    from somner.models.backends import head_start
+    from somner.models.backends.worker import worker_command
+    from somner.models.gguf import GGUFError
+    from somner.models.vetting import vet_model_file
+    from somner.settings import resolve_dir
+
+    data_dir = resolve_data_dir(settings)
+    try:
+        registry = ModelRegistry(
+            settings, resolve_models_dir(settings, data_dir), resolve_dir(settings.templates_dir, data_dir, "templates")
+        )
+        if registry.default_id is None:
+            return
+        spec = registry.get(registry.default_id)
+        if spec.kind != "worker" or spec.path is None:
+            return
+        vet_model_file(spec.path)
+    except (ModelConfigError, SomnerError, GGUFError, OSError):
+        return  # (the same problem is met, and explained, where it always is)
+    tracebacks = not settings.strict_privacy
+
+    def command_at(socket_path: Path) -> list[str]:
+        command = worker_command(spec, socket_path)
+        return command if tracebacks else [*command, "--no-tracebacks"]
+
+    try:
+        head_start.spawn(spec.id, command_at)
+    except OSError as exc:
+        log.debug("no head start for %s: %s", spec.id, exc)
 
 
 def provision_default_model(settings: Settings) -> None:

@@ -51,5 +51,5 @@ class Exl3WorkerBackend(WorkerBackend):
         except (Exl3FolderError, OSError) as exc:
             raise ModelLoadFailed(f"The model '{self.spec.id}' cannot be loaded: {exc}") from exc
 
-    def command(self) -> list[str]:
-        return exl3_command(self.spec, self.socket_path)
+    def command_at(self, socket_path: Path) -> list[str]:
+        return exl3_command(self.spec, socket_path)

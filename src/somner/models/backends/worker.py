@@ -5,6 +5,8 @@ so a gateway that dies abruptly leaves no worker behind), its stdout/stderr a pi
 model's rotating log file (`<data_dir>/logs/<UTC timestamp>-worker-<model>.log`, a new file per start), then
 poll `/health` until it answers, the process exits, or the ready timeout passes.
 Stop: SIGTERM, then SIGKILL after the grace period; the process is always reaped (no zombies).
+The default model's worker may already be running when the backend starts: `somner serve` gave it a head start
+(head_start.py), which the backend adopts when it runs the same command.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 
 from somner.errors import ModelLoadFailed
 from somner.exits import describe_exit
+from somner.models.backends import head_start
 from somner.models.backends.http1 import ConnectionPool, Endpoint, HTTPError
 from somner.models.backends.openai_http import OpenAIHTTPClient, ServedOverHTTP
 from somner.models.gguf import GGUFError
@@ -102,7 +105,7 @@ class WorkerBackend(ServedOverHTTP):
         self.socket_path = paths.run_dir / f"w{index}.sock"
         self.log = RotatingFile(paths.log_dir, f"worker-{spec.id}", max_bytes=paths.log_max_bytes, keep=paths.log_keep)
         self.tracebacks = paths.tracebacks
-        self._process: asyncio.subprocess.Process | None = None
+        self._process: asyncio.subprocess.Process | head_start.Adopted | None = None
         self._output: asyncio.Task[None] | None = None
         self._client: OpenAIHTTPClient | None = None
         self.load_progress = 0.0  # 0..1 while starting, as the worker reports it; 1.0 once ready
@@ -140,24 +143,34 @@ class WorkerBackend(ServedOverHTTP):
 
     def command(self) -> list[str]:
         """The worker's command line."""
-        command = worker_command(self.spec, self.socket_path)
+        return self.command_at(self.socket_path)
+
+    def command_at(self, socket_path: Path) -> list[str]:
+        """The worker's command line with its socket at `socket_path`."""
+        command = worker_command(self.spec, socket_path)
         return command if self.tracebacks else [*command, "--no-tracebacks"]
 
     async def start(self) -> None:
-        await self.check_model()
-        with contextlib.suppress(FileNotFoundError):
-            self.socket_path.unlink()
-        command = self.command()
+        head = head_start.claim(self.spec.id, self.command_at)
+        if head is None:
+            await self.check_model()  # (a head start's file was checked before it was started)
         log_path = self.log.open()  # a new file per start
-        log.info("starting engine for %s (log: %s)", self.spec.id, log_path)
-        self._process = await asyncio.create_subprocess_exec(
-            *command,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            start_new_session=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
+        if head is not None:  # (the same command, started before the gateway was built: take it over)
+            self.socket_path = head.socket_path
+            self._process = await head_start.Adopted.of(head.process)
+            log.info("engine for %s started ahead (pid %d; log: %s)", self.spec.id, head.process.pid, log_path)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                self.socket_path.unlink()
+            log.info("starting engine for %s (log: %s)", self.spec.id, log_path)
+            self._process = await asyncio.create_subprocess_exec(
+                *self.command(),
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
         self.load_progress = 0.0
         self._output = start_copy(self._process.stdout, self.log, f"engine-output-{self.spec.id}", self._progressed)
         try:
