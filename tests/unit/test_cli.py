@@ -122,3 +122,25 @@ def test_serve_refuses_auth_off_beyond_loopback(tmp_path: Path) -> None:
     result = runner.invoke(app, ["serve", "--config", str(config), "--host", "0.0.0.0", "--data-dir", str(tmp_path)])
     assert result.exit_code == 1
     assert "--i-know-auth-is-off" in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (["frob"], "error: No such command 'frob'. (see 'somner --help')"),
+        (["keys", "lsx"], "error: No such command 'lsx'. (see 'somner keys --help')"),
+        (["run"], "error: Missing argument 'model'. (see 'somner run --help')"),
+        (["serve", "--nope"], "error: No such option: --nope"),
+    ],
+)
+def test_a_command_line_that_does_not_parse_is_one_line_and_status_2(args: list[str], line: str) -> None:
+    """As users run it (the console script's `main`, in a process): one line on stderr, no framed box."""
+    import subprocess
+    import sys
+
+    somner = str(Path(sys.executable).parent / "somner")  # (the console script)
+    done = subprocess.run([somner, *args], check=False, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith(line), done.stderr
+    help_text = subprocess.run([somner, "keys", "--help"], check=False, capture_output=True, timeout=60)
+    assert help_text.returncode == 0 and b"Usage: somner keys" in help_text.stdout

@@ -137,9 +137,11 @@ def _serve(settings: Settings, auth_off_anywhere: bool, log_stderr: bool) -> Non
 
 def standalone(args: list[str]) -> None:
     """Run `somner serve` with only this module imported (see somner/cli/__init__.py)."""
+    from somner.cli import run_app
+
     app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
     app.command()(serve)
-    app(args=args, prog_name="somner serve")
+    run_app(app, args, "somner serve")
 
 
 def head_start_default_model(settings: Settings) -> None:
