@@ -10,7 +10,9 @@ clients at once:
 - Somner swap-aware (`--swap-wait`, 5 s unless given): a busy model serves on while the other model's requests wait up
   to `swap_wait`, so that each load serves a batch. The table shows medians over rounds: total
 time, model loads, and the request latency percentiles (the wait a request sees, bounded by `swap_wait` plus a
-swap).
+swap). From each server's log it also reads what a swap costs beyond the next model's own load: from the moment
+one model starts unloading to the moment the other is loaded, less that load's own time (the engine's stop, and
+any gap between the two).
 
     .venv/bin/python benchmarks/swap_scheduling.py --rounds 3
 """
@@ -18,8 +20,10 @@ swap).
 from __future__ import annotations
 
 import argparse
+import datetime
 import os
 import queue
+import re
 import shutil
 import statistics
 import subprocess
@@ -93,6 +97,34 @@ class StrictOrder:
         with self._changed:
             self._running -= 1
             self._changed.notify_all()
+
+
+_STAMP = r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) "
+_UNLOADING = re.compile(_STAMP + r".*model (\S+) unloading$", re.MULTILINE)
+_LOADED = re.compile(_STAMP + r".*model (\S+) loaded in ([\d.]+)s$", re.MULTILINE)
+
+
+def swap_overheads(log: str) -> list[float]:
+    """Seconds each swap took beyond the next model's own load: the time from one model's unloading to the other's
+    being loaded, less that load's time (only loads that follow an unload: a swap)."""
+    events: list[tuple[float, str, str, float]] = []
+    for match in _UNLOADING.finditer(log):
+        events.append((_seconds(match.group(1)), "unloading", match.group(2), 0.0))
+    for match in _LOADED.finditer(log):
+        events.append((_seconds(match.group(1)), "loaded", match.group(2), float(match.group(3))))
+    overheads: list[float] = []
+    unloading_at: float | None = None
+    for at, kind, _, took in sorted(events):
+        if kind == "unloading":
+            unloading_at = at if unloading_at is None else unloading_at
+        elif unloading_at is not None:
+            overheads.append(at - unloading_at - took)
+            unloading_at = None
+    return overheads
+
+
+def _seconds(stamp: str) -> float:
+    return datetime.datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").timestamp()
 
 
 def run_once(url: str, requests: int, concurrency: int, max_tokens: int, strict: bool) -> dict[str, Any]:
@@ -179,6 +211,7 @@ def main() -> int:
                     result = run_once(url, args.requests, args.concurrency, args.max_tokens, strict)
                 finally:
                     stop(process)
+                result["swap_overheads"] = swap_overheads((work / f"somner-{swap_wait:g}.log").read_text())
                 if result["failures"]:
                     print(f"{name}: {len(result['failures'])} failures, e.g. {result['failures'][0]}", file=sys.stderr)
                 results[name].append(result)
@@ -203,6 +236,13 @@ def main() -> int:
         f"\nswap-aware speed-up: {med(first, 'total_s') / med(aware, 'total_s'):.2f}x over strict first come, ", end=""
     )
     print(f"{med(plain, 'total_s') / med(aware, 'total_s'):.2f}x over swap_wait 0")
+    overheads = sorted(o for name in modes for r in results[name] for o in r["swap_overheads"])
+    if overheads:
+        print(
+            f"a swap's cost beyond the next model's own load ({len(overheads)} swaps): median "
+            f"{statistics.median(overheads) * 1000:.0f} ms, p90 {overheads[int(len(overheads) * 0.9)] * 1000:.0f} ms, "
+            f"max {overheads[-1] * 1000:.0f} ms (target: <= 100 ms)"
+        )
     return 0
 
 

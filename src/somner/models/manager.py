@@ -565,6 +565,7 @@ class ModelManager:
             if record.state is not ModelState.LOADED:
                 return
             self._transition(record, ModelState.UNLOADING)
+            log.info("model %s unloading", record.spec.id)
             backend, record.backend = record.backend, None
             await self._end_tasks(record)
             if backend is not None:
