@@ -304,23 +304,53 @@ def start_worker(model: Path, sock: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
+def wait_worker_ready(process: subprocess.Popen[bytes], sock: Path) -> None:
+    deadline = time.monotonic() + 60
+    with httpx.Client(transport=httpx.HTTPTransport(uds=str(sock)), base_url="http://w") as client:
+        while True:
+            assert time.monotonic() < deadline and process.poll() is None
+            try:
+                if sock.exists() and client.get("/health").status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+
+
 def test_a_worker_stopped_normally_exits_with_0(model_path: Path, tmp_path: Path) -> None:
+    """Idle, it is gone at once (a model swap waits for it): no shutdown polling, its socket removed."""
     sock = tmp_path / "w.sock"
     with start_worker(model_path, sock) as process:
-        deadline = time.monotonic() + 60
-        with httpx.Client(transport=httpx.HTTPTransport(uds=str(sock)), base_url="http://w") as client:
-            while True:
-                assert time.monotonic() < deadline and process.poll() is None
-                try:
-                    if sock.exists() and client.get("/health").status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                time.sleep(0.05)
+        wait_worker_ready(process, sock)
+        signalled = time.monotonic()
         process.send_signal(signal.SIGTERM)  # its stdin (the gateway's pipe) still open, as under the gateway
         assert process.wait(timeout=30) == 0
+        took = time.monotonic() - signalled
         assert process.stdout is not None
-        assert b"Fatal Python error" not in process.stdout.read()
+        output = process.stdout.read()
+    assert b"Fatal Python error" not in output and b"stopped while idle" in output
+    assert took < 1.0 and not sock.exists()
+
+
+def test_a_busy_worker_finishes_its_stream_before_it_exits(model_path: Path, tmp_path: Path) -> None:
+    sock = tmp_path / "w.sock"
+    body = {"model": MODEL, "prompt": "Once", "max_tokens": 40, "logit_bias": NO_EOS, "stream": True}
+    with start_worker(model_path, sock) as process:
+        wait_worker_ready(process, sock)
+        with (
+            httpx.Client(transport=httpx.HTTPTransport(uds=str(sock)), base_url="http://w", timeout=60) as client,
+            client.stream("POST", "/v1/completions", json=body) as response,
+        ):
+            lines = response.iter_lines()
+            events = [next(lines) for _ in range(3)]  # (generating)
+            process.send_signal(signal.SIGTERM)
+            events += list(lines)
+        assert process.wait(timeout=30) == 0
+        assert process.stdout is not None
+        output = process.stdout.read()
+    data = [e.removeprefix("data: ") for e in events if e.startswith("data: ")]
+    assert data[-1] == "[DONE]" and not any('"error"' in d for d in data)  # (drained: the stream ended whole)
+    assert b"stopped while idle" not in output
 
 
 def test_a_worker_that_cannot_load_says_why_and_exits_with_2(tmp_path: Path) -> None:

@@ -497,6 +497,16 @@ def tokenizer_of(call: Call) -> Tokenizes:
     return CallTokenizer(call)
 
 
+async def tokenized(request: Request, call: Call, use: Callable[[Tokenizes], Awaitable[T]]) -> T:
+    """What `use` makes of the call's tokenizer (an engine without one is a 400); the call is closed either way, as
+    by `finished`."""
+
+    async def work() -> T:
+        return await use(tokenizer_of(call))
+
+    return await finished(request, call, work())
+
+
 def tokenizer_if_any(call: Call) -> Tokenizes | None:
     """The call's tokenizer, or None when its engine offers none."""
     return CallTokenizer(call) if isinstance(call.lease.backend, Tokenizes) else None

@@ -107,7 +107,7 @@ def template_in_use(shown: dict[str, Any], card: dict[str, Any] | None) -> tuple
     built-in's name, or a file's text) or the model file's; a model with neither gets a built-in when it loads,
     which TabbyAPI's model card names once it is loaded (`card`), and which otherwise is the one its architecture
     picks (the engine's own rule)."""
-    from somner.settings.models import BUILTIN_TEMPLATES, TEMPLATE_ALIASES
+    from somner.core.template_names import BUILTIN_TEMPLATES, TEMPLATE_ALIASES
 
     text = str(shown.get("template") or "")
     if TEMPLATE_ALIASES.get(text.strip(), text.strip()) in BUILTIN_TEMPLATES:

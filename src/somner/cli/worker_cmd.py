@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
+from typing import NoReturn
 
 import typer
 
@@ -112,7 +114,17 @@ def worker(
         port=port,
         exit_with_parent=exit_with_parent,
     )
-    raise typer.Exit(status)
+    _exit_now(status)
+
+
+def _exit_now(status: int) -> NoReturn:
+    """End the process once the engine is closed and its socket gone, without the interpreter's teardown of
+    llama.cpp, numpy and the rest (about a fifth of a second that a model swap waits for): logs and output are
+    flushed first, and the operating system takes back the memory."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
 
 
 def _lora(value: str) -> tuple[Path, float]:

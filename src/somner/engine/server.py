@@ -33,7 +33,7 @@ from somner.engine import tools
 from somner.engine.runtime import Engine, EngineConfig
 from somner.engine.served import JobQueue, QueuedJob, ServedEngine
 from somner.errors import BadRequest, SomnerError
-from somner.http_server import ManagedStream, serve
+from somner.http_server import ManagedStream, Server, server_config
 from somner.wire import rerank as rerank_wire
 from somner.wire.openai import decode, encode, schemas
 
@@ -467,6 +467,31 @@ class LoadProgress:
             print(f"{LOADING_PREFIX}{percent}%", flush=True)  # noqa: T201 - for the gateway
 
 
+class WorkerServer(Server):
+    """The worker's HTTP server. A stop signal that finds nothing running ends the process at once, instead of
+    after uvicorn's shutdown polls (a tenth of a second each) and the interpreter's teardown: a model swap waits for
+    this engine to be gone. With requests in flight the graceful shutdown runs as always."""
+
+    def __init__(self, config: Any, *, idle: Callable[[], bool], quit_now: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._idle = idle
+        self._quit_now = quit_now
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def serve(self, sockets: Any = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().serve(sockets)
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        super().handle_exit(sig, frame)
+        if self._loop is not None and sig == signal.SIGTERM:
+            self._loop.call_soon_threadsafe(self._quit_if_idle)
+
+    def _quit_if_idle(self) -> None:
+        if self.started and not self.server_state.tasks and self._idle():
+            self._quit_now()
+
+
 def run_worker(
     config: EngineConfig,
     *,
@@ -515,8 +540,25 @@ def serve_engine(
     if socket_path is not None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(socket_path)
+
+    def idle() -> bool:
+        stats = engine.scheduler.stats
+        with stats.lock:
+            return bool(stats.active == 0 and stats.queued == 0)
+
+    def quit_now() -> None:  # (nothing runs: the process ends without the engine's and the interpreter's teardown)
+        if socket_path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(socket_path)
+        log.info("stopped while idle")
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+
+    config = server_config(app, uds=socket_path, host=host, port=port or 0, timeout_graceful_shutdown=3)
     try:
-        serve(app, uds=socket_path, host=host, port=port or 0, timeout_graceful_shutdown=3)
+        WorkerServer(config, idle=idle, quit_now=quit_now).run()
     finally:
         engine.close()
         if socket_path is not None:

@@ -18,9 +18,9 @@ import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from somner.core import Message, Tool, ToolCall, ToolChoice
+from somner.core.template_names import BUILTIN_TEMPLATES, TEMPLATE_ALIASES
 from somner.engine import tools as tooling
 from somner.errors import BadRequest
-from somner.settings.models import BUILTIN_TEMPLATES, TEMPLATE_ALIASES
 
 BUILTINS = BUILTIN_TEMPLATES
 _ALIASES = TEMPLATE_ALIASES

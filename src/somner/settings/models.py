@@ -17,9 +17,6 @@ from somner.settings.types import Duration, ModelName, Section
 MemberKind = Literal["worker", "process", "upstream"]
 BackendKind = Literal["worker", "process", "upstream", "pool", "exllamav3"]
 
-BUILTIN_TEMPLATES = ("gemma", "llama3", "chatml", "mistral", "phi3")
-"""Chat templates that ship with Somner (a model's `template` may name one)."""
-TEMPLATE_ALIASES = {"qwen": "chatml", "phi": "phi3", "llama-3": "llama3"}
 
 _CACHE_TYPES = {"f16": "f16", "fp16": "f16", "q8_0": "q8_0", "q8": "q8_0", "q4_0": "q4_0", "q4": "q4_0", "q6": "q6"}
 

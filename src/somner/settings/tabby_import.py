@@ -21,8 +21,8 @@ from typing import Any
 
 import yaml
 
+from somner.core.template_names import BUILTIN_TEMPLATES, TEMPLATE_ALIASES
 from somner.models.names import is_valid_model_name
-from somner.settings.models import BUILTIN_TEMPLATES, TEMPLATE_ALIASES
 
 SECTIONS = (
     "config",

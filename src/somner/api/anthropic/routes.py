@@ -21,8 +21,8 @@ from somner.api.anthropic.render import render
 from somner.api.errors import guarded
 from somner.api.handlers import json_response, read_request, services_of
 from somner.api.keep_alive import keep_alive
-from somner.api.streaming import until_disconnected
 from somner.models import defaults
+from somner.models.backends.base import Tokenizes
 from somner.wire.anthropic import decode, encode, schemas
 
 anthropic_endpoint = guarded(render)
@@ -68,17 +68,14 @@ async def count_tokens(request: Request) -> Response:
     wire = decode.parse(schemas.CountTokensRequest, raw)
     core = decode.count_request(wire)
     call = await serving.tokenizing(request, services, wire.model, "anthropic", len(raw))
-    try:
+
+    async def count(tokenizer: Tokenizes) -> int:
         defaults.apply_to_chat(core, call.spec.entry.defaults)  # (a default system prompt counts, as it would)
         defaults.apply_reasoning(core, call.spec.entry)  # (and so does the empty thought of thinking turned off)
-        tokenizer = serving.tokenizer_of(call)
-        prompt = await until_disconnected(request, tokenizer.apply_template(core))
-        tokens = await until_disconnected(request, tokenizer.tokenize(prompt, add_special=True))
-    except BaseException as exc:
-        serving.fail(call, exc)
-        raise
-    call.close(200)
-    return json_response({"input_tokens": len(tokens)}, call.ticket.headers)
+        return len(await tokenizer.tokenize(await tokenizer.apply_template(core), add_special=True))
+
+    tokens = await serving.tokenized(request, call, count)
+    return json_response({"input_tokens": tokens}, call.ticket.headers)
 
 
 def routes() -> list[BaseRoute]:

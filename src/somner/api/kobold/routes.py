@@ -203,13 +203,9 @@ async def token_count(request: Request) -> Response:
     raw = await read_request(request)
     wire = decode.parse(schemas.TokenCountRequest, raw)
     call = await serving.tokenizing(request, services, wire.model, "kobold", len(raw))
-    try:
-        tokenizer = serving.tokenizer_of(call)
-        ids = await until_disconnected(request, tokenizer.tokenize(wire.prompt, add_special=wire.special))
-    except BaseException as exc:
-        serving.fail(call, exc)
-        raise
-    call.close(200)
+    ids = await serving.tokenized(
+        request, call, lambda tokenizer: tokenizer.tokenize(wire.prompt, add_special=wire.special)
+    )
     return json_response({"value": len(ids), "ids": ids}, call.ticket.headers)
 
 
@@ -221,12 +217,9 @@ async def detokenize(request: Request) -> Response:
     raw = await read_request(request)
     wire = decode.parse(schemas.DetokenizeRequest, raw)
     call = await serving.tokenizing(request, services, wire.model, "kobold", len(raw))
-    try:
-        text = await until_disconnected(request, serving.tokenizer_of(call).detokenize(wire.ids, special=wire.special))
-    except BaseException as exc:
-        serving.fail(call, exc)
-        raise
-    call.close(200)
+    text = await serving.tokenized(
+        request, call, lambda tokenizer: tokenizer.detokenize(wire.ids, special=wire.special)
+    )
     return json_response(encode.detokenized(text), call.ticket.headers)
 
 

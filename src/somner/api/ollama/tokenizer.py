@@ -12,7 +12,6 @@ from somner.api import serving
 from somner.api.handlers import json_response, read_request, services_of
 from somner.api.ollama import lookup
 from somner.api.ollama.generation import ollama_endpoint
-from somner.api.streaming import until_disconnected
 from somner.wire.ollama import decode, schemas
 
 
@@ -23,12 +22,7 @@ async def tokenize(request: Request) -> Response:
     wire = decode.parse(schemas.TokenizeRequest, raw)
     model = lookup.model_name(services.registry, wire.model)
     call = await serving.tokenizing(request, services, model, "ollama", len(raw))
-    try:
-        tokens = await until_disconnected(request, serving.tokenizer_of(call).tokenize(wire.text))
-    except BaseException as exc:
-        serving.fail(call, exc)
-        raise
-    call.close(200)
+    tokens = await serving.tokenized(request, call, lambda tokenizer: tokenizer.tokenize(wire.text))
     return json_response({"model": wire.model, "tokens": tokens}, call.ticket.headers)
 
 
@@ -39,12 +33,7 @@ async def detokenize(request: Request) -> Response:
     wire = decode.parse(schemas.DetokenizeRequest, raw)
     model = lookup.model_name(services.registry, wire.model)
     call = await serving.tokenizing(request, services, model, "ollama", len(raw))
-    try:
-        text = await until_disconnected(request, serving.tokenizer_of(call).detokenize(wire.tokens))
-    except BaseException as exc:
-        serving.fail(call, exc)
-        raise
-    call.close(200)
+    text = await serving.tokenized(request, call, lambda tokenizer: tokenizer.detokenize(wire.tokens))
     return json_response({"model": wire.model, "text": text}, call.ticket.headers)
 
 

@@ -10,7 +10,6 @@ from starlette.routing import BaseRoute, Route
 from somner.api import serving
 from somner.api.handlers import json_response, read_request, services_of
 from somner.api.openai.routes import openai_endpoint
-from somner.api.streaming import until_disconnected
 from somner.wire.openai import decode, schemas
 
 
@@ -20,15 +19,11 @@ async def tokenize(request: Request) -> Response:
     raw = await read_request(request)
     wire = decode.parse(schemas.TokenizeRequest, raw)
     call = await serving.tokenizing(request, services, wire.model, "openai", len(raw))
-    try:
-        tokenizer = serving.tokenizer_of(call)
-        tokens = await until_disconnected(
-            request, tokenizer.tokenize(wire.content, add_special=wire.add_special, with_pieces=wire.with_pieces)
-        )
-    except BaseException as exc:
-        serving.fail(call, exc)
-        raise
-    call.close(200)
+    tokens = await serving.tokenized(
+        request,
+        call,
+        lambda tokenizer: tokenizer.tokenize(wire.content, add_special=wire.add_special, with_pieces=wire.with_pieces),
+    )
     return json_response({"tokens": tokens}, call.ticket.headers)
 
 
@@ -38,12 +33,7 @@ async def detokenize(request: Request) -> Response:
     raw = await read_request(request)
     wire = decode.parse(schemas.DetokenizeRequest, raw)
     call = await serving.tokenizing(request, services, wire.model, "openai", len(raw))
-    try:
-        content = await until_disconnected(request, serving.tokenizer_of(call).detokenize(wire.tokens))
-    except BaseException as exc:
-        serving.fail(call, exc)
-        raise
-    call.close(200)
+    content = await serving.tokenized(request, call, lambda tokenizer: tokenizer.detokenize(wire.tokens))
     return json_response({"content": content}, call.ticket.headers)
 
 

@@ -13,12 +13,12 @@ from somner.api.handlers import json_response, read_request, services_of
 from somner.api.principal import principal_of
 from somner.api.tabby.access import current_model, reload, require_admin, unload_request
 from somner.api.tabby.render import tabby_endpoint
+from somner.core.template_names import BUILTIN_TEMPLATES, TEMPLATE_ALIASES
 from somner.errors import BadRequest, SomnerError
 from somner.models.manager import ModelState
 from somner.models.names import is_valid_model_name
 from somner.models.registry import ModelSpec
 from somner.services import Services
-from somner.settings.models import BUILTIN_TEMPLATES, TEMPLATE_ALIASES
 from somner.wire.tabby import decode, schemas
 
 

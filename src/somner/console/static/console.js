@@ -87,8 +87,8 @@ const Somner = (() => {
     }
   }
 
-  // Lines of server-sent events from a streamed response: calls onData with each `data:` payload.
-  async function readEvents(response, onData) {
+  // The body cut at each `delimiter` as it arrives; a last piece without one is handed on at the end.
+  async function readPieces(response, delimiter, onPiece) {
     const reader = response.body.getReader();
     const decoder = new TextDecoder();
     let buffer = "";
@@ -97,31 +97,27 @@ const Somner = (() => {
       if (done) break;
       buffer += decoder.decode(value, { stream: true });
       let cut;
-      while ((cut = buffer.indexOf("\n\n")) >= 0) {
-        const block = buffer.slice(0, cut);
-        buffer = buffer.slice(cut + 2);
-        const data = block.split("\n").filter((l) => l.startsWith("data:")).map((l) => l.slice(5).trimStart());
-        if (data.length) onData(data.join("\n"));
+      while ((cut = buffer.indexOf(delimiter)) >= 0) {
+        onPiece(buffer.slice(0, cut));
+        buffer = buffer.slice(cut + delimiter.length);
       }
     }
+    if (buffer.trim()) onPiece(buffer);
   }
 
-  async function readLines(response, onLine) {
-    const reader = response.body.getReader();
-    const decoder = new TextDecoder();
-    let buffer = "";
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      buffer += decoder.decode(value, { stream: true });
-      let cut;
-      while ((cut = buffer.indexOf("\n")) >= 0) {
-        const line = buffer.slice(0, cut).trim();
-        buffer = buffer.slice(cut + 1);
-        if (line) onLine(line);
-      }
-    }
-    if (buffer.trim()) onLine(buffer.trim());
+  // Server-sent events: the data of each event.
+  function readEvents(response, onData) {
+    return readPieces(response, "\n\n", (block) => {
+      const data = block.split("\n").filter((l) => l.startsWith("data:")).map((l) => l.slice(5).trimStart());
+      if (data.length) onData(data.join("\n"));
+    });
+  }
+
+  // Newline-delimited JSON (Ollama's streams): each line.
+  function readLines(response, onLine) {
+    return readPieces(response, "\n", (line) => {
+      if (line.trim()) onLine(line.trim());
+    });
   }
 
   function el(tag, attrs, ...children) {
