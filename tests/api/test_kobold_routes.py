@@ -281,10 +281,17 @@ async def test_abort_while_queued_ends_the_generation_without_text(tmp_path: Pat
     settings: dict[str, Any] = {"model": "alpha", "limits": {"max_concurrent": 1, "max_queue": 4}}
     async with running(tmp_path, farm, **settings) as (services, client):
         blocker = asyncio.create_task(client.post("/api/v1/generate", json={"prompt": "SLOW " * 10}))
-        await asyncio.sleep(0.1)
+        for _ in range(250):  # (the blocker holds the one slot before the next request comes)
+            if in_flight(services) == 1:
+                break
+            await asyncio.sleep(0.02)
         queued = asyncio.create_task(client.post("/api/v1/generate", json={"prompt": "a b c", "genkey": "Q"}))
-        await asyncio.sleep(0.1)
-        assert (await client.post("/api/extra/abort", json={"genkey": "Q"})).json() == {"success": True}
+        for _ in range(250):  # (abort finds nothing until the queued request has registered its genkey)
+            aborted = (await client.post("/api/extra/abort", json={"genkey": "Q"})).json()
+            if aborted["success"]:
+                break
+            await asyncio.sleep(0.02)
+        assert aborted == {"success": True}
         assert (await queued).json() == {"results": [{"text": "", "finish_reason": "abort"}]}
         assert (await blocker).json()["results"][0]["finish_reason"] == "stop"
         assert in_flight(services) == 0
