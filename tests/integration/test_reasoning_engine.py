@@ -27,11 +27,16 @@ def chat(reasoning: Reasoning | None = None, **sampling: object) -> ChatRequest:
     )
 
 
-@pytest.fixture(scope="module")
-def thinker(model_path: Path) -> Iterator[EngineHarness]:
-    h = EngineHarness(model_path, ctx=512, parallel=1, threads=2, batch=128, template=str(TEMPLATE))
+def templated(model_path: Path, template: Path) -> Iterator[EngineHarness]:
+    """The default model behind a test chat template."""
+    h = EngineHarness(model_path, ctx=512, parallel=1, threads=2, batch=128, template=str(template))
     yield h
     h.close()
+
+
+@pytest.fixture(scope="module")
+def thinker(model_path: Path) -> Iterator[EngineHarness]:
+    yield from templated(model_path, TEMPLATE)
 
 
 def test_a_model_that_does_not_reason_is_never_split(harness: EngineHarness) -> None:
@@ -82,9 +87,7 @@ HARMONY = Path(__file__).parents[1] / "fixtures" / "reasoning" / "harmony.jinja"
 
 @pytest.fixture(scope="module")
 def channels(model_path: Path) -> Iterator[EngineHarness]:
-    h = EngineHarness(model_path, ctx=512, parallel=1, threads=2, batch=128, template=str(HARMONY))
-    yield h
-    h.close()
+    yield from templated(model_path, HARMONY)
 
 
 def test_a_harmony_template_reads_the_effort_and_thinking_off_skips_the_analysis(channels: EngineHarness) -> None:

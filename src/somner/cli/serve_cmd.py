@@ -168,13 +168,8 @@ def head_start_default_model(settings: Settings) -> None:
     except (ModelConfigError, SomnerError, GGUFError, OSError):
         return  # (the same problem is met, and explained, where it always is)
     tracebacks = not settings.strict_privacy
-
-    def command_at(socket_path: Path) -> list[str]:
-        command = worker_command(spec, socket_path)
-        return command if tracebacks else [*command, "--no-tracebacks"]
-
     try:
-        head_start.spawn(spec.id, command_at)
+        head_start.spawn(spec.id, lambda socket_path: worker_command(spec, socket_path, tracebacks=tracebacks))
     except OSError as exc:
         log.debug("no head start for %s: %s", spec.id, exc)
 

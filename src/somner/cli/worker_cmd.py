@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from pathlib import Path
-from typing import NoReturn
 
 import typer
 
@@ -58,7 +56,7 @@ def worker(
 ) -> None:
     """Serve one GGUF model over the OpenAI API on a unix socket or a TCP port."""
     from somner.engine.runtime import EngineConfig
-    from somner.engine.server import run_worker
+    from somner.engine.server import exit_now, run_worker
 
     if (socket is None) == (port is None):
         typer.echo("error: give exactly one of --socket or --port", err=True)
@@ -114,17 +112,7 @@ def worker(
         port=port,
         exit_with_parent=exit_with_parent,
     )
-    _exit_now(status)
-
-
-def _exit_now(status: int) -> NoReturn:
-    """End the process once the engine is closed and its socket gone, without the interpreter's teardown of
-    llama.cpp, numpy and the rest (about a fifth of a second that a model swap waits for): logs and output are
-    flushed first, and the operating system takes back the memory."""
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(status)
+    exit_now(status)  # (the engine is closed and its socket gone)
 
 
 def _lora(value: str) -> tuple[Path, float]:

@@ -48,7 +48,8 @@ class WorkerPaths:
     tracebacks: bool = True  # off with `privacy: strict`
 
 
-def worker_command(spec: ModelSpec, socket_path: Path) -> list[str]:
+def worker_command(spec: ModelSpec, socket_path: Path, *, tracebacks: bool = True) -> list[str]:
+    """The `somner worker` command line for `spec` (`tracebacks`: off under `privacy: strict`)."""
     entry = spec.entry
     assert spec.path is not None
     command = [sys.executable, "-m", "somner", "worker", "--model", str(spec.path), "--id", spec.id]
@@ -87,7 +88,7 @@ def worker_command(spec: ModelSpec, socket_path: Path) -> list[str]:
         command += ["--draft-model", str(entry.draft_model), "--draft-tokens", str(entry.draft_tokens)]
     if entry.mmproj is not None:
         command += ["--mmproj", str(entry.mmproj)]
-    return command
+    return command if tracebacks else [*command, "--no-tracebacks"]
 
 
 def log_tail(files: RotatingFile, limit: int = _LOG_TAIL_BYTES) -> str:
@@ -147,8 +148,7 @@ class WorkerBackend(ServedOverHTTP):
 
     def command_at(self, socket_path: Path) -> list[str]:
         """The worker's command line with its socket at `socket_path`."""
-        command = worker_command(self.spec, socket_path)
-        return command if self.tracebacks else [*command, "--no-tracebacks"]
+        return worker_command(self.spec, socket_path, tracebacks=self.tracebacks)
 
     async def start(self) -> None:
         head = head_start.claim(self.spec.id, self.command_at)
