@@ -49,7 +49,10 @@ setup: $(VENV)/.setup-done $(if $(filter cuda,$(GPU)),$(VENV)/.cuda-done)
 
 dev: $(VENV)/.dev-done
 
+# Bytecode compiled ahead (quick when nothing changed): the editable install has none, and where the environment
+# says PYTHONDONTWRITEBYTECODE (as many container images do) every start would compile Somner's modules again.
 run: setup
+	@$(BIN)/python -m compileall -q src/somner
 	$(BIN)/somner serve $(ARGS)
 
 format: dev

@@ -117,6 +117,8 @@ def main() -> int:
     args = parser.parse_args()
     cache = Path(os.environ.get("SOMNER_BENCH_CACHE", Path.home() / ".cache" / "somner-bench"))
     model = args.model or vs.default_model(cache)
+    # As `make run` leaves it: Somner's bytecode compiled (this environment may say PYTHONDONTWRITEBYTECODE).
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(HERE.parent / "src" / "somner")], check=True)
     work = Path(tempfile.mkdtemp(prefix="somner-cold-"))
     (work / "data" / "models").mkdir(parents=True)
     try:

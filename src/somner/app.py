@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import socket
 from collections.abc import AsyncIterator, Callable
 
@@ -66,7 +65,6 @@ def create_app(settings: Settings, *, services: Services | None = None) -> Starl
         health_server = await _start_health_server(settings, services)
         try:
             await services.start()
-            _settle_garbage_collector()
             yield
         finally:
             try:
@@ -128,13 +126,6 @@ def create_app(settings: Settings, *, services: Services | None = None) -> Starl
     app.state.on_cutoff = services.cut_off
     app.state.cutoff = services.cutoff
     return app
-
-
-def _settle_garbage_collector() -> None:
-    """Everything built at start-up lives as long as the server: move it out of the collector's sight, so that
-    its full passes (which stop the event loop) walk only what requests allocate, not every module and model."""
-    gc.collect()
-    gc.freeze()
 
 
 class _HealthServer:

@@ -46,6 +46,10 @@ class Server(uvicorn.Server):
             for sig, handler in originals.items():
                 signal.signal(sig, handler)
 
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        anyio.CancelScope()  # (imports anyio's backend for this loop now, not in the first streamed response)
+        await super().startup(sockets)
+
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         drain = self.config.timeout_graceful_shutdown
         in_flight = len(self.server_state.tasks)

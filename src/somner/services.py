@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import gc
 import importlib.util
 import itertools
 import logging
@@ -243,6 +244,7 @@ class Services:
         preload = list(self.settings.preload)
         if self.registry.default_id is not None:
             preload.append(self.registry.default_id)
+        _settle_garbage_collector()  # (here, not once the server is up: the engines' loads are still under way)
         try:
             await self.manager.start(preload)
         finally:
@@ -383,3 +385,10 @@ def build_services(settings: Settings, factory: BackendFactory | None = None) ->
         auth=Authenticator(keys, settings.auth.cache_ttl),
         metrics=Metrics(per_key=settings.metrics_per_key),
     )
+
+
+def _settle_garbage_collector() -> None:
+    """Everything built at start-up lives as long as the server: move it out of the collector's sight, so that
+    its full passes (which stop the event loop) walk only what requests allocate, not every module and model. No
+    collection first: at this point it finds a handful of unreachable objects and takes 70 ms of a cold start."""
+    gc.freeze()

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from somner.core import Chunk
+from somner.engine.config import EngineConfig
 from somner.engine.jobs import GenerationJob, Output
-from somner.engine.runtime import Engine, EngineConfig
+from somner.engine.runtime import Engine
 from somner.errors import SomnerError
 
 

@@ -12,7 +12,8 @@ import httpx
 import pytest
 
 from somner.core import ChatRequest, Message
-from somner.engine.runtime import Engine, EngineConfig
+from somner.engine.config import EngineConfig
+from somner.engine.runtime import Engine
 from somner.errors import BadRequest
 from somner.settings import Settings
 from tests.conftest import link_model

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import struct
 from pathlib import Path
 
@@ -73,3 +74,44 @@ def test_refuses_bad_files(tmp_path: Path, content: bytes, message: str) -> None
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(GGUFError, match="cannot read"):
         read_gguf(tmp_path / "absent.gguf")
+
+
+def _vocabulary(*items: bytes) -> bytes:
+    return struct.pack("<IQ", 8, len(items)) + b"".join(items)
+
+
+@pytest.mark.parametrize(
+    ("array", "message"),
+    [
+        (_vocabulary(string("<a>"), struct.pack("<Q", 5) + b"ab"), "truncated"),  # the last string runs off the end
+        (struct.pack("<IQ", 8, 2) + string("<a>"), "truncated"),  # fewer strings than counted
+        (_vocabulary(string("<a>"), struct.pack("<Q", 1 << 40)), "too long"),
+    ],
+)
+def test_refuses_a_broken_vocabulary(tmp_path: Path, array: bytes, message: str) -> None:
+    path = tmp_path / "bad.gguf"
+    path.write_bytes(gguf_bytes(kv=[("tokenizer.ggml.tokens", 9, array)]))
+    with pytest.raises(GGUFError, match=message):
+        read_gguf(path)
+
+
+def test_a_skipped_vocabulary_leaves_the_reader_at_the_next_key(tmp_path: Path) -> None:
+    path = tmp_path / "m.gguf"
+    vocabulary = _vocabulary(*(string(f"<t{i}>" * (i % 7)) for i in range(1000)))
+    path.write_bytes(gguf_bytes(kv=[("tokenizer.ggml.tokens", 9, vocabulary), ("after", 8, string("still read"))]))
+    assert read_gguf(path).metadata["after"] == "still read"
+
+
+def test_a_settled_file_is_read_once_and_a_changed_one_again(tmp_path: Path) -> None:
+    path = tmp_path / "m.gguf"
+    path.write_bytes(gguf_bytes(kv=[("general.architecture", 8, string("llama"))]))
+    fresh = read_gguf(path)
+    assert read_gguf(path) is not fresh  # written just now: not remembered (file times are coarse)
+    old = 1_600_000_000
+    os.utime(path, (old, old))
+    first = read_gguf(path)
+    assert read_gguf(path) is first
+    assert read_gguf(path, keep_arrays=True) is not first  # (another reading of the same file)
+    path.write_bytes(gguf_bytes(kv=[("general.architecture", 8, string("gemma"))]))
+    os.utime(path, (old + 5, old + 5))
+    assert read_gguf(path).architecture == "gemma"

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from somner import services
 from somner.cli import app
-from somner.models.backends.worker import worker_command
+from somner.models.backends.worker_command import worker_command
 from somner.models.registry import ModelConfigError, ModelRegistry
 from somner.observability.gpu import GpuMemory
 from somner.settings import Settings

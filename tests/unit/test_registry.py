@@ -157,7 +157,7 @@ def test_duplicate_names_and_unknown_groups_are_config_errors() -> None:
 
 
 def test_a_draft_model_reaches_the_worker_command(tmp_path: Path) -> None:
-    from somner.models.backends.worker import worker_command
+    from somner.models.backends.worker_command import worker_command
 
     entry = ModelEntry.model_validate({"id": "m", "path": "/m.gguf", "draft_model": "/d.gguf", "draft_tokens": 6})
     registry = ModelRegistry(Settings(models=[entry]), tmp_path)

@@ -19,14 +19,13 @@ from somner.errors import Forbidden, HeadersTooLarge, SomnerError
 from somner.gateway.auth import Authenticator, key_from_headers
 from somner.gateway.keys import ANONYMOUS
 from somner.observability.requests import note_error
-from somner.settings import Settings
+from somner.settings import LOOPBACK_HOSTS, Settings, is_loopback
 
 log = logging.getLogger(__name__)
 
 # "/" answers Ollama's probe ("Ollama is running") and nothing else.
 PUBLIC_PATHS = frozenset({"/", "/ping", "/health", "/ready", "/v1/health", "/openapi.json", "/docs"})
 _AUTH_HEADERS = frozenset({b"authorization", b"x-api-key", b"x-admin-key"})
-LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
 # A Host header: a name or a bracketed IPv6 address, then an optional port; nothing else.
 _HOST = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[^:\[\]/@\s]+)(?::[0-9]{1,5})?")
 
@@ -34,10 +33,6 @@ _HOST = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[^:\[\]/@\s]+)(?::[0-9]{1,5})?")
 def is_console(path: str) -> bool:
     """The web console's pages and files: public (they hold no data; every call they make carries a key)."""
     return path == "/ui" or path.startswith("/ui/")
-
-
-def is_loopback(host: str) -> bool:
-    return host in LOOPBACK_HOSTS or host.startswith("127.")
 
 
 def public_paths(settings: Settings) -> frozenset[str]:

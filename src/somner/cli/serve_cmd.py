@@ -23,7 +23,7 @@ from somner.gateway_processes.orders import FLAG as GATEWAY_PROCESS_FLAG
 from somner.gateway_processes.supervisor import shared_state_problem
 from somner.models.registry import ModelConfigError, ModelRegistry
 from somner.observability.logging import close_log_files, configure_server_logging
-from somner.settings import Settings, resolve_data_dir, resolve_models_dir
+from somner.settings import Settings, is_loopback, resolve_data_dir, resolve_models_dir
 
 log = logging.getLogger(__name__)
 
@@ -114,8 +114,6 @@ def _remove_own_pid_file(path: Path) -> None:
 
 def _serve(settings: Settings, auth_off_anywhere: bool, log_stderr: bool) -> None:
     warn_unknown_environment()
-    from somner.api.guard import is_loopback
-
     if not settings.auth.enabled and not is_loopback(settings.host) and not auth_off_anywhere:
         typer.echo(
             f"error: auth is off and Somner would listen on {settings.host}: anyone who can reach it could use it. "
@@ -149,7 +147,7 @@ def head_start_default_model(settings: Settings) -> None:
     GGUF model under the llama.cpp worker, whose file passes the checks every model file passes before an engine
     sees it. Anything unusual and the manager starts it as it would any model."""
     from somner.models.backends import head_start
-    from somner.models.backends.worker import worker_command
+    from somner.models.backends.worker_command import worker_command
     from somner.models.gguf import GGUFError
     from somner.models.vetting import vet_model_file
     from somner.settings import resolve_dir
@@ -219,8 +217,6 @@ def _explained_errors() -> Iterator[None]:
 
 
 def _warn_if_reachable(settings: Settings) -> None:
-    from somner.api.guard import is_loopback
-
     if not is_loopback(settings.host):
         log.warning("listening on %s: reachable from other machines", settings.host)
 

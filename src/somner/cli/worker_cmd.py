@@ -55,8 +55,7 @@ def worker(
     ),
 ) -> None:
     """Serve one GGUF model over the OpenAI API on a unix socket or a TCP port."""
-    from somner.engine.runtime import EngineConfig
-    from somner.engine.server import exit_now, run_worker
+    from somner.engine.config import EngineConfig
 
     if (socket is None) == (port is None):
         typer.echo("error: give exactly one of --socket or --port", err=True)
@@ -105,12 +104,19 @@ def worker(
         draft_tokens=draft_tokens,
         mmproj=mmproj,
     )
+    # The model loads (in C, without the GIL) while the engine and its HTTP server are imported.
+    from somner.engine.preload import LoadProgress, ModelPreload
+
+    preloaded = ModelPreload(config, LoadProgress())
+    from somner.engine.server import exit_now, run_worker
+
     status = run_worker(
         config,
         socket_path=str(socket) if socket is not None else None,
         host=host,
         port=port,
         exit_with_parent=exit_with_parent,
+        preloaded=preloaded,
     )
     exit_now(status)  # (the engine is closed and its socket gone)
 

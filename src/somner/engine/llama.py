@@ -125,7 +125,10 @@ class LlamaModel:
         self.rerank_template: str | None = rerank_template or None
         self._pieces: dict[int, bytes] = {}
         self._special_pieces: dict[int, bytes] = {}
-        self._eog = {t for t in range(self.n_vocab) if lib.llama_vocab_is_eog(self.vocab, t)}
+        # Ends of generation: asked of llama.cpp token by token as they are sampled; the whole set (a scan of the
+        # vocabulary: a quarter of a second for Gemma 3's 262,144 tokens, at every load) only when a request needs it.
+        self._eog_seen: dict[int, bool] = {}
+        self._eog: frozenset[int] | None = None
         self.bos_text = self.piece(self.bos, special=True).decode("utf-8", errors="replace") if self.bos >= 0 else ""
         self.eos_text = self.piece(self.eos, special=True).decode("utf-8", errors="replace") if self.eos >= 0 else ""
 
@@ -146,11 +149,16 @@ class LlamaModel:
         return bytes(raw).decode("utf-8", errors="replace") if raw else None
 
     def is_eog(self, token: int) -> bool:
-        return token in self._eog
+        seen = self._eog_seen.get(token)
+        if seen is None:
+            seen = self._eog_seen[token] = bool(lib.llama_vocab_is_eog(self.vocab, token))
+        return seen
 
     @property
     def eog_tokens(self) -> frozenset[int]:
-        return frozenset(self._eog)
+        if self._eog is None:
+            self._eog = frozenset(t for t in range(self.n_vocab) if lib.llama_vocab_is_eog(self.vocab, t))
+        return self._eog
 
     def tokenize(self, text: str, *, add_special: bool, parse_special: bool) -> list[int]:
         data = text.encode("utf-8")

@@ -12,9 +12,7 @@ import dataclasses
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from somner.core import (
     IMAGE_MARKER,
@@ -30,6 +28,7 @@ from somner.core import (
 from somner.core.reasoning import ReasoningFormat, Thought, closed_thought, resolve_format
 from somner.engine import tools as tooling
 from somner.engine.adapters import AdapterScales
+from somner.engine.config import EngineConfig, Mode
 from somner.engine.grammar import grammar_for
 from somner.engine.jobs import EmbeddingJob, GenerationJob, Sink
 from somner.engine.llama import (
@@ -40,6 +39,7 @@ from somner.engine.llama import (
     LlamaModel,
     supports_gpu_offload,
 )
+from somner.engine.preload import ModelPreload, open_model
 from somner.engine.rerank import pair_tokens
 from somner.engine.sampling import Sampler
 from somner.engine.scheduler import Scheduler
@@ -55,38 +55,6 @@ DEFAULT_CTX_CAP = 4096
 _EMBEDDING_SEQUENCES = 16
 
 
-Mode = Literal["both", "generate", "embed", "rerank"]
-
-
-@dataclass(frozen=True, slots=True)
-class EngineConfig:
-    model_path: Path
-    model_id: str
-    ctx: int | None = None
-    parallel: int = 4
-    threads: int | None = None
-    batch: int = 512
-    gpu_layers: int = -1
-    cpu_repack: bool = False
-    swa_full: bool = False  # sliding-window layers cache the whole context (longer prefix reuse)
-    template: str | None = None
-    cache_type_k: str = "f16"
-    cache_type_v: str = "f16"
-    split_mode: Literal["none", "layer", "row"] = "layer"
-    main_gpu: int = 0
-    flash_attn: Literal["auto", "on", "off"] = "auto"
-    rope_base: float = 0.0
-    rope_scale: float = 0.0
-    tensor_split: tuple[float, ...] = ()
-    loras: tuple[tuple[Path, float], ...] = ()
-    # "embed": an embedding model (no text generation); "generate": no embeddings. A reranker GGUF (rank pooling
-    # and a classification head) is always "rerank": it only scores (query, document) pairs.
-    mode: Mode = "both"
-    draft_model: Path | None = None  # speculative decoding (see speculative.py)
-    draft_tokens: int = 4
-    mmproj: Path | None = None  # a multimodal projector: images in chat requests (see vision.py)
-
-
 def default_threads() -> int:
     try:
         return max(1, len(os.sched_getaffinity(0)))
@@ -95,17 +63,17 @@ def default_threads() -> int:
 
 
 class Engine:
-    def __init__(self, config: EngineConfig, sink: Sink, *, on_progress: Callable[[float], None] | None = None) -> None:
+    def __init__(
+        self,
+        config: EngineConfig,
+        sink: Sink,
+        *,
+        on_progress: Callable[[float], None] | None = None,
+        preloaded: ModelPreload | None = None,
+    ) -> None:
+        """`preloaded`: the model, already loading since the worker started (preload.py); else loaded here."""
         self.config = config
-        self.model = LlamaModel(
-            config.model_path,
-            gpu_layers=config.gpu_layers,
-            cpu_repack=config.cpu_repack,
-            tensor_split=list(config.tensor_split) or None,
-            split_mode=config.split_mode,
-            main_gpu=config.main_gpu,
-            on_progress=on_progress,
-        )
+        self.model = preloaded.result() if preloaded is not None else open_model(config, on_progress)
         if config.gpu_layers != 0 and not supports_gpu_offload():
             log.info("this llama.cpp has no GPU support (or found no GPU): %s runs on the CPU", config.model_id)
         self.mode: Mode = config.mode

@@ -309,8 +309,9 @@ class _Candidates:
                 blocked[np.asarray(params.allowed_tokens, dtype=np.int64)] = False
             blocked[np.asarray(params.banned_tokens, dtype=np.int64)] = True
             self._static = blocked
-        self._eog = np.fromiter(model.eog_tokens, dtype=np.int64)
         self._min_tokens = params.min_tokens or 0
+        # (the ends of generation matter only while min_tokens holds them back)
+        self._eog = np.fromiter(model.eog_tokens if self._min_tokens else (), dtype=np.int64)
         if self._static is not None:
             if self._static.all():
                 raise BadRequest(

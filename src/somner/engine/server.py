@@ -30,7 +30,9 @@ from somner.core import Chunk, SamplingParams, Usage
 from somner.core.reasoning import with_reasoning
 from somner.core.streams import Collected, collect_choices, gather_all, merge, merge_choices, total_usage
 from somner.engine import tools
-from somner.engine.runtime import Engine, EngineConfig
+from somner.engine.config import EngineConfig
+from somner.engine.preload import LoadProgress, ModelPreload
+from somner.engine.runtime import Engine
 from somner.engine.served import JobQueue, QueuedJob, ServedEngine
 from somner.errors import BadRequest, SomnerError
 from somner.http_server import ManagedStream, Server, server_config
@@ -450,23 +452,6 @@ def _exit_with_parent() -> None:
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
-LOADING_PREFIX = "somner worker: loading "
-
-
-class LoadProgress:
-    """Reports the model load's progress on stdout, one line per whole percent (`somner worker: loading 42%`),
-    for the gateway, which reads its engines' output (load progress on its APIs)."""
-
-    def __init__(self) -> None:
-        self._shown = -1
-
-    def __call__(self, progress: float) -> None:
-        percent = max(0, min(100, int(progress * 100)))
-        if percent > self._shown:
-            self._shown = percent
-            print(f"{LOADING_PREFIX}{percent}%", flush=True)  # noqa: T201 - for the gateway
-
-
 class WorkerServer(Server):
     """The worker's HTTP server. A stop signal that finds nothing running ends the process at once, instead of
     after uvicorn's shutdown polls (a tenth of a second each) and the interpreter's teardown: a model swap waits for
@@ -499,10 +484,11 @@ def run_worker(
     host: str,
     port: int | None,
     exit_with_parent: bool,
+    preloaded: ModelPreload | None = None,
 ) -> int:
-    """Load the model, then serve until SIGTERM. Returns the process exit status."""
+    """Load the model (or take it from `preloaded`), then serve until SIGTERM. Returns the process exit status."""
     return serve_engine(
-        lambda router, progress: Engine(config, router.sink, on_progress=progress),
+        lambda router, progress: Engine(config, router.sink, on_progress=progress, preloaded=preloaded),
         config.model_id,
         socket_path=socket_path,
         host=host,

@@ -7,7 +7,10 @@ Used to refuse a file that is not GGUF before an engine is started for it, and t
 from __future__ import annotations
 
 import mmap
+import os
 import struct
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -133,11 +136,22 @@ class _Reader:
         start = self.take(length)
         return bytes(self.buf[start : start + length]).decode("utf-8", errors="replace")
 
-    def skip_string(self) -> None:
-        (length,) = struct.unpack_from("<Q", self.buf, self.take(8))
-        if length > _MAX_STRING:
+    def skip_strings(self, count: int) -> None:
+        """Skip `count` strings: the vocabulary (262,144 of them in Gemma 3), so a tight loop that checks the
+        bounds once at the end (a position past the end is only ever compared, never read)."""
+        buf, pos, size, unpack = self.buf, self.pos, len(self.buf), _U64.unpack_from
+        longest = 0
+        for _ in range(count):
+            if pos + 8 > size:
+                raise GGUFError("truncated GGUF header")
+            (length,) = unpack(buf, pos)
+            longest = max(longest, length)
+            pos += 8 + length
+        if longest > _MAX_STRING:
             raise GGUFError("GGUF metadata string too long")
-        self.take(length)
+        if pos > size:
+            raise GGUFError("truncated GGUF header")
+        self.pos = pos
 
     def value(self, code: int, keep_arrays: bool) -> Any:
         if code in _SCALARS:
@@ -155,15 +169,45 @@ class _Reader:
                 self.take(_SCALARS[item_code][1] * count)
                 return None
             if item_code == _STRING and not keep_arrays:
-                for _ in range(count):
-                    self.skip_string()
+                self.skip_strings(count)
                 return None
             return [self.value(item_code, keep_arrays) for _ in range(count)]
         raise GGUFError(f"unknown GGUF value type {code}")
 
 
+# Headers already read, by file version: a server reads one model's header for several reasons (vetting, its
+# memory estimate, its capabilities, its context length), and each read walks the whole vocabulary. A file changed
+# in the last `_SETTLE_S` seconds is not remembered: file times are only as fine as the kernel's clock tick, so a
+# file rewritten at once with the same size could otherwise look unchanged.
+_MEMO: dict[tuple[object, ...], GGUFInfo] = {}
+_MEMO_LOCK = threading.Lock()
+_MEMO_LIMIT = 32
+_SETTLE_S = 2.0
+_U64 = struct.Struct("<Q")
+
+
 def read_gguf(path: Path, *, keep_arrays: bool = False) -> GGUFInfo:
-    """Header and metadata of `path`. Large arrays (the vocabulary) are skipped unless `keep_arrays`."""
+    """Header and metadata of `path`. Large arrays (the vocabulary) are skipped unless `keep_arrays`. The result is
+    shared between callers (do not change it)."""
+    try:
+        stat = path.stat()
+    except OSError as exc:
+        raise GGUFError(f"cannot read {path.name}: {exc.strerror or exc}") from exc
+    version = (os.path.realpath(path), stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, keep_arrays)
+    with _MEMO_LOCK:
+        known = _MEMO.get(version)
+    if known is not None:
+        return known
+    info = _read_gguf(path, keep_arrays)
+    if time.time() - stat.st_mtime_ns / 1e9 > _SETTLE_S:
+        with _MEMO_LOCK:
+            if len(_MEMO) >= _MEMO_LIMIT:
+                _MEMO.clear()
+            _MEMO[version] = info
+    return info
+
+
+def _read_gguf(path: Path, keep_arrays: bool) -> GGUFInfo:
     try:
         with path.open("rb") as handle:
             head = handle.read(4)

@@ -45,6 +45,12 @@ __all__ = [
 
 ENV_PREFIX = "SOMNER_"
 PLATFORM_VOLUMES = (Path("/runpod-volume"), Path("/workspace"))
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` (an address to listen on, or a Host header's name) reaches this machine only."""
+    return host in LOOPBACK_HOSTS or host.startswith("127.")
 
 
 ApiServer = Literal["openai", "ollama", "kobold", "anthropic", "tabby"]
