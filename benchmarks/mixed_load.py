@@ -3,8 +3,8 @@
     benchmarks/mixed_load.sh [--streams 4] [--long-prompts 4] [--every 4.0] [--prompt-tokens 2000] [--rounds 3]
 
 Both servers run the same GGUF with the same threads, slots and context (started as `vs_llama_server.py` starts
-them). In each round, for each server (alternating which goes first), `--streams` clients stream requests of
-`--max-tokens` tokens, one after another; from `--every` seconds on, one long prompt (about `--prompt-tokens`
+them). In each round, for each server (llama-server first, then Somner: never one server twice in a row),
+`--streams` clients stream requests of `--max-tokens` tokens, one after another; from `--every` seconds on, one long prompt (about `--prompt-tokens`
 tokens, distinct from every other, so no cache helps) arrives every `--every` seconds, `--long-prompts` in all, each
 asking for a few tokens; the streams stop once the last long prompt is answered. The same arrival pattern hits
 both servers. What counts for the running streams is how smooth they stay while the long prompts are read: their
@@ -140,10 +140,9 @@ def main() -> int:
         vs.wait_ready(urls["somner"], processes["somner"], "/ready")
         keys = {"llama-server": None, "somner": vs.ADMIN_KEY}
         for index in range(args.rounds):
-            order = list(urls.items())
-            if index % 2:
-                order.reverse()
-            for name, url in order:
+            # The same order every round, so that neither server ever runs twice in a row: a server's run right
+            # after its own previous one measured about a third slower, for either server (cause not found).
+            for name, url in urls.items():
                 report = asyncio.run(one_round(args, url, keys[name]))
                 reports[name].append(report)
                 print(f"round {index + 1} {name:<12} {report}", file=sys.stderr)

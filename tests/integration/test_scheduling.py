@@ -60,3 +60,36 @@ def test_a_long_prompt_does_not_stall_running_streams(roomy: EngineHarness) -> N
     numbers = f"prefill took {prefill:.2f}s, longest gap in the streams {worst_gap:.2f}s"
     assert prefill > 1.5, numbers
     assert worst_gap < min(1.0, prefill / 3), numbers
+
+
+def test_a_short_prompt_is_not_kept_behind_a_long_prompts_prefill(roomy: EngineHarness) -> None:
+    engine = roomy.engine
+    stream = roomy.submit(
+        engine.prepare_completion(
+            CompletionRequest(
+                model="gemma",
+                prompt="Story: once upon a time",
+                sampling=SamplingParams(max_tokens=300, temperature=0, ignore_eos=True),
+            )
+        )
+    )
+    roomy.next_chunk(stream)  # generating: the long prompt is read in chunks beside it
+    long_prompt = " ".join(f"entry{i}" for i in range(460))  # ~1800 tokens: several steps of prefill
+    big = engine.prepare_completion(
+        CompletionRequest(model="gemma", prompt=long_prompt, sampling=SamplingParams(max_tokens=1))
+    )
+    roomy.submit(big)
+    seen = len(roomy.arrivals[stream.id])
+    while len(roomy.arrivals[stream.id]) < seen + 2:  # (the long prompt's prefill is under way)
+        time.sleep(0.01)
+    short = roomy.submit(
+        engine.prepare_completion(
+            CompletionRequest(model="gemma", prompt="Hello there", sampling=SamplingParams(max_tokens=1))
+        )
+    )
+    roomy.chunks(short)
+    roomy.chunks(big)
+    short_done, big_done = roomy.arrivals[short.id][0], roomy.arrivals[big.id][0]
+    # The short request entered the running step order ahead of the long prompt's remaining chunks.
+    assert short_done < big_done, "the short request waited for the long prompt's whole prefill"
+    roomy.chunks(stream)

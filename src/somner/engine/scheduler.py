@@ -5,7 +5,8 @@ Design note. The context holds `parallel` sequences (slots), each with its own `
 runs steps; a step is one `llama_decode` of a batch made of
   1. one token for every slot that is generating, then
   2. a chunk of pending prompt tokens (chunked prefill), under a per-step token budget that shrinks while
-     other sequences are generating, so a long prompt delays running streams by a bounded amount per step.
+     other sequences are generating, so a long prompt delays running streams by a bounded amount per step;
+     short prompts are fed first, so a new stream does not wait for a long prompt's whole prefill.
 After the decode, each slot whose last row produced logits samples its next token with its own sampler chain.
 
 Requests enter a FIFO queue (`submit`); a free slot takes the queue head, preferring the slot whose cached
@@ -63,6 +64,8 @@ _MIN_PREFILL_WHILE_DECODING = 32
 # prefill leaves no shorter tail), so the same prompt is computed the same way whether it is new or cached, and
 # seeded sampling repeats itself.
 _TAIL_TOKENS = 16
+# A prompt with at most this many tokens left to read goes ahead of longer ones in a step (see _prefill_order).
+_SHORT_PROMPT = 64
 # Shortest run of a prompt worth copying from another slot's cache instead of computing it (a copy moves the whole
 # sequence's cache, so it only pays for a long shared part such as a system prompt).
 _MIN_SHARED = 64
@@ -149,6 +152,13 @@ def _next_media(media: tuple[Media, ...], position: int, end: int) -> int:
 def _before_media(media: tuple[Media, ...], keep: int) -> int:
     """`keep` moved back to the start of an image it would cut (an image's tokens are fed together)."""
     return next((m.start for m in media if m.start < keep < m.end), keep)
+
+
+def _prefill_order(slot: Slot) -> tuple[bool, float]:
+    """Which waiting prompt a step feeds first: the short ones (their stream starts in this step, at little cost to
+    it), then the others oldest first. A short request arriving while a long prompt is read in chunks would
+    otherwise wait for that prompt's whole prefill; the long prompt still gets the rest of every step's budget."""
+    return len(slot.feed) - slot.prompt_pos > _SHORT_PROMPT, slot.started_at
 
 
 def _takes(slot: Slot, scales: Scales | None) -> bool:
@@ -590,7 +600,7 @@ class Scheduler:
         waiting = (  # (followers wait: _share_prompt)
             s for s in self.slots if s.prefilling and s.leader is None and s.awaits is None and _takes(s, scales)
         )
-        for slot in sorted(waiting, key=lambda s: s.started_at):
+        for slot in sorted(waiting, key=_prefill_order):
             if budget <= 0:
                 break
             end = _next_media(slot.job.media, slot.prompt_pos, len(slot.feed)) if slot.job else len(slot.feed)
