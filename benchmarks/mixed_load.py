@@ -4,11 +4,11 @@
 
 Both servers run the same GGUF with the same threads, slots and context (started as `vs_llama_server.py` starts
 them). In each round, for each server (llama-server first, then Somner: never one server twice in a row),
-`--streams` clients stream requests of `--max-tokens` tokens, one after another; from `--every` seconds on, one long prompt (about `--prompt-tokens`
-tokens, distinct from every other, so no cache helps) arrives every `--every` seconds, `--long-prompts` in all, each
-asking for a few tokens; the streams stop once the last long prompt is answered. The same arrival pattern hits
-both servers. What counts for the running streams is how smooth they stay while the long prompts are read: their
-inter-token latency (p50, p99, worst), and the total output tokens/s.
+`--streams` clients stream requests of `--max-tokens` tokens, one after another; from `--every` seconds on, one
+long prompt (about `--prompt-tokens` tokens, distinct from every other, so no cache helps) arrives every `--every`
+seconds, `--long-prompts` in all, each asking for a few tokens; the streams stop once the last long prompt is
+answered. The same arrival pattern hits both servers. What counts for the running streams is how smooth they stay
+while the long prompts are read: their inter-token latency (p50, p99, worst), and the total output tokens/s.
 """
 
 from __future__ import annotations
