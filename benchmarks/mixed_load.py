@@ -121,8 +121,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--somner-repack", action="store_true", help="Somner with engine.cpu_repack: true (llama-server repacks)"
     )
+    parser.add_argument(
+        "--swa-full",
+        action="store_true",
+        help="full-size sliding-window caches in both servers (llama-server --swa-full, Somner engine.swa_full)",
+    )
     args = parser.parse_args()
-    args.gpu_layers, args.swa_full = 0, False  # (what vs_llama_server.start_servers reads)
+    args.gpu_layers = 0  # (what vs_llama_server.start_servers reads)
     return args
 
 
@@ -156,7 +161,8 @@ def main() -> int:
 
     print(
         f"\nmodel {model.name}, {args.threads} threads, {args.slots} slots x {args.ctx} ctx; {args.streams} streams of "
-        f"{args.max_tokens} tokens, {args.long_prompts} prompts of ~{args.prompt_tokens} tokens every {args.every} s; "
+        f"{args.max_tokens} tokens, {args.long_prompts} prompts of ~{args.prompt_tokens} tokens every {args.every} s, "
+        f"swa_full {args.swa_full}; "
         f"Somner cpu_repack {args.somner_repack}, medians of {args.rounds} rounds\n"
     )
     print("| | llama-server | Somner | ratio | target |")
