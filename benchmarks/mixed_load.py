@@ -3,7 +3,7 @@
     benchmarks/mixed_load.sh [--streams 4] [--long-prompts 4] [--every 4.0] [--prompt-tokens 2000] [--rounds 3]
 
 Both servers run the same GGUF with the same threads, slots and context (started as `vs_llama_server.py` starts
-them). In each round, for each server (llama-server first, then Somner: never one server twice in a row),
+them). In each round, for each server (llama-server first, then Somner),
 `--streams` clients stream requests of `--max-tokens` tokens, one after another; from `--every` seconds on, one
 long prompt (about `--prompt-tokens` tokens, distinct from every other, so no cache helps) arrives every `--every`
 seconds, `--long-prompts` in all, each asking for a few tokens; the streams stop once the last long prompt is
@@ -145,8 +145,7 @@ def main() -> int:
         vs.wait_ready(urls["somner"], processes["somner"], "/ready")
         keys = {"llama-server": None, "somner": vs.ADMIN_KEY}
         for index in range(args.rounds):
-            # The same order every round, so that neither server ever runs twice in a row: a server's run right
-            # after its own previous one measured about a third slower, for either server (cause not found).
+            # The same order every round (llama-server, then Somner): each server's run follows the other's.
             for name, url in urls.items():
                 report = asyncio.run(one_round(args, url, keys[name]))
                 reports[name].append(report)
