@@ -343,17 +343,8 @@ class Scheduler:
                     self.stats.cancelled += 1
 
     def _assign(self, job: GenerationJob) -> None:
-        """Put `job` in the free slot with the longest reusable prefix and drop the rest of that cache."""
-        best: Slot | None = None
-        best_common = -1
-        for slot in self.slots:
-            if slot.job is not None:
-                continue
-            common = common_prefix(slot.tokens, job.prompt) if slot.adapters == job.adapters else 0
-            if common > best_common or (common == best_common and best and slot.last_used < best.last_used):
-                best, best_common = slot, common
-        assert best is not None
-        slot = best
+        """Put `job` in a free slot (`_slot_for`) and drop the rest of that slot's cache."""
+        slot, best_common = self._slot_for(job)
         # The last prompt tokens are evaluated again even when cached: their logits give the first output token,
         # and recomputing a run of them keeps a repeated prompt's numerics identical to its first time.
         leader = self._leader_for(job)
@@ -397,6 +388,32 @@ class Scheduler:
         with self.stats.lock:
             self.stats.active += 1
             self.stats.cached_tokens += reuse
+
+    def _slot_for(self, job: GenerationJob) -> tuple[Slot, int]:
+        """The free slot with the longest reusable prefix of `job`'s prompt, when that is worth keeping; else the
+        free slot that keeps the busy ones closest together. With the length of its reusable prefix."""
+        best: Slot | None = None
+        best_common = -1
+        for slot in self.slots:
+            if slot.job is not None:
+                continue
+            common = common_prefix(slot.tokens, job.prompt) if slot.adapters == job.adapters else 0
+            if common > best_common or (common == best_common and best and slot.last_used < best.last_used):
+                best, best_common = slot, common
+        assert best is not None
+        if min(best_common, len(job.prompt) - _TAIL_TOKENS) < _MIN_SHARED:
+            best = self._packed_slot()
+            best_common = common_prefix(best.tokens, job.prompt) if best.adapters == job.adapters else 0
+        return best, best_common
+
+    def _packed_slot(self) -> Slot:
+        """The free slot that keeps the busy slots' numbers in the narrowest range (the lowest of equals). A step's
+        attention spans every sequence between the lowest and highest it decodes (llama.cpp's per-sequence caches
+        are one tensor): four sequences in slots 0, 2, 5 and 7 measured 1.8x the decode time of slots 0 to 3."""
+        busy = [slot.seq for slot in self.slots if slot.job is not None]
+        low, high = (min(busy), max(busy)) if busy else (len(self.slots), -1)
+        free = [slot for slot in self.slots if slot.job is None]
+        return min(free, key=lambda slot: (max(high, slot.seq) - min(low, slot.seq), slot.seq))
 
     def _donor_for(self, job: GenerationJob, slot: Slot, keep: int) -> tuple[Slot, int] | None:
         """Another slot whose cache holds at least _MIN_SHARED more of `job`'s prompt than `slot` keeps, and can
