@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from somner.core import CompletionRequest, FinishReason, SamplingParams
+from somner.engine.jobs import GenerationJob
 from tests.integration.conftest import EngineHarness
 
 pytestmark = pytest.mark.integration
@@ -93,3 +94,29 @@ def test_a_short_prompt_is_not_kept_behind_a_long_prompts_prefill(roomy: EngineH
     # The short request entered the running step order ahead of the long prompt's remaining chunks.
     assert short_done < big_done, "the short request waited for the long prompt's whole prefill"
     roomy.chunks(stream)
+
+
+def test_a_request_without_a_worthwhile_cached_prefix_fills_the_gap_between_busy_slots(roomy: EngineHarness) -> None:
+    engine = roomy.engine
+    question = "Delta, a question asked twice"
+
+    def start(prompt: str, tokens: int) -> tuple[GenerationJob, int]:
+        sampling = SamplingParams(max_tokens=tokens, temperature=0, ignore_eos=True)
+        request = CompletionRequest(model="gemma", prompt=prompt, sampling=sampling)
+        job = roomy.submit(engine.prepare_completion(request))
+        roomy.next_chunk(job)
+        return job, next(slot.seq for slot in engine.scheduler.slots if slot.job is job)
+
+    (first, one), (middle, gap), (last, three) = start("Alpha", 150), start("Beta", 40), start("Gamma", 150)
+    (other, _), (earlier, away) = start("Epsilon story", 40), start(question, 40)
+    for job in (middle, other, earlier):
+        roomy.chunks(job)
+    assert sorted([one, gap, three]) == [0, 1, 2] and away > 2
+    newcomer, taken = start(question, 150)
+    try:
+        # Slot `away` holds this very prompt, but a few tokens are not worth spreading the busy slots apart for
+        # (every step's attention spans the slots between the lowest and highest it decodes).
+        assert taken == gap
+    finally:
+        for job in (first, last, newcomer):
+            roomy.chunks(job)
