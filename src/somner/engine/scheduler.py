@@ -53,11 +53,11 @@ from somner.errors import EngineFailed, SomnerError
 
 log = logging.getLogger(__name__)
 
-_MIN_PREFILL_WHILE_DECODING = 32
 # While other sequences generate, a step takes at most half the batch of prompt tokens. On a CPU a step's
 # generating rows cost about a decode step of their own beside a chunk of 128 prompt tokens, but far less beside
 # 256 or more (measured: 2,048 prompt tokens with 4 streams beside them took 0.5 s more in chunks of 128 than
 # alone, 0.2 s more in chunks of 256), while each step still delays the streams by a fraction of a second.
+_MIN_PREFILL_WHILE_DECODING = 32
 # llama.cpp's CPU matrix kernels take a different path (different rounding) for batches of fewer than 8 rows than
 # for larger ones, and the difference grows through the layers into visibly different logits. A prompt's last
 # tokens are therefore always evaluated as a run of at least this many (cache reuse recomputes them, chunked
