@@ -96,27 +96,87 @@ def test_a_short_prompt_is_not_kept_behind_a_long_prompts_prefill(roomy: EngineH
     roomy.chunks(stream)
 
 
-def test_a_request_without_a_worthwhile_cached_prefix_fills_the_gap_between_busy_slots(roomy: EngineHarness) -> None:
-    engine = roomy.engine
+def _start(h: EngineHarness, prompt: str, tokens: int, **sampling: object) -> tuple[GenerationJob, int]:
+    """Submit a greedy request, wait for its first output; with the slot it took."""
+    params = SamplingParams(max_tokens=tokens, temperature=0, ignore_eos=True, **sampling)  # type: ignore[arg-type]
+    job = h.submit(h.engine.prepare_completion(CompletionRequest(model="gemma", prompt=prompt, sampling=params)))
+    h.next_chunk(job)
+    return job, next(slot.seq for slot in h.engine.scheduler.slots if slot.job is job)
+
+
+def _busy(h: EngineHarness) -> list[int]:
+    return [slot.seq for slot in h.engine.scheduler.slots if slot.job is not None]
+
+
+def test_a_request_without_a_worthwhile_cached_prefix_keeps_the_busy_slots_together(roomy: EngineHarness) -> None:
     question = "Delta, a question asked twice"
-
-    def start(prompt: str, tokens: int) -> tuple[GenerationJob, int]:
-        sampling = SamplingParams(max_tokens=tokens, temperature=0, ignore_eos=True)
-        request = CompletionRequest(model="gemma", prompt=prompt, sampling=sampling)
-        job = roomy.submit(engine.prepare_completion(request))
-        roomy.next_chunk(job)
-        return job, next(slot.seq for slot in engine.scheduler.slots if slot.job is job)
-
-    (first, one), (middle, gap), (last, three) = start("Alpha", 150), start("Beta", 40), start("Gamma", 150)
-    (other, _), (earlier, away) = start("Epsilon story", 40), start(question, 40)
+    (first, one), (middle, two), (last, three) = (
+        _start(roomy, p, n) for p, n in (("Alpha", 150), ("Beta", 40), ("Gamma", 150))
+    )
+    (other, _), (earlier, away) = _start(roomy, "Epsilon story", 40), _start(roomy, question, 40)
     for job in (middle, other, earlier):
         roomy.chunks(job)
-    assert sorted([one, gap, three]) == [0, 1, 2] and away > 2
-    newcomer, taken = start(question, 150)
+    assert sorted([one, two, three]) == [0, 1, 2] and away > 2
+    newcomer, taken = _start(roomy, question, 150)
     try:
-        # Slot `away` holds this very prompt, but a few tokens are not worth spreading the busy slots apart for
-        # (every step's attention spans the slots between the lowest and highest it decodes).
-        assert taken == gap
+        # Slot `away` holds this very prompt, but a few tokens are not worth spreading the busy slots apart for.
+        assert taken != away
+        assert _busy(roomy) == [0, 1, 2]
     finally:
         for job in (first, last, newcomer):
             roomy.chunks(job)
+
+
+@pytest.fixture
+def fresh(model_path: Path) -> Iterator[EngineHarness]:
+    """An engine whose slots are all empty, so that requests take them in order."""
+    h = EngineHarness(model_path, ctx=2048, parallel=5, threads=2, batch=256)
+    yield h
+    h.close()
+
+
+# A prompt the model continues confidently (see test_engine.CONFIDENT): the same text however it is batched.
+CONFIDENT = "1, 2, 3, 4,"
+
+
+def test_a_sequence_left_apart_by_an_ended_request_moves_next_to_the_others_and_keeps_its_text(
+    fresh: EngineHarness,
+) -> None:
+    alone = fresh.chunks(_start(fresh, CONFIDENT, 24)[0])
+    moves = fresh.engine.scheduler.stats.snapshot()["slot_moves"]
+    (long, low), (short, middle), (moved, high) = (
+        _start(fresh, p, n) for p, n in (("Alpha story", 200), ("Beta", 4), (CONFIDENT, 24))
+    )
+    assert [low, middle, high] == [0, 1, 2]
+    fresh.chunks(short)
+    together = fresh.chunks(moved)
+    try:
+        assert fresh.engine.scheduler.stats.snapshot()["slot_moves"] == moves + 1
+        # (both without their first token, which _start took)
+        assert "".join(c.text for c in together) == "".join(c.text for c in alone)
+        assert together[-1].usage is not None and together[-1].usage.completion_tokens == 24
+    finally:
+        fresh.chunks(long)
+
+
+def test_a_free_slot_cache_worth_keeping_survives_a_move_into_its_place(fresh: EngineHarness) -> None:
+    engine = fresh.engine
+    document = "Manual. " + " ".join(f"Step {n}: turn valve {n * 7 % 11} twice." for n in range(40))
+    (left, low), (reader, middle), (right, high) = (
+        _start(fresh, p, n) for p, n in (("Left story", 200), (document, 24), ("Right story", 200))
+    )
+    assert [low, middle, high] == [0, 1, 2]
+    fresh.chunks(reader)
+    try:
+        deadline = time.monotonic() + 30
+        while _busy(fresh) != [0, 1] and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert _busy(fresh) == [0, 1], "the right stream moved into the middle slot"
+        cached = engine.scheduler.stats.snapshot()["cached_tokens"]
+        again, _ = _start(fresh, document, 2)
+        fresh.chunks(again)
+        # The document's cache moved aside instead of being overwritten: only the recomputed tail is read again.
+        assert engine.scheduler.stats.snapshot()["cached_tokens"] - cached >= len(again.prompt) - 16
+    finally:
+        fresh.chunks(left)
+        fresh.chunks(right)

@@ -79,6 +79,7 @@ class EngineStats:
     accepted_tokens: int = 0  # of which the model's own sampling confirmed
     rewinds: int = 0  # times a sequence went back to where a banned string began
     shared_prefixes: int = 0  # prompts that began from a copy of another slot's cache (a shared prefix)
+    slot_moves: int = 0  # sequences moved to another slot to keep the busy ones consecutive (scheduler._compact)
     step_seconds: float = 0.0  # time spent in scheduling steps, decode included
     decode_seconds: float = 0.0  # of which inside llama_decode; the rest is per-step Python work
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -99,6 +100,7 @@ class EngineStats:
                 "accepted_tokens": self.accepted_tokens,
                 "rewinds": self.rewinds,
                 "shared_prefixes": self.shared_prefixes,
+                "slot_moves": self.slot_moves,
                 "steps": self.steps,
                 "embeddings": self.embeddings,
                 "active": self.active,
