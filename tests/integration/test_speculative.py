@@ -128,3 +128,38 @@ def test_banned_strings_go_back_past_the_guesses(drafted: EngineHarness, harness
     assert got == expected
     assert last.usage.completion_tokens == 40 or last.finish_reason is FinishReason.STOP
     assert drafted.engine.scheduler.stats.snapshot()["rewinds"] > rewinds
+
+
+def test_a_sequence_moved_next_to_the_others_keeps_drafting(model_path: Path) -> None:
+    """A busy sequence moved into a gap (see the scheduler's "Consecutive slots") keeps its text and keeps getting
+    guesses, and the draft model's cache follows the move."""
+    h = EngineHarness(model_path, ctx=1024, parallel=3, threads=2, batch=256, draft_model=model_path, draft_tokens=4)
+    try:
+        confident = "1, 2, 3, 4,"  # (continued confidently: the same text however it is batched)
+        alone = text_of(h.chunks(job(h, confident, max_tokens=40, temperature=0)))
+        jobs = [job(h, p, max_tokens=n, temperature=0, ignore_eos=True) for p, n in (("Story:", 60), ("Hi", 16))]
+        for started in jobs:
+            h.next_chunk(started)
+        moved = job(h, confident, max_tokens=40, temperature=0)
+        first = h.next_chunk(moved)
+        assert [s.seq for s in h.engine.scheduler.slots if s.job is moved] == [2]
+        stats = h.engine.scheduler.stats
+        h.chunks(jobs[1])
+        deadline = time.monotonic() + 30
+        while stats.snapshot()["slot_moves"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        accepted = stats.snapshot()["accepted_tokens"]
+        rest = h.chunks(moved)
+        assert stats.snapshot()["slot_moves"] == 1
+        assert first.text + text_of(rest) == alone
+        assert stats.snapshot()["accepted_tokens"] > accepted
+        h.chunks(jobs[0])
+        # Idle now: each slot's draft cache holds a prefix of what the slot holds (what the draft model's guesses
+        # are computed from; a garbled one guesses from another sequence's text).
+        drafter = h.engine.scheduler.drafter
+        assert drafter is not None
+        for slot in h.engine.scheduler.slots:
+            cached = drafter.cached[slot.seq]
+            assert cached == slot.tokens[: len(cached)], slot.seq
+    finally:
+        h.close()
