@@ -61,13 +61,15 @@ async def one_round(args: argparse.Namespace, url: str, key: str | None) -> dict
         warm = request(args, "Hello", 2, key)
         await asyncio.gather(*(loadgen.one_request(client, warm, 0) for _ in range(args.streams + args.long_prompts)))
         longs_spec = [request(args, long_prompt(i, args.prompt_tokens), 8, key) for i in range(args.long_prompts)]
+        # Stream prompts new in every round too (see vs_llama_server.plain_prompt): no server answers from a cache.
+        run = os.urandom(3).hex()
         arrivals_over = asyncio.Event()
 
         async def streaming(i: int) -> list[loadgen.Result]:
             """One client's streams, one after another, until the last long prompt is answered."""
             done: list[loadgen.Result] = []
             while not arrivals_over.is_set():
-                story = f"{i}.{len(done)} Write a long story about a lighthouse keeper."
+                story = f"{i}.{len(done)}.{run} Write a long story about a lighthouse keeper."
                 spec = request(args, story, args.max_tokens, key)
                 done.append(await loadgen.one_request(client, spec, 0))
             return done

@@ -214,6 +214,14 @@ def start_servers(args: argparse.Namespace, model: Path, work: Path) -> dict[str
     }
 
 
+def plain_prompt(salt: str) -> str:
+    """loadgen's prompt template, made distinct per run as well as per request (its {i} comes first, so no two
+    prompts share more than a few tokens): otherwise every round would repeat the first round's prompts, and a
+    server that keeps evicted slots' caches in memory (llama-server's prompt cache, `--cache-ram`, 8 GiB by
+    default) would answer the later rounds from it."""
+    return "{i} (" + salt + "). Write a long story about a robot who learns to paint, with many details."
+
+
 def shared_prompt(words: int, salt: str) -> str | None:
     """A prompt template (loadgen's {i}: the request number) that starts with the same long system text, new for
     each `salt`: the first requests of a run arrive together and find it in no cache, the later ones do."""
@@ -240,7 +248,8 @@ def run_rounds(args: argparse.Namespace, urls: dict[str, str], model_id: str, le
                 order.reverse()  # alternate which server goes first
             for name, url in order:
                 sampling = {**args.sampling, **(args.somner_sampling if name == "somner" else {})}
-                prompt = shared_prompt(args.shared_prefix, f"round {round_index} c={c}")  # (each server its own cache)
+                salt = f"round {round_index} c={c}"  # (each server its own cache)
+                prompt = shared_prompt(args.shared_prefix, salt) if args.shared_prefix > 0 else plain_prompt(salt)
                 count = max(4, args.waves * c)
                 report = loadgen(url, model_id, c, count, args.max_tokens, args.chat, KEYS.get(url), sampling, prompt)
                 reports[name][c].append(report)
