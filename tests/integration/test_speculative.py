@@ -12,7 +12,7 @@ import jsonschema
 import orjson
 import pytest
 
-from somner.core import CompletionRequest, FinishReason, SamplingParams
+from somner.core import Chunk, CompletionRequest, FinishReason, SamplingParams
 from somner.engine.jobs import GenerationJob
 from tests.integration.conftest import EngineHarness, text_of
 
@@ -142,6 +142,7 @@ def test_a_sequence_moved_next_to_the_others_keeps_drafting(model_path: Path) ->
             h.next_chunk(started)
         moved = job(h, confident, max_tokens=40, temperature=0)
         first = h.next_chunk(moved)
+        assert isinstance(first, Chunk), first
         assert [s.seq for s in h.engine.scheduler.slots if s.job is moved] == [2]
         stats = h.engine.scheduler.stats
         h.chunks(jobs[1])
