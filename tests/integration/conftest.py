@@ -16,6 +16,12 @@ from somner.engine.jobs import GenerationJob, Output
 from somner.engine.runtime import Engine
 from somner.errors import SomnerError
 
+# A prompt the model continues confidently: at every one of its first 24 greedy tokens the best choice leads the
+# runner-up by more than a nat. llama.cpp's CPU kernels round differently for different batch shapes (a few rows
+# or many, one sequence or several: logits move by up to ~0.3), so only such a continuation is the same under any
+# batching; near-ties (the France prompt has several under 0.1) may break either way when the batch changes.
+CONFIDENT = "1, 2, 3, 4,"
+
 
 class EngineHarness:
     """Runs jobs on a real engine and collects their outputs (the engine thread feeds per-job queues)."""

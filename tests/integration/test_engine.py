@@ -29,7 +29,7 @@ from somner.core import (
 from somner.engine.jobs import GenerationJob
 from somner.engine.tools import ToolCallParser
 from somner.errors import BadRequest, ContextLengthExceeded
-from tests.integration.conftest import EngineHarness, text_of
+from tests.integration.conftest import CONFIDENT, EngineHarness, text_of
 
 pytestmark = pytest.mark.integration
 
@@ -48,12 +48,7 @@ def usage(chunks: list[Chunk]) -> Usage:
     return last
 
 
-# A prompt the model continues confidently: at every one of its first 24 greedy tokens the best choice leads the
-# runner-up by more than a nat. llama.cpp's CPU kernels round differently for different batch shapes (a few rows
-# or many, one sequence or several: logits move by up to ~0.3), so only such a continuation is the same under any
-# batching; near-ties (the France prompt has several under 0.1) may break either way when the batch changes.
-CONFIDENT = "1, 2, 3, 4,"
-MARGIN = 1.0
+MARGIN = 1.0  # (CONFIDENT's premise: see conftest)
 
 
 def test_greedy_is_deterministic_sequentially_and_concurrently(harness: EngineHarness) -> None:

@@ -11,7 +11,7 @@ import pytest
 
 from somner.core import CompletionRequest, FinishReason, SamplingParams
 from somner.engine.jobs import GenerationJob
-from tests.integration.conftest import EngineHarness
+from tests.integration.conftest import CONFIDENT, EngineHarness
 
 pytestmark = pytest.mark.integration
 
@@ -133,10 +133,6 @@ def fresh(model_path: Path) -> Iterator[EngineHarness]:
     h = EngineHarness(model_path, ctx=2048, parallel=5, threads=2, batch=256)
     yield h
     h.close()
-
-
-# A prompt the model continues confidently (see test_engine.CONFIDENT): the same text however it is batched.
-CONFIDENT = "1, 2, 3, 4,"
 
 
 def test_a_sequence_left_apart_by_an_ended_request_moves_next_to_the_others_and_keeps_its_text(

@@ -14,7 +14,7 @@ import pytest
 
 from somner.core import Chunk, CompletionRequest, FinishReason, SamplingParams
 from somner.engine.jobs import GenerationJob
-from tests.integration.conftest import EngineHarness, text_of
+from tests.integration.conftest import CONFIDENT, EngineHarness, text_of
 
 pytestmark = pytest.mark.integration
 
@@ -135,12 +135,11 @@ def test_a_sequence_moved_next_to_the_others_keeps_drafting(model_path: Path) ->
     guesses, and the draft model's cache follows the move."""
     h = EngineHarness(model_path, ctx=1024, parallel=3, threads=2, batch=256, draft_model=model_path, draft_tokens=4)
     try:
-        confident = "1, 2, 3, 4,"  # (continued confidently: the same text however it is batched)
-        alone = text_of(h.chunks(job(h, confident, max_tokens=40, temperature=0)))
+        alone = text_of(h.chunks(job(h, CONFIDENT, max_tokens=40, temperature=0)))
         jobs = [job(h, p, max_tokens=n, temperature=0, ignore_eos=True) for p, n in (("Story:", 60), ("Hi", 16))]
         for started in jobs:
             h.next_chunk(started)
-        moved = job(h, confident, max_tokens=40, temperature=0)
+        moved = job(h, CONFIDENT, max_tokens=40, temperature=0)
         first = h.next_chunk(moved)
         assert isinstance(first, Chunk), first
         assert [s.seq for s in h.engine.scheduler.slots if s.job is moved] == [2]

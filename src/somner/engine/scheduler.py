@@ -403,19 +403,18 @@ class Scheduler:
     def _slot_for(self, job: GenerationJob) -> tuple[Slot, int]:
         """The free slot with the longest reusable prefix of `job`'s prompt, when that is worth keeping; else the
         free slot that keeps the busy ones closest together. With the length of its reusable prefix."""
-        best: Slot | None = None
-        best_common = -1
-        for slot in self.slots:
-            if slot.job is not None:
-                continue
-            common = common_prefix(slot.tokens, job.prompt) if slot.adapters == job.adapters else 0
-            if common > best_common or (common == best_common and best and slot.last_used < best.last_used):
-                best, best_common = slot, common
-        assert best is not None
-        if min(best_common, len(job.prompt) - _TAIL_TOKENS) < _MIN_SHARED:
+        commons = {
+            slot.seq: common_prefix(slot.tokens, job.prompt) if slot.adapters == job.adapters else 0
+            for slot in self.slots
+            if slot.job is None
+        }
+        best = max(
+            (slot for slot in self.slots if slot.seq in commons),
+            key=lambda slot: (commons[slot.seq], -slot.last_used),  # (of equals, the least recently used)
+        )
+        if min(commons[best.seq], len(job.prompt) - _TAIL_TOKENS) < _MIN_SHARED:
             best = self._packed_slot()
-            best_common = common_prefix(best.tokens, job.prompt) if best.adapters == job.adapters else 0
-        return best, best_common
+        return best, commons[best.seq]
 
     def _packed_slot(self) -> Slot:
         """A free slot whose cache is not worth keeping (fewer than _MIN_SHARED tokens), else the least recently
