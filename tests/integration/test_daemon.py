@@ -110,8 +110,8 @@ def test_start_status_stop_drains_a_stream_and_records_its_usage(model_path: Pat
         while stream.is_alive() and not refused:  # during the drain, new connections are turned away
             try:
                 refused = httpx.get(f"{url}/v1/models", headers=HEADERS, timeout=5).status_code == 503
-            except httpx.ConnectError:
-                refused = True
+            except (httpx.ConnectError, httpx.ReadError, httpx.RemoteProtocolError):
+                refused = True  # (turned away at the socket: closed, or reset as the server shuts down)
             time.sleep(0.05)
         stream.join(120)
         output, _ = stopping.communicate(timeout=120)
